@@ -1,0 +1,346 @@
+"""Typed, validated configuration: the one source of every parameter's name, default,
+range and description.
+
+The ROS parameter declarations (node.py), the YAML files in config/ (`dump_yaml`) and
+the `rs-guard` CLI flags are all derived from the dataclass fields below. Parameter
+names are dotted, as in a ROS parameter file: `smoothing.sigma`, `commands.left.angular_z`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+NODE_NAME = "rs_guard"
+
+
+class ConfigError(ValueError):
+    """A parameter has a wrong type, an out-of-range value, or an unknown name."""
+
+
+def param(default: Any, description: str, *, low: float | None = None, high: float | None = None,
+          choices: tuple[str, ...] | None = None, runtime: bool = False) -> Any:
+    """A config field with its description, inclusive range or choices, and whether it may
+    change at run time (through the ROS parameter services)."""
+    meta = {"description": description, "low": low, "high": high, "choices": choices, "runtime": runtime}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str = param("demo", "VLA backend; 'demo' is the shipped demo VLA",
+                         choices=("demo", "transformers", "onnx", "plugin"))
+    path: str = param("", "model directory (transformers), .onnx file, or module:callable (plugin)")
+    device: str = param("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
+    dtype: str = param("auto", "weights dtype: auto (bf16 on CUDA, fp32 on CPU)",
+                       choices=("auto", "float32", "float16", "bfloat16"))
+    mode: str = param("generate", "generate text, or predict continuous actions (OpenVLA-style)",
+                      choices=("generate", "action"))
+    max_new_tokens: int = param(8, "tokens generated per sample", low=1, high=512)
+    trust_remote_code: bool = param(False, "allow the model directory's own Python code (transformers)")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    mode: str = param("resize", "camera frame -> model input: squash-resize or centre-crop then resize",
+                      choices=("resize", "center_crop"))
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    kind: str = param("grammar", "output -> command mapping", choices=("grammar", "semantic", "action"))
+    error: float = param(0.0, "oracle error bound eps_O from `rs-guard calibrate-oracle` (0 for an exact grammar)",
+                         low=0.0, high=0.49, runtime=True)
+    semantic_floor: float = param(0.7, "semantic oracle: least cosine similarity to a command", low=-1.0, high=1.0)
+    semantic_margin: float = param(0.05, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
+    action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype", low=0.0)
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    sigma: float = param(0.25, "Gaussian noise std, [0,1] intensity units at the model input", low=1e-4, high=4.0,
+                         runtime=True)
+    alpha: float = param(0.001, "false-certification probability per decision", low=1e-9, high=0.5, runtime=True)
+    mode: str = param("sequential", "fixed: Cohen's CERTIFY with n_max samples; sequential: stop when decided",
+                      choices=("fixed", "sequential"), runtime=True)
+    n0: int = param(32, "selection samples", low=1, high=100_000, runtime=True)
+    n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1, high=10_000_000,
+                       runtime=True)
+    batch_size: int = param(256, "noisy samples per model call", low=1, high=65_536, runtime=True)
+    seed: int = param(-1, "noise seed for tests ONLY; -1 = fresh OS entropy per decision", low=-1)
+
+
+@dataclass(frozen=True)
+class InstructionConfig:
+    max_length: int = param(512, "longest accepted instruction, in characters", low=1, high=100_000)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    image_transport: str = param("raw", "raw: sensor_msgs/Image on `image`; compressed: CompressedImage on "
+                                 "`image/compressed`", choices=("raw", "compressed"))
+    use_stamped: bool = param(False, "publish geometry_msgs/TwistStamped instead of Twist")
+    publish_rate: float = param(10.0, "Hz at which the current output is republished", low=0.1, high=1000.0,
+                                runtime=True)
+    command_ttl: float = param(0.5, "s a certified command stays valid before reverting to abstain", low=0.0,
+                               runtime=True)
+    abstain_publish_timeout: float = param(0.0, "s of continuous abstain after which the node goes quiet "
+                                           "(0 = never)", low=0.0, runtime=True)
+    max_frame_age: float = param(0.5, "s without a fresh camera frame before abstaining", low=0.0, runtime=True)
+    max_instruction_age: float = param(0.0, "s an instruction stays valid (0 = never expires)", low=0.0,
+                                       runtime=True)
+    decision_deadline: float = param(2.0, "s a decision may take before it is discarded and abstains", low=0.0,
+                                     runtime=True)
+    watchdog_period: float = param(0.1, "s between watchdog checks", low=0.001, high=10.0)
+    diagnostics_period: float = param(1.0, "s between /diagnostics messages", low=0.01, high=60.0)
+    managed: bool = param(False, "run as a lifecycle (managed) node")
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    """One discrete command: its Twist, its radius threshold and the words that name it."""
+
+    linear_x: float = param(0.0, "Twist linear.x (m/s)", low=-10.0, high=10.0)
+    linear_y: float = param(0.0, "Twist linear.y (m/s)", low=-10.0, high=10.0)
+    angular_z: float = param(0.0, "Twist angular.z (rad/s)", low=-20.0, high=20.0)
+    radius_threshold: float = param(0.0, "certified l2 radius needed to publish (model-input units)", low=0.0,
+                                    high=100.0, runtime=True)
+    phrases: tuple[str, ...] = param((), "grammar/semantic oracle: phrases that mean this command")
+    patterns: tuple[str, ...] = param((), "grammar oracle: regular expressions (full match, normalised text)")
+    prototype: tuple[float, ...] = param((), "action oracle: the action vector of this command")
+
+
+DEMO_COMMANDS: dict[str, CommandConfig] = {
+    "forward": CommandConfig(linear_x=0.25, radius_threshold=0.25, phrases=(
+        "go straight", "move forward", "go forward", "drive ahead", "keep going straight")),
+    "left": CommandConfig(angular_z=0.6, radius_threshold=0.1, phrases=(
+        "turn left", "rotate left a bit", "go left", "veer left")),
+    "right": CommandConfig(angular_z=-0.6, radius_threshold=0.1, phrases=(
+        "turn right", "rotate right a bit", "go right", "veer right")),
+    "stop": CommandConfig(phrases=("stop", "stop, you are there", "halt, target reached", "you have arrived, stop")),
+}
+
+
+@dataclass(frozen=True)
+class CommandSet:
+    names: tuple[str, ...] = param(tuple(DEMO_COMMANDS), "the discrete commands the oracle maps outputs to")
+    abstain: str = param("stop", "the safe command published whenever nothing is certified")
+    table: Mapping[str, CommandConfig] = field(default_factory=lambda: dict(DEMO_COMMANDS))
+
+
+GROUPS: dict[str, type] = {"model": ModelConfig, "preprocess": PreprocessConfig, "oracle": OracleConfig,
+                           "smoothing": SmoothingConfig, "instruction": InstructionConfig, "node": NodeConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    instruction: InstructionConfig = field(default_factory=InstructionConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    commands: CommandSet = field(default_factory=CommandSet)
+
+    def thresholds(self) -> dict[str, float]:
+        """Per-command radius thresholds; the abstain command needs none."""
+        return {n: c.radius_threshold for n, c in self.commands.table.items() if n != self.commands.abstain}
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every parameter as {dotted name: value}."""
+        flat = {f"{g}.{f.name}": getattr(getattr(self, g), f.name) for g in GROUPS for f in fields(GROUPS[g])}
+        flat["commands.names"] = self.commands.names
+        flat["commands.abstain"] = self.commands.abstain
+        for name, cmd in self.commands.table.items():
+            flat.update({f"commands.{name}.{f.name}": getattr(cmd, f.name) for f in fields(CommandConfig)})
+        return flat
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A parameter as the node, the CLI and the YAML writer see it."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    low: float | None
+    high: float | None
+    choices: tuple[str, ...] | None
+    runtime: bool
+
+
+def _spec(name: str, f: Any, default: Any) -> ParamSpec:
+    meta = f.metadata
+    kind = tuple if isinstance(default, tuple) else type(default)
+    return ParamSpec(name, default, kind, meta["description"], meta["low"], meta["high"], meta["choices"],
+                     meta["runtime"])
+
+
+def _default(f: Any) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def param_specs(command_names: Iterable[str] = tuple(DEMO_COMMANDS)) -> list[ParamSpec]:
+    """Every parameter for this command set, in declaration order."""
+    specs = [_spec(f"{g}.{f.name}", f, _default(f)) for g, cls in GROUPS.items() for f in fields(cls)]
+    specs += [_spec(f"commands.{f.name}", f, _default(f)) for f in fields(CommandSet) if f.name != "table"]
+    for name in command_names:
+        base = DEMO_COMMANDS.get(name, CommandConfig())
+        specs += [_spec(f"commands.{name}.{f.name}", f, getattr(base, f.name)) for f in fields(CommandConfig)]
+    return specs
+
+
+def coerce(spec: ParamSpec, value: Any) -> Any:
+    """Check one value against its spec (type, range, choices); ConfigError names the parameter."""
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"parameter '{spec.name}': {why} (got {value!r})")
+
+    if spec.type is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail("expected a list")
+        kind = type(spec.default[0]) if spec.default else (float if spec.name.endswith("prototype") else str)
+        return tuple(_coerce_scalar(kind, v, fail) for v in value)
+    value = _coerce_scalar(spec.type, value, fail)
+    if spec.choices and value not in spec.choices:
+        raise fail(f"must be one of {list(spec.choices)}")
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        raise fail(f"must be in [{spec.low}, {spec.high}]")
+    return value
+
+
+def _coerce_scalar(kind: type, value: Any, fail) -> Any:
+    """bool, int, float or str, accepting only lossless conversions (an int for a float)."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise fail("expected true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("expected an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("expected a finite number")
+        return float(value)
+    if not isinstance(value, str):
+        raise fail("expected a string")
+    return value
+
+
+def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a validated Config from {dotted name: value} overrides of `base` (defaults).
+
+    Unknown names, wrong types, out-of-range values, commands missing from
+    `commands.names` and an abstain command outside the set raise ConfigError naming
+    the parameter.
+    """
+    base = base or Config()
+    names = coerce(_spec("commands.names", _command_set_field("names"), ()),
+                   values.get("commands.names", base.commands.names))
+    if not names or len(set(names)) != len(names) or not all(n and "." not in n for n in names):
+        raise ConfigError(f"parameter 'commands.names': must be unique, non-empty names without dots (got {names})")
+    specs = {s.name: s for s in param_specs(names)}
+    merged = {name: spec.default for name, spec in specs.items()}
+    merged.update({k: v for k, v in base.to_flat().items() if k in specs})
+    for key, value in values.items():
+        if key not in specs:
+            raise ConfigError(_unknown(key, names))
+        merged[key] = coerce(specs[key], value)
+    groups = {g: cls(**{f.name: merged[f"{g}.{f.name}"] for f in fields(cls)}) for g, cls in GROUPS.items()}
+    table = {n: CommandConfig(**{f.name: merged[f"commands.{n}.{f.name}"] for f in fields(CommandConfig)})
+             for n in names}
+    abstain = merged["commands.abstain"]
+    if abstain not in names:
+        raise ConfigError(f"parameter 'commands.abstain': '{abstain}' is not one of commands.names {list(names)}")
+    return Config(**groups, commands=CommandSet(names=names, abstain=abstain, table=table))
+
+
+def _command_set_field(name: str) -> Any:
+    return next(f for f in fields(CommandSet) if f.name == name)
+
+
+def _unknown(key: str, names: tuple[str, ...]) -> str:
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "commands" and parts[1] not in names:
+        return f"parameter '{key}': unknown command '{parts[1]}' (commands.names is {list(names)})"
+    return f"parameter '{key}': unknown parameter"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML mappings -> dotted names, as ROS 2 reads a parameter file."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_param_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The flat parameters for `node_name` in a ROS 2 parameter file (`/**` entries apply too)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"parameter file {path}: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"parameter file {path}: expected a mapping of node names")
+    flat: dict[str, Any] = {}
+    for node, body in doc.items():
+        if str(node).lstrip("/") in ("**", node_name) or str(node).endswith(f"/{node_name}"):
+            params = body.get("ros__parameters") if isinstance(body, Mapping) else None
+            if not isinstance(params, Mapping):
+                raise ConfigError(f"parameter file {path}: '{node}' has no ros__parameters mapping")
+            flat.update(flatten(params))
+    flat.pop("use_sim_time", None)  # a standard ROS parameter, not ours
+    return flat
+
+
+def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then each parameter file in order, then `overrides` (all validated)."""
+    values: dict[str, Any] = {}
+    for path in paths:
+        values.update(read_param_file(path))
+    values.update(overrides or {})
+    return from_flat(values)
+
+
+def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
+    """Apply run-time changes: only `runtime` parameters, validated like a file."""
+    specs = {s.name: s for s in param_specs(cfg.commands.names)}
+    for key in changes:
+        if key in specs and not specs[key].runtime:
+            raise ConfigError(f"parameter '{key}': read-only at run time")
+    return from_flat(changes, base=cfg)
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted names -> nested mappings (the inverse of `flatten`)."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return tree
+
+
+def dump_yaml(cfg: Config, node_name: str = NODE_NAME) -> str:
+    """The whole configuration as a ROS 2 parameter file (empty lists left out: ROS 2's
+    parameter-file parser cannot type an empty array, and they are the defaults)."""
+    flat = {k: v for k, v in cfg.to_flat().items() if v != ()}
+    return yaml.safe_dump({node_name: {"ros__parameters": unflatten(flat)}}, sort_keys=False,
+                          default_flow_style=None, width=120)
+
+
+__all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat", "load_config",
+           "read_param_file", "update", "dump_yaml", "coerce"]

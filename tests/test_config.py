@@ -1,0 +1,89 @@
+"""config.py is the one validated source of parameters; files and overrides go through it."""
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rs_guard_ros import config as cfgmod
+from rs_guard_ros.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = cfgmod.param_specs()
+
+
+def test_every_parameter_has_a_description_and_a_valid_default():
+    assert all(s.description for s in SPECS)
+    assert cfgmod.from_flat({}) == Config()
+    assert all(cfgmod.coerce(s, s.default) == s.default for s in SPECS)
+
+
+def test_shipped_default_yaml_is_generated_from_config_py():
+    text = (ROOT / "config" / "default.yaml").read_text()
+    assert text.endswith(cfgmod.dump_yaml(Config())), "run scripts/write_default_config.py"
+    assert cfgmod.load_config(ROOT / "config" / "default.yaml") == Config()
+
+
+def test_parameter_file_overrides_apply_in_order(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("rs_guard:\n  ros__parameters:\n    smoothing: {sigma: 0.5, n0: 10}\n")
+    b.write_text("/**:\n  ros__parameters:\n    smoothing:\n      sigma: 0.75\n    use_sim_time: true\n")
+    cfg = cfgmod.load_config(a, b)
+    assert cfg.smoothing.sigma == 0.75 and cfg.smoothing.n0 == 10
+
+
+def test_a_custom_command_set_gets_its_own_parameters():
+    cfg = cfgmod.from_flat({"commands.names": ["go", "halt"], "commands.abstain": "halt",
+                            "commands.go.linear_x": 0.3, "commands.go.phrases": ["go"]})
+    assert cfg.commands.table["go"].linear_x == 0.3 and cfg.thresholds() == {"go": 0.0}
+
+
+@pytest.mark.parametrize("values,name", [
+    ({"smoothing.sigma": -1.0}, "smoothing.sigma"),
+    ({"smoothing.sigma": "big"}, "smoothing.sigma"),
+    ({"smoothing.n0": 1.5}, "smoothing.n0"),
+    ({"smoothing.mode": "magic"}, "smoothing.mode"),
+    ({"node.use_stamped": 1}, "node.use_stamped"),
+    ({"commands.fly.linear_x": 1.0}, "commands.fly.linear_x"),
+    ({"commands.abstain": "fly"}, "commands.abstain"),
+    ({"commands.names": []}, "commands.names"),
+    ({"no.such": 1}, "no.such"),
+    ({"commands.left.phrases": "turn left"}, "commands.left.phrases"),
+])
+def test_bad_values_raise_config_error_naming_the_parameter(values, name):
+    with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        cfgmod.from_flat(values)
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+                    st.lists(st.integers(), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([s.name for s in SPECS]), scalars)
+def test_any_value_for_any_parameter_is_accepted_validly_or_rejected_by_name(name, value):
+    try:
+        cfg = cfgmod.from_flat({name: value})
+    except ConfigError as exc:
+        assert name in str(exc) or "commands." in str(exc)
+    else:
+        assert cfg.to_flat()[name] == cfgmod.coerce({s.name: s for s in SPECS}[name], value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_parameter_file_text_loads_or_raises_config_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("yaml") / "p.yaml"
+    path.write_text(text)
+    try:
+        cfgmod.load_config(path)
+    except ConfigError:
+        pass
+
+
+def test_runtime_update_accepts_safe_parameters_and_rejects_read_only_ones():
+    cfg = cfgmod.update(Config(), {"smoothing.sigma": 0.5, "commands.forward.radius_threshold": 0.4})
+    assert cfg.smoothing.sigma == 0.5 and cfg.thresholds()["forward"] == 0.4
+    with pytest.raises(ConfigError, match="model.path"):
+        cfgmod.update(Config(), {"model.path": "/elsewhere"})
+    with pytest.raises(ConfigError, match="smoothing.alpha"):
+        cfgmod.update(Config(), {"smoothing.alpha": 2.0})
