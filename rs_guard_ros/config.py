@@ -57,7 +57,7 @@ class OracleConfig:
     error: float = param(0.0, "oracle error bound eps_O from `rs-guard calibrate-oracle` (0 for an exact grammar)",
                          low=0.0, high=0.49, runtime=True)
     semantic_floor: float = param(0.7, "semantic oracle: least cosine similarity to a command", low=-1.0, high=1.0)
-    semantic_margin: float = param(0.05, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
+    semantic_margin: float = param(0.08, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
     action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype", low=0.0)
 
 
