@@ -15,6 +15,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*")),
     ],
     python_requires=">=3.10",
     # Loose ranges on purpose: a robot brings its own torch (CUDA/Jetson build) and
