@@ -1,17 +1,24 @@
 """The `rs-guard` command: plan, certify, calibrate-oracle, bench, demo.
 
-Every subcommand has --help and --json (one JSON object on stdout).
+Every subcommand has --help and --json (one JSON object on stdout). Model and smoothing
+flags are generated from config.py (`--smoothing.sigma 0.5`, `--model.path DIR`), so
+they carry the same names, defaults, ranges and descriptions as the ROS parameters.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import certify
+from . import certify, config, evaluate
+
+CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
+EXAMPLES = Path("examples")
 
 PLAN_P_TRUE = (0.999, 0.99, 0.95)
 
@@ -55,6 +62,125 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan(args.sigma, args.radius, args.alpha, args.oracle_error)
 
 
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """--config FILE plus one flag per model/smoothing/oracle parameter, from config.py."""
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="ROS 2 parameter file(s) (config/<robot>.yaml); later files override earlier")
+    group = parser.add_argument_group("parameters (as in config/default.yaml)")
+    for spec in config.param_specs(()):
+        if spec.name.split(".")[0] in CLI_GROUPS:
+            kind = _flag_type(spec)
+            group.add_argument(f"--{spec.name}", dest=spec.name, type=kind, default=None, choices=spec.choices,
+                               metavar=None if spec.choices else spec.type.__name__.upper(),
+                               help=f"{spec.description} (default: {spec.default})")
+
+
+def _flag_type(spec: config.ParamSpec) -> Callable[[str], Any]:
+    if spec.type is bool:
+        return lambda text: {"true": True, "false": False}[text.lower()]
+    return spec.type
+
+
+def config_from_args(args: argparse.Namespace) -> config.Config:
+    """Parameter files, then the flags given on the command line (validated by config.py)."""
+    flags = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    return config.load_config(*args.config, overrides=flags)
+
+
+def read_rgb(path: str | Path):
+    """An image file as an RGB uint8 array (ValueError naming the path if unreadable)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"--image {path}: not a readable image file")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
+    from .guard import Guard
+
+    frame = read_rgb(args.image)
+    return Guard.from_config(config_from_args(args)).decide(frame, args.instruction).to_dict()
+
+
+def format_decision(d: dict[str, Any]) -> str:
+    verdict = "CERTIFIED" if d["certified"] else f"ABSTAIN ({d['reason']})"
+    return (f"{d['command']}: {verdict}\n  top label {d['label']}, radius {d['radius']:.3f} (model input) / "
+            f"{d['radius_camera']:.3f} (camera frame), threshold {d['threshold']}, p_lower {d['p_lower']:.4f}, "
+            f"n_used {d['n_used']}\n  counts {d['counts']}\n  timing (ms) "
+            + ", ".join(f"{k} {v:.1f}" for k, v in d["timing_ms"].items()))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    from .guard import oracle_options
+    from .oracles.calibrate import run_calibration
+
+    cfg = config.load_config(*args.config)
+    result = run_calibration(args.oracle, args.labels, cfg.commands.table, args.alpha,
+                             **oracle_options(cfg.oracle, args.oracle))
+    return {**result.to_dict(), "table": result.format_table()}
+
+
+def load_examples(folder: Path) -> list[dict[str, str]]:
+    """examples/frames.csv rows (image, instruction, command), image paths made absolute."""
+    index = folder / "frames.csv"
+    if not index.is_file():
+        raise ValueError(f"--examples {folder}: no frames.csv there")
+    with index.open(newline="") as f:
+        return [{**row, "image": str(folder / row["image"])} for row in csv.DictReader(f)]
+
+
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from . import benchmark
+    from .guard import Guard
+
+    row = load_examples(args.examples)[0] if args.image is None else {"image": args.image,
+                                                                       "instruction": args.instruction}
+    guard = Guard.from_config(config_from_args(args))
+    return benchmark.run(guard, read_rgb(row["image"]), row["instruction"], decisions=args.decisions)
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    from .benchmark import format_report
+
+    return format_report(result)
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from .guard import Guard
+
+    return evaluate.run_eval(args, Guard.from_config(config_from_args(args)))
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """Certify every example frame with the demo VLA; report what the gate published."""
+    from .guard import Guard
+
+    guard = Guard.from_config(config_from_args(args))
+    rows = []
+    for row in load_examples(args.examples):
+        d = guard.decide(read_rgb(row["image"]), row["instruction"])
+        rows.append({"image": Path(row["image"]).name, "instruction": row["instruction"], "correct": row["command"],
+                     "published": d.command, "certified": d.certified, "radius": d.radius, "n_used": d.n_used,
+                     "reason": d.reason, "ms": d.timing_ms["total"]})
+    wrong = [r for r in rows if r["certified"] and r["published"] != r["correct"]]
+    return {"frames": rows, "certified": sum(r["certified"] for r in rows), "wrong_certified": len(wrong),
+            "abstained": sum(not r["certified"] for r in rows), "device": str(guard.policy.device)}
+
+
+def format_demo(result: dict[str, Any]) -> str:
+    lines = [f"{'frame':<18} {'instruction':<28} {'correct':<8} {'published':<10} {'cert':<5} {'radius':>6} "
+             f"{'n':>5} {'ms':>6}  reason"]
+    for r in result["frames"]:
+        lines.append(f"{r['image']:<18} {r['instruction'][:28]:<28} {r['correct']:<8} {r['published']:<10} "
+                     f"{'yes' if r['certified'] else 'no':<5} {r['radius']:>6.3f} {r['n_used']:>5} {r['ms']:>6.0f}"
+                     f"  {r['reason']}")
+    lines.append(f"{result['certified']} certified, {result['abstained']} abstained, "
+                 f"{result['wrong_certified']} wrong commands certified (device {result['device']})")
+    return "\n".join(lines)
+
+
 def emit(result: dict[str, Any], as_json: bool, formatter: Callable[[dict[str, Any]], str]) -> None:
     """Print one JSON object (--json) or the human-readable rendering."""
     print(json.dumps(result, default=str) if as_json else formatter(result))
@@ -70,14 +196,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-error", type=float, default=0.0, help="oracle error bound eps_O")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_plan, formatter=format_plan)
+
+    p = sub.add_parser("certify", help="certify the command for one image and instruction")
+    p.add_argument("--image", required=True, help="image file (PNG/JPEG), any size: it is preprocessed")
+    p.add_argument("--instruction", required=True, help="the instruction given to the VLA")
+    _finish(p, cmd_certify, format_decision)
+
+    p = sub.add_parser("calibrate-oracle", help="measure an oracle's error bound eps_O on labelled outputs")
+    p.add_argument("--oracle", required=True, choices=("grammar", "semantic", "action"))
+    p.add_argument("--labels", required=True, help="CSV with columns output,command (command may be UNKNOWN)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", help="parameter file (command set)")
+    p.add_argument("--alpha", type=float, default=0.001, help="level of the Clopper-Pearson upper bound")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_calibrate, formatter=lambda r: r["table"])
+
+    p = sub.add_parser("bench", help="throughput, latency, samples per decision and memory on this device")
+    p.add_argument("--image", help="frame to decide on (default: the first example frame)")
+    p.add_argument("--instruction", default="go to the red box")
+    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    p.add_argument("--decisions", type=int, default=10, help="decisions per latency figure")
+    _finish(p, cmd_bench, format_bench)
+
+    p = sub.add_parser("eval", help="decide every frame of an image folder, video or bag; write rows, plots, report")
+    evaluate.add_eval_arguments(p)
+    _finish(p, cmd_eval, evaluate.format_summary)
+
+    p = sub.add_parser("demo", help="certify the shipped example frames with the demo VLA")
+    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    _finish(p, cmd_demo, format_demo)
     return parser
+
+
+def _finish(p: argparse.ArgumentParser, run: Callable, formatter: Callable) -> None:
+    add_config_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run, formatter=formatter)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"rs-guard {args.command}: error: {exc}", file=sys.stderr)
         return 2
     emit(result, args.json, args.formatter)

@@ -1,0 +1,214 @@
+"""Guard: (camera frame, instruction) -> Decision. Policy + oracle + certifier + thresholds.
+
+No ROS here: node.py adapts messages to `Guard.decide` and publishes the Decision. Every
+failure inside a decision (bad frame, bad instruction, a model or oracle that raises or
+returns garbage) becomes an abstain Decision with the reason; `decide` never raises.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+import torch
+
+from . import config as config_mod
+from .config import Config
+from .images import Preprocessor
+from .oracles import make_oracle
+from .policies import load_policy
+from .policies.base import Policy
+from .smoothing import Certificate, smooth_certify
+
+TIMING_KEYS = ("preprocess", "model", "oracle", "statistics", "total")
+
+
+class DecisionError(ValueError):
+    """An input or a model output that cannot be decided on; the Guard abstains with its message."""
+
+
+class ModelFault(DecisionError):
+    """The model or oracle produced something unusable (wrong count, NaN, unknown labels)."""
+
+
+class DeadlineExceeded(DecisionError):
+    """The decision ran past its deadline; a late certificate is never published."""
+
+
+@dataclass
+class Decision:
+    """What to publish for one frame, and why (DESIGN §3)."""
+
+    command: str  # the certified command, or the abstain command
+    certified: bool
+    label: str | None  # the smoothed classifier's top label (None = UNKNOWN or no decision)
+    radius: float  # certified l2 radius at the model input
+    radius_camera: float  # the same radius in camera-frame units (radius / ||A||_2)
+    p_lower: float
+    n_used: int
+    reason: str
+    threshold: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    certificate: Certificate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the certificate nested, UNKNOWN written as "UNKNOWN")."""
+        out = {k: v for k, v in self.__dict__.items() if k != "certificate"}
+        out["label"] = "UNKNOWN" if self.label is None else self.label
+        out["certificate"] = self.certificate.to_dict() if self.certificate else None
+        return out
+
+
+class Guard:
+    """Certifies the command a VLA gives for a frame, or abstains."""
+
+    def __init__(self, policy: Policy, oracle: Callable[[Sequence[Any]], list[Hashable | None]], cfg: Config):
+        self.policy, self.oracle, self.cfg = policy, oracle, cfg
+        self.preprocessor = Preprocessor(tuple(policy.input_size), cfg.preprocess.mode)
+
+    @classmethod
+    def from_config(cls, cfg: Config | str | Path | None = None) -> "Guard":
+        """Load the policy and oracle a Config (or a ROS parameter file) names."""
+        if not isinstance(cfg, Config):
+            cfg = config_mod.load_config(cfg) if cfg else Config()
+        m, o = cfg.model, cfg.oracle
+        hf_options = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens,
+                          trust_remote_code=m.trust_remote_code)
+        policy = load_policy(m.backend, m.path or None, device=m.device,
+                             **(hf_options if m.backend in ("demo", "transformers") else {}))
+        return cls(policy, make_oracle(o.kind, cfg.commands.table, **oracle_options(o, o.kind)), cfg)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply a validated run-time change (thresholds, sigma, budgets); the model stays loaded."""
+        if cfg.model != self.cfg.model or cfg.preprocess != self.cfg.preprocess or cfg.oracle.kind != self.cfg.oracle.kind:
+            raise config_mod.ConfigError("model, preprocess and oracle.kind cannot change at run time")
+        self.cfg = cfg
+
+    def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None) -> Decision:
+        """Certify the command for one camera frame (H, W, 3 RGB) and instruction; never raises.
+
+        With `deadline_s`, sampling stops (and the decision abstains) once that many
+        seconds have passed: checked before every model batch.
+        """
+        timing = dict.fromkeys(TIMING_KEYS, 0.0)
+        start = time.perf_counter()
+        try:
+            text = self._check_instruction(instruction)
+            x, scale = self.prepare(frame)
+            timing["preprocess"] = _ms_since(start)
+            deadline = None if deadline_s is None else start + deadline_s
+            cert = smooth_certify(self._base(text, timing, deadline), x, sigma=self.cfg.smoothing.sigma,
+                                  alpha=self.cfg.smoothing.alpha, n0=self.cfg.smoothing.n0,
+                                  n_max=self.cfg.smoothing.n_max, mode=self.cfg.smoothing.mode,
+                                  radius_threshold=self.cfg.thresholds(), batch_size=self.cfg.smoothing.batch_size,
+                                  oracle_error=self.cfg.oracle.error,
+                                  seed=None if self.cfg.smoothing.seed < 0 else self.cfg.smoothing.seed)
+            decision = self._from_certificate(cert, scale)
+        except Exception as exc:  # fail closed: anything unexpected is an abstain with its reason
+            decision = self.abstain(_reason(exc))
+        timing["total"] = _ms_since(start)
+        timing["statistics"] = max(0.0, timing["total"] - timing["preprocess"] - timing["model"] - timing["oracle"])
+        decision.timing_ms = timing
+        return decision
+
+    def abstain(self, reason: str) -> Decision:
+        """The safe decision: the abstain command, nothing certified."""
+        return Decision(command=self.cfg.commands.abstain, certified=False, label=None, radius=0.0,
+                        radius_camera=0.0, p_lower=0.0, n_used=0, reason=reason)
+
+    def _check_instruction(self, instruction: Any) -> str:
+        if isinstance(instruction, (bytes, bytearray)):
+            try:
+                instruction = bytes(instruction).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecisionError("instruction is not valid UTF-8") from exc
+        if not isinstance(instruction, str):
+            raise DecisionError(f"instruction must be text, got {type(instruction).__name__}")
+        text = instruction.strip()
+        if not text:
+            raise DecisionError("instruction is empty")
+        if len(text) > self.cfg.instruction.max_length:
+            raise DecisionError(f"instruction longer than instruction.max_length={self.cfg.instruction.max_length}")
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+            raise DecisionError("instruction is not valid UTF-8 (lone surrogate)")
+        return text
+
+    def prepare(self, frame: Any) -> tuple[torch.Tensor, float]:
+        """Deterministic preprocessing, then ONE host->device copy; returns (x, ||A||_2)."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
+            shape = getattr(frame, "shape", None)
+            raise DecisionError(f"frame must be an (H, W, 3) RGB array, got {type(frame).__name__} {shape}")
+        if frame.dtype != np.uint8 and frame.dtype.kind != "f":
+            raise DecisionError(f"frame dtype must be uint8 or float, got {frame.dtype}")
+        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise DecisionError("frame contains NaN or inf")
+        x = self.preprocessor(frame)
+        scale = self.preprocessor.operator_norm(frame.shape[:2])
+        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.policy.device)
+        return tensor.permute(2, 0, 1).contiguous(), scale
+
+    def _base(self, instruction: str, timing: dict[str, float],
+              deadline: float | None) -> Callable[[torch.Tensor], list[Hashable | None]]:
+        """h(x) = O(f(x, instruction)) on a batch, timed, with every output checked."""
+        commands = set(self.cfg.commands.names)
+
+        def base(batch: torch.Tensor) -> list[Hashable | None]:
+            t0 = time.perf_counter()
+            if deadline is not None and t0 > deadline:
+                raise DeadlineExceeded("decision deadline exceeded")
+            outputs = self.policy(batch, instruction)
+            t1 = time.perf_counter()
+            if len(outputs) != len(batch):
+                raise ModelFault(f"returned {len(outputs)} outputs for {len(batch)} frames")
+            _check_finite(outputs)
+            labels = list(self.oracle(outputs))
+            timing["model"] += (t1 - t0) * 1e3
+            timing["oracle"] += _ms_since(t1)
+            if len(labels) != len(outputs) or any(lab is not None and lab not in commands for lab in labels):
+                raise ModelFault("oracle returned labels outside the command set")
+            return labels
+
+        return base
+
+    def _from_certificate(self, cert: Certificate, scale: float) -> Decision:
+        certified = cert.certified and cert.label is not None
+        return Decision(command=cert.label if certified else self.cfg.commands.abstain, certified=certified,
+                        label=cert.label, radius=cert.radius, radius_camera=cert.radius / scale if scale > 0 else 0.0,
+                        p_lower=cert.p_lower, n_used=cert.n_used, reason=cert.reason,
+                        threshold=cert.radius_threshold,
+                        counts={("UNKNOWN" if k is None else str(k)): v for k, v in cert.counts.items()},
+                        certificate=cert)
+
+
+def oracle_options(o: config_mod.OracleConfig, kind: str) -> dict[str, Any]:
+    """The configured options of oracle `kind` (each kind takes only its own)."""
+    return {"grammar": {}, "semantic": dict(floor=o.semantic_floor, margin=o.semantic_margin),
+            "action": dict(tolerance=o.action_tolerance)}[kind]
+
+
+def _check_finite(outputs: Sequence[Any]) -> None:
+    """Numeric outputs (logits, actions) must be finite: NaN means a broken model, not a vote."""
+    for out in outputs:
+        if isinstance(out, torch.Tensor):
+            if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+                raise ModelFault("returned NaN or inf")
+        elif isinstance(out, (np.ndarray, float)) and not np.all(np.isfinite(out)):
+            raise ModelFault("returned NaN or inf")
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _reason(exc: Exception) -> str:
+    """A short, single-line reason for an abstain caused by an exception."""
+    kind = ("deadline" if isinstance(exc, DeadlineExceeded) else "model" if isinstance(exc, ModelFault)
+            else "input" if isinstance(exc, DecisionError) else f"error: {type(exc).__name__}")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{kind}: {text}"[:300] if text else kind
+
+
+__all__ = ["Guard", "Decision", "DecisionError", "ModelFault", "DeadlineExceeded"]

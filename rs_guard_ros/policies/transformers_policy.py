@@ -1,0 +1,290 @@
+"""Hugging Face transformers backend: any local vision-language model directory as a `Policy`.
+
+Two modes:
+  * "generate": greedy (or sampled) text generation; one decoded string per frame.
+  * "action": OpenVLA-style models exposing `predict_action(...)`; one continuous action
+    vector (np.ndarray) per frame.
+
+The hot path is built for randomized smoothing, which calls the model on hundreds of noisy
+copies of one frame with one instruction: the prompt is tokenised once per instruction and
+expanded to the batch without copies, and pixel values are computed from the noisy float
+frames on the model's device by the processor's own mean/std normalisation (no PIL, no
+uint8 re-quantisation, no CPU round trip). Models whose processor is not a per-channel
+mean/std normalisation at a fixed resolution are refused at load time with a clear error.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import resolve_device
+from .hf_inputs import build_prompt, pixel_normalizer
+
+MODES = ("generate", "action")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+# What a loadable model directory must contain (any one file of each group).
+_REQUIRED_FILES = {
+    "config (config.json)": ("config.json",),
+    "weights (*.safetensors or pytorch_model*.bin)": ("*.safetensors", "pytorch_model*.bin"),
+    "tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model or vocab.json)":
+        ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"),
+    "processor files (processor_config.json or preprocessor_config.json)":
+        ("processor_config.json", "preprocessor_config.json"),
+}
+# Distinct per-channel values k/255: exact in uint8, so the processor sees the same image.
+_CHECK_RGB = (51, 102, 153)
+
+
+def check_model_dir(path: str | Path, required: dict[str, tuple[str, ...]] = _REQUIRED_FILES) -> Path:
+    """Return `path` as a Path, or raise ValueError naming it and every missing file group."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"model directory {str(root)!r} does not exist or is not a directory")
+    missing = [what for what, patterns in required.items() if not any(any(root.glob(p)) for p in patterns)]
+    if missing:
+        raise ValueError(f"model directory {str(root)!r} is incomplete: missing {'; '.join(missing)}")
+    return root
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """Map a dtype name to torch; "auto" is float32 on the CPU and bfloat16 on CUDA."""
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if spec not in _DTYPES:
+        raise ValueError(f"dtype {spec!r} is not one of 'auto', {', '.join(map(repr, _DTYPES))}")
+    return _DTYPES[spec]
+
+
+def _height_width(size: Any) -> tuple[int, int] | None:
+    """(height, width) from a processor size entry (dict or SizeDict), if it names both."""
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    height, width = get("height"), get("width")
+    return (int(height), int(width)) if height and width else None
+
+
+def model_input_size(image_processor: Any, config: Any = None) -> tuple[int, int]:
+    """The (H, W) resolution the model's vision encoder takes.
+
+    The vision config is authoritative (its position embeddings fix the size); otherwise the
+    processor's crop / resize size, or Prismatic's (C, H, W) `input_sizes`.
+    """
+    image_size = getattr(getattr(config, "vision_config", None), "image_size", None)
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        return int(image_size[0]), int(image_size[1])
+    candidates = [getattr(image_processor, "crop_size", None), getattr(image_processor, "size", None)]
+    for size in filter(None, candidates):
+        if hw := _height_width(size):
+            return hw
+    input_sizes = getattr(image_processor, "input_sizes", None)
+    if input_sizes:
+        return int(input_sizes[0][1]), int(input_sizes[0][2])
+    raise ValueError(f"cannot tell the input resolution of image processor {type(image_processor).__name__}")
+
+
+def frame_normalizer(image_processor: Any, device: torch.device, dtype: torch.dtype) -> Callable:
+    """Noisy [0, 1] frames -> the model's pixel_values, on `device`, in `dtype`.
+
+    Normalisation runs in float32 and is cast afterwards, so a bf16 model still sees the
+    noise at full precision until its first layer. Fused-backbone processors (Prismatic /
+    OpenVLA: lists `means`, `stds`) get one normalised copy per backbone, concatenated on
+    the channel axis as their processor does.
+    """
+    if all(getattr(image_processor, name, None) is not None for name in ("image_mean", "image_std")):
+        parts = [pixel_normalizer(image_processor, device, torch.float32)]
+    elif getattr(image_processor, "means", None) and getattr(image_processor, "stds", None):
+        parts = [pixel_normalizer(SimpleNamespace(image_mean=m, image_std=s), device, torch.float32)
+                 for m, s in zip(image_processor.means, image_processor.stds)]
+    else:
+        raise ValueError(f"unsupported pixel format: image processor {type(image_processor).__name__} has no "
+                         "per-channel mean/std normalisation (image_mean/image_std or means/stds)")
+
+    def normalize(frames: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(frames) for part in parts], dim=1).to(dtype)
+
+    return normalize
+
+
+def _check_image(input_size: tuple[int, int]):
+    """A constant-colour PIL image at the model's resolution (resize/crop leave it unchanged)."""
+    from PIL import Image
+
+    height, width = input_size
+    return Image.new("RGB", (width, height), _CHECK_RGB)
+
+
+def check_pixel_path(image_processor: Any, input_size: tuple[int, int]) -> None:
+    """Raise ValueError unless `frame_normalizer` reproduces the processor on a test image.
+
+    Catches processors whose pixel format is not what `frame_normalizer` assumes
+    (image tiling, extra resizing, other scalings) before they silently corrupt inputs.
+    Checked in float32 on the CPU, so a bf16 model's rounding is not mistaken for a mismatch.
+    """
+    normalize = frame_normalizer(image_processor, torch.device("cpu"), torch.float32)
+    expected = image_processor(images=[_check_image(input_size)], return_tensors="pt")["pixel_values"]
+    frame = torch.tensor(_CHECK_RGB, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, *input_size) / 255.0
+    got = normalize(frame)
+    if tuple(expected.shape) != tuple(got.shape) or not torch.allclose(expected.float(), got, atol=1e-3):
+        raise ValueError(f"unsupported pixel format: {type(image_processor).__name__} produces pixel_values of shape "
+                         f"{tuple(expected.shape)} that mean/std normalisation at {input_size} does not reproduce")
+
+
+class PromptCache:
+    """Tokenised prompt per instruction, on the model's device, expanded to any batch size.
+
+    The processor is called once per new instruction with one test image, so image
+    placeholder tokens are expanded exactly as the model expects; later batches reuse the
+    cached tensors through `expand` (no copy, no re-tokenising).
+    """
+
+    def __init__(self, processor: Any, input_size: tuple[int, int], device: torch.device,
+                 prompt_template: str | None = None, maxsize: int = 64) -> None:
+        self.processor = processor
+        self.input_size = input_size
+        self.device = device
+        self.prompt_template = prompt_template
+        self._encode = functools.lru_cache(maxsize=maxsize)(self._encode_uncached)
+
+    def prompt(self, instruction: str) -> str:
+        """The prompt text: the configured template, else the shared `build_prompt`."""
+        if self.prompt_template is not None:
+            return self.prompt_template.format(instruction=instruction)
+        return build_prompt(self.processor, instruction)
+
+    def _encode_uncached(self, instruction: str) -> dict[str, torch.Tensor]:
+        """Run the processor once; keep the text-side tensors (batch 1) on the device."""
+        encoded = self.processor(text=self.prompt(instruction), images=[_check_image(self.input_size)],
+                                 return_tensors="pt")
+        pixel_keys = set(getattr(self.processor.image_processor, "model_input_names", ["pixel_values"]))
+        return {key: value.to(self.device) for key, value in encoded.items()
+                if key not in pixel_keys and isinstance(value, torch.Tensor)}
+
+    def __call__(self, instruction: str, batch: int) -> dict[str, torch.Tensor]:
+        """The cached text inputs for `instruction`, expanded to `batch` rows."""
+        if not isinstance(instruction, str):
+            raise ValueError(f"instruction must be a str, got {type(instruction).__name__}")
+        return {key: value.expand(batch, *value.shape[1:]) for key, value in self._encode(instruction).items()}
+
+
+def check_frames(frames: Any, input_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Validate a (B, 3, H, W) float batch at `input_size` and put it on `device`."""
+    if not isinstance(frames, torch.Tensor):
+        raise ValueError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != tuple(input_size):
+        raise ValueError(f"frames must have shape (B, 3, {input_size[0]}, {input_size[1]}), got {tuple(frames.shape)}")
+    if not frames.is_floating_point():
+        raise ValueError(f"frames must be floating point in [0, 1] plus noise, got {frames.dtype}")
+    return frames.to(device, non_blocking=True)
+
+
+def _model_classes() -> list[Any]:
+    """Auto classes to try, newest first; AutoModelForVision2Seq only where it still exists."""
+    import transformers
+
+    names = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
+    return [getattr(transformers, name) for name in names if hasattr(transformers, name)]
+
+
+def _load_model(root: Path, dtype: torch.dtype, trust_remote_code: bool) -> Any:
+    """Load the model with the first auto class that knows its config; errors name the path."""
+    errors = []
+    for auto_class in _model_classes():
+        try:
+            return auto_class.from_pretrained(root, dtype=dtype, local_files_only=True,
+                                              trust_remote_code=trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 -- collected and re-raised with the path below
+            errors.append(f"{auto_class.__name__}: {exc}")
+    raise ValueError(f"cannot load a vision-language model from {str(root)!r}: " + " | ".join(errors))
+
+
+def load_processor(root: Path, trust_remote_code: bool) -> Any:
+    """Load the processor (tokenizer + image processor); errors name the path."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 -- re-raised with the path
+        raise ValueError(f"cannot load the processor from {str(root)!r}: {exc}") from exc
+    if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
+        raise ValueError(f"the processor in {str(root)!r} ({type(processor).__name__}) lacks an image processor "
+                         "or a tokenizer: not a vision-language model processor")
+    return processor
+
+
+class TransformersPolicy:
+    """A local Hugging Face VLM directory behind the `Policy` protocol (see module docstring)."""
+
+    def __init__(self, path: str | Path, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 8,
+                 do_sample: bool = False, temperature: float = 1.0, trust_remote_code: bool = False,
+                 mode: str = "generate", unnorm_key: str | None = None, prompt_template: str | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        root = check_model_dir(path)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.processor = load_processor(root, trust_remote_code)
+        self.model = _load_model(root, self.dtype, trust_remote_code).to(self.device).eval()
+        needed = "predict_action" if mode == "action" else "generate"
+        if not callable(getattr(self.model, needed, None)):
+            raise ValueError(f"mode {mode!r} needs a model with {needed}(); {type(self.model).__name__} "
+                             f"from {str(root)!r} has none")
+        self.name = f"transformers:{root.name}"
+        self.mode = mode
+        self.output_kind = "action" if mode == "action" else "text"
+        self.input_size = model_input_size(self.processor.image_processor, self.model.config)
+        self.normalize = frame_normalizer(self.processor.image_processor, self.device, self.model.dtype)
+        check_pixel_path(self.processor.image_processor, self.input_size)
+        self.prompts = PromptCache(self.processor, self.input_size, self.device, prompt_template)
+        self.unnorm_key = unnorm_key
+        self.generate_kwargs = self._generate_kwargs(max_new_tokens, do_sample, temperature)
+
+    def _generate_kwargs(self, max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
+        """generate() options; temperature only when sampling (greedy ignores it and warns)."""
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": bool(do_sample)}
+        if do_sample:
+            kwargs["temperature"] = float(temperature)
+        generation_config = getattr(self.model, "generation_config", None)
+        if generation_config is not None and generation_config.pad_token_id is None:
+            pad, eos = self.processor.tokenizer.pad_token_id, self.processor.tokenizer.eos_token_id
+            kwargs["pad_token_id"] = eos if pad is None else pad
+        return kwargs
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor, instruction: str) -> Sequence[Any]:
+        """One output per frame: decoded text ("generate") or an action vector ("action")."""
+        frames = check_frames(frames, self.input_size, self.device)
+        pixel_values = self.normalize(frames)
+        if self.mode == "action":
+            return self._actions(pixel_values, instruction)
+        text_inputs = self.prompts(instruction, frames.shape[0])
+        generated = self.model.generate(**text_inputs, pixel_values=pixel_values, **self.generate_kwargs)
+        if not self.model.config.is_encoder_decoder:  # decoder-only models echo the prompt first
+            generated = generated[:, text_inputs["input_ids"].shape[1]:]
+        texts = self.processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    def _actions(self, pixel_values: torch.Tensor, instruction: str) -> list[np.ndarray]:
+        """predict_action per frame: OpenVLA's implementation only handles a batch of one image."""
+        text_inputs = self.prompts(instruction, 1)
+        # OpenVLA sets the number of new tokens itself (one per action dimension).
+        options = {key: value for key, value in self.generate_kwargs.items() if key != "max_new_tokens"}
+        actions = []
+        for row in pixel_values:
+            action = self.model.predict_action(**text_inputs, pixel_values=row.unsqueeze(0),
+                                               unnorm_key=self.unnorm_key, **options)
+            actions.append(np.asarray(action, dtype=np.float64).reshape(-1))
+        return actions

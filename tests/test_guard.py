@@ -1,0 +1,133 @@
+"""Guard: every input ends in a Decision; only certified commands are published."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from rs_guard_ros.config import Config, from_flat
+from rs_guard_ros.guard import Guard
+from rs_guard_ros.oracles import make_oracle
+
+FAST = {"smoothing.n0": 16, "smoothing.n_max": 300, "smoothing.batch_size": 100, "smoothing.mode": "fixed"}
+
+
+class BrightSidePolicy:
+    """FAULT INJECTOR / stand-in, not a model: says "turn left" when the left half of the frame
+    is brighter, else "turn right"; the instruction can make it misbehave ("raise", "nan",
+    "short", "slow"). Lets the Guard's failure paths be tested without a VLA."""
+
+    name, input_size, device, output_kind = "bright-side", (32, 48), torch.device("cpu"), "text"
+
+    def __call__(self, frames, instruction):
+        if instruction == "raise":
+            raise RuntimeError("injected model failure")
+        if instruction == "nan":
+            return [np.array([np.nan])] * len(frames)
+        if instruction == "short":
+            return ["turn left"] * (len(frames) - 1)
+        if instruction == "slow":
+            time.sleep(0.05)
+        half = frames.shape[-1] // 2
+        left = frames[..., :half].mean(dim=(1, 2, 3)) > frames[..., half:].mean(dim=(1, 2, 3))
+        return ["turn left" if v else "turn right" for v in left.tolist()]
+
+
+def make_guard(**flat) -> Guard:
+    cfg = from_flat({**FAST, **flat})
+    return Guard(BrightSidePolicy(), make_oracle("grammar", cfg.commands.table), cfg)
+
+
+def left_bright_frame(h=96, w=128) -> np.ndarray:
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[:, : w // 2] = 200
+    return frame
+
+
+def test_a_consistent_model_gets_its_command_certified_with_radius_in_both_units():
+    d = make_guard().decide(left_bright_frame(), "go to the red box")
+    assert d.certified and d.command == "left" and d.label == "left"
+    assert d.radius > 0.1 and d.n_used == 316
+    scale = make_guard().preprocessor.operator_norm((96, 128))
+    assert d.radius_camera == pytest.approx(d.radius / scale)
+    json.dumps(d.to_dict())
+
+
+def test_a_command_below_its_threshold_publishes_the_abstain_command():
+    d = make_guard(**{"commands.left.radius_threshold": 5.0}).decide(left_bright_frame(), "go")
+    assert not d.certified and d.command == "stop" and d.label == "left" and d.reason == "radius_below_threshold"
+
+
+@pytest.mark.parametrize("instruction,reason", [
+    ("raise", "error: RuntimeError: injected model failure"),
+    ("nan", "model: returned NaN or inf"),
+    ("short", "model: returned 15 outputs for 16 frames"),
+])
+def test_model_faults_end_in_abstain_with_the_reason(instruction, reason):
+    d = make_guard().decide(left_bright_frame(), instruction)
+    assert (d.command, d.certified, d.reason) == ("stop", False, reason)
+
+
+def test_a_decision_past_its_deadline_abstains():
+    d = make_guard().decide(left_bright_frame(), "slow", deadline_s=0.01)
+    assert not d.certified and d.command == "stop" and d.reason.startswith("deadline")
+
+
+def test_an_oracle_that_returns_labels_outside_the_command_set_abstains():
+    cfg = from_flat(FAST)
+    d = Guard(BrightSidePolicy(), lambda outs: ["jump"] * len(outs), cfg).decide(left_bright_frame(), "go")
+    assert not d.certified and "outside the command set" in d.reason
+
+
+@pytest.mark.parametrize("frame,instruction,why", [
+    (np.zeros((0, 5, 3), np.uint8), "go", "frame"),
+    (np.zeros((10, 10), np.uint8), "go", "frame"),
+    (np.zeros((10, 10, 4), np.uint8), "go", "frame"),
+    (np.zeros((10, 10, 3), np.int64), "go", "dtype"),
+    (np.full((10, 10, 3), np.nan, np.float32), "go", "NaN"),
+    ("not an image", "go", "frame"),
+    (left_bright_frame(), "", "empty"),
+    (left_bright_frame(), "   ", "empty"),
+    (left_bright_frame(), "x" * 600, "max_length"),
+    (left_bright_frame(), b"\xff\xfe go", "UTF-8"),
+    (left_bright_frame(), None, "text"),
+])
+def test_bad_inputs_abstain_with_a_reason(frame, instruction, why):
+    d = make_guard().decide(frame, instruction)
+    assert d.command == "stop" and not d.certified and why in d.reason
+
+
+arrays = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype),
+                   st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(0, 5)),
+                   st.sampled_from([np.uint8, np.float32, np.float64, np.int16, np.bool_]),
+                   st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.integers(0, 255)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays, st.one_of(st.text(max_size=40), st.binary(max_size=20), st.none(), st.integers()))
+def test_any_frame_and_instruction_give_a_decision_in_the_command_set(frame, instruction):
+    guard = make_guard(**{"smoothing.n0": 2, "smoothing.n_max": 4})
+    d = guard.decide(frame, instruction)
+    assert d.command in guard.cfg.commands.names
+    assert d.certified is False or d.command == d.label
+
+
+def test_runtime_reconfigure_applies_thresholds_but_refuses_a_model_change():
+    guard = make_guard()
+    guard.reconfigure(from_flat({**FAST, "commands.left.radius_threshold": 5.0}))
+    assert not guard.decide(left_bright_frame(), "go").certified
+    with pytest.raises(ValueError, match="run time"):
+        guard.reconfigure(from_flat({**FAST, "model.backend": "onnx"}))
+
+
+def test_the_fixed_test_seed_reproduces_decisions():
+    guard = make_guard(**{"smoothing.seed": 7})
+    a, b = guard.decide(left_bright_frame(), "go"), guard.decide(left_bright_frame(), "go")
+    assert a.counts == b.counts and a.p_lower == b.p_lower and a.certificate.seed == 7
+
+
+def test_default_config_uses_the_demo_vla():
+    assert Config().model.backend == "demo"
