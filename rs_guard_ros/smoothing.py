@@ -79,7 +79,7 @@ class NoiseSource:
             import torch
 
             torch.randn(buf.shape, generator=self._gen, out=buf)
-            return buf.mul_(self.sigma).add_(self.x)
+            return torch.add(self.x, buf, alpha=self.sigma, out=buf)  # x + sigma * eps in one pass
         self._gen.standard_normal(out=buf)
         buf *= self.sigma
         buf += self.x

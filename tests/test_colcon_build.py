@@ -28,7 +28,9 @@ def test_colcon_installs_package_index_manifest_and_every_config_and_launch_file
     assert (share / "package.xml").is_file()
     for folder in ("config", "launch"):
         shipped = sorted(p.name for p in (ROOT / folder).glob("*.yaml" if folder == "config" else "*.py"))
-        assert shipped and sorted(p.name for p in (share / folder).iterdir()) == shipped
+        assert shipped and sorted(p.name for p in (share / folder).iterdir() if p.is_file()) == shipped
+    gazebo = sorted(p.name for p in (ROOT / "config" / "gazebo").iterdir())
+    assert gazebo and sorted(p.name for p in (share / "config" / "gazebo").iterdir()) == gazebo
 
 
 def test_colcon_installs_runnable_executables_where_ros2_run_finds_them(installed):
