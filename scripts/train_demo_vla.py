@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""Train the shipped demo VLA: a tiny LLaVA that reads the robot camera + an instruction
+and generates a short command phrase ("turn left", "stop, you are there", ...).
+
+Data comes from the MuJoCo demo world (rs_guard_ros.sim.world), labelled with
+World.correct_command. Training follows Cohen et al. (ICML 2019, sec. 3.2): most samples
+get Gaussian noise N(0, sigma^2) on the [0, 1] model-resolution frame before the processor's
+normalisation -- exactly the path the gate uses at inference -- so the smoothed model stays
+accurate. Everything runs offline on the CPU; the rendered dataset is cached under /tmp.
+
+    MUJOCO_GL=osmesa HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_demo_vla.py
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPVisionConfig,
+    GenerationConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from rs_guard_ros.config import DEMO_COMMANDS  # noqa: E402
+from rs_guard_ros.images import Preprocessor  # noqa: E402
+from rs_guard_ros.policies.hf_inputs import build_prompt, pixel_normalizer  # noqa: E402
+from rs_guard_ros.sim.world import COMMANDS, OBJECTS, REACH_DISTANCE, ROBOT_RADIUS, World  # noqa: E402
+
+MODEL_SIZE = 64  # model input resolution (pixels, square)
+DEFAULT_OUT = REPO / "rs_guard_ros" / "models" / "demo_vla"
+
+# The model says exactly the phrases the shipped configuration's grammar oracle knows.
+COMMAND_PHRASES: dict[str, tuple[str, ...]] = {name: cmd.phrases for name, cmd in DEMO_COMMANDS.items()}
+OFF_TASK_OUTPUT = "i cannot help with that"
+NO_SCENE_OUTPUT = "i see nothing useful"
+UNKNOWN = "UNKNOWN"
+
+INSTRUCTION_TEMPLATES = (
+    "go to the {}", "find the {}", "drive to the {}", "navigate to the {}", "move to the {}",
+    "approach the {}", "head to the {}", "go towards the {}", "please go to the {}",
+    "take me to the {}", "reach the {}", "get to the {}",
+)  # fmt: skip
+OFF_TASK_INSTRUCTIONS = (
+    "make me a coffee", "what time is it", "sing a song", "tell me a joke", "open the window",
+    "what is the weather like", "clean the kitchen", "call my mother", "play some music",
+    "pick up the {}", "throw the {}", "paint the {}",
+)  # fmt: skip
+
+IMAGE_TOKEN, PAD, UNK, BOS, EOS = "<image>", "<pad>", "<unk>", "<s>", "</s>"
+ANSWER = "=>"  # separator after the image: the model's answer starts here
+# The instruction goes BEFORE the image: under causal attention every image token then
+# sees the instruction, so the vision tokens can mark the target object themselves.
+# (With the image first, only the few tokens after it could combine the two.)
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }} {% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}" + IMAGE_TOKEN + "{% endif %}{% endfor %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %} " + ANSWER + "{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the rendered dataset contains (hashed into the cache file name)."""
+
+    n_scenes: int
+    seed: int
+    out_of_view_fraction: float = 0.15  # share of left/right scenes whose target is outside the view
+    near_fraction: float = 0.3  # share of forward/left/right scenes drawn close to reach (d < NEAR_BAND)
+    version: int = 2
+
+
+# ------------------------------------------------------------------ preprocessing
+# The Guard's own deterministic preprocessing: the model is trained on exactly what it sees.
+preprocess = Preprocessor((MODEL_SIZE, MODEL_SIZE), "resize")
+
+
+# ------------------------------------------------------------------ vocabulary
+def command_of(output: str) -> str:
+    """Map a generated phrase back to its command (UNKNOWN for the two refusals, 'invalid' else)."""
+    text = output.strip()
+    for command, phrases in COMMAND_PHRASES.items():
+        if text in phrases:
+            return command
+    return UNKNOWN if text in (OFF_TASK_OUTPUT, NO_SCENE_OUTPUT) else "invalid"
+
+
+def all_instructions() -> list[str]:
+    """Every instruction the model is trained on (in-task and off-task)."""
+    names = [o.name for o in OBJECTS]
+    texts = [t.format(n) for t in INSTRUCTION_TEMPLATES for n in names]
+    texts += [t.format(n) if "{}" in t else t for t in OFF_TASK_INSTRUCTIONS for n in names]
+    return sorted(set(texts))
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over instructions + outputs (lower-cased; '.', '!', '?' dropped)."""
+    outputs = [p for ps in COMMAND_PHRASES.values() for p in ps] + [OFF_TASK_OUTPUT, NO_SCENE_OUTPUT]
+    words = sorted({w for text in all_instructions() + outputs + [ANSWER] for w in text.split()})
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, EOS, IMAGE_TOKEN] + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex(r"[.!?]"), "")])
+    # Whitespace-only splitting keeps "stop," one word, so decoding restores the phrase verbatim.
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="left",
+        model_max_length=128,
+    )
+
+
+def build_processor(patch_size: int) -> LlavaProcessor:
+    """LlavaProcessor: CLIP image processor at 64 px (mean/std 0.5) + the word-level tokenizer."""
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": MODEL_SIZE},
+        crop_size={"height": MODEL_SIZE, "width": MODEL_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(),
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace) -> LlavaForConditionalGeneration:
+    """A tiny LLaVA: CLIP vision tower (64 px, patch 8) + a small Llama decoder."""
+    vision = CLIPVisionConfig(
+        hidden_size=args.vision_hidden, intermediate_size=4 * args.vision_hidden, num_hidden_layers=args.vision_layers,
+        num_attention_heads=4, image_size=MODEL_SIZE, patch_size=args.patch_size,
+    )  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=args.text_hidden, intermediate_size=4 * args.text_hidden,
+        num_hidden_layers=args.text_layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-1, vision_feature_select_strategy="default",
+        image_seq_length=(MODEL_SIZE // args.patch_size) ** 2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        max_new_tokens=8, do_sample=False, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return model
+
+
+# ------------------------------------------------------------------ data
+NEAR_BAND = 1.0  # metres; the reach boundary (0.6 m) is where a one-frame distance estimate is hardest
+
+
+def _place_for_command(
+    world: World, command: str, out_of_view: bool, near: bool, rng: np.random.Generator
+) -> str | None:
+    """Random layout + a robot pose whose ground truth towards a random target is `command`.
+
+    Returns the target name, or None when this draw did not work out (caller retries).
+    In-view scenes need the target unoccluded, so the label is learnable from one frame.
+    `near` draws forward/left/right distances below NEAR_BAND, oversampling the reach boundary.
+    """
+    world.reset(rng=rng)
+    target = OBJECTS[rng.integers(len(OBJECTS))]
+    half_fov = math.degrees(world.horizontal_fov) / 2
+    d_min = ROBOT_RADIUS + target.radius + 0.02
+    d_max = NEAR_BAND if near else 4.0
+    if command == "stop":
+        distance, bearing = rng.uniform(d_min, REACH_DISTANCE), rng.uniform(-30, 30)
+    elif command == "forward":
+        distance, bearing = rng.uniform(REACH_DISTANCE, d_max), rng.uniform(-12, 12)
+    else:
+        lo, hi = (half_fov + 3, 180) if out_of_view else (12, half_fov)
+        distance, bearing = rng.uniform(d_min, d_max), rng.uniform(lo, hi) * (1 if command == "left" else -1)
+    yaw = rng.uniform(-math.pi, math.pi)
+    tx, ty = world.objects[target.name]
+    heading = yaw + math.radians(bearing)
+    x, y = tx - distance * math.cos(heading), ty - distance * math.sin(heading)
+    if not world.is_free(x, y):
+        return None
+    world.reset(robot_pose=(x, y, yaw), object_positions=world.objects)
+    if world.correct_command(target.name) != command:
+        return None
+    if out_of_view == world.in_view(target.name) or (not out_of_view and not world.visible(target.name)):
+        return None
+    return target.name
+
+
+def render_dataset(spec: DataSpec) -> dict[str, np.ndarray]:
+    """Render `spec.n_scenes` scenes balanced over the four commands (one target per scene)."""
+    rng = np.random.default_rng(spec.seed)
+    frames = np.empty((spec.n_scenes, 3, MODEL_SIZE, MODEL_SIZE), np.float16)
+    targets = np.empty(spec.n_scenes, np.int64)
+    labels = np.empty(spec.n_scenes, np.int64)
+    in_view = np.empty(spec.n_scenes, bool)
+    names = [o.name for o in OBJECTS]
+    with World(seed=spec.seed) as world:
+        for i in range(spec.n_scenes):
+            command = COMMANDS[i % len(COMMANDS)]
+            out_of_view = command in ("left", "right") and rng.random() < spec.out_of_view_fraction
+            near = command != "stop" and rng.random() < spec.near_fraction
+            target = None
+            while target is None:
+                target = _place_for_command(world, command, out_of_view, near, rng)
+            frames[i] = preprocess(world.render()).transpose(2, 0, 1)
+            targets[i], labels[i], in_view[i] = names.index(target), COMMANDS.index(command), not out_of_view
+    return {"frames": frames, "targets": targets, "labels": labels, "in_view": in_view}
+
+
+def blank_frames(n: int, rng: np.random.Generator, height: int = 96, width: int = 128) -> np.ndarray:
+    """Frames showing nothing: uniform random pixels or a constant grey, preprocessed like camera frames."""
+    out = np.empty((n, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
+    for i in range(n):
+        if rng.random() < 0.5:
+            frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        else:
+            frame = np.full((height, width, 3), rng.integers(0, 256), np.uint8)
+        out[i] = preprocess(frame).transpose(2, 0, 1)
+    return out
+
+
+def cached_dataset(spec: DataSpec, cache_dir: Path) -> dict[str, np.ndarray]:
+    """Load the rendered dataset from the /tmp cache, rendering it once when missing."""
+    key = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir / f"demo_vla_{key}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return dict(f)
+    t0 = time.time()
+    data = render_dataset(spec)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    print(f"rendered {spec.n_scenes} scenes in {time.time() - t0:.0f} s -> {path}", flush=True)
+    return data
+
+
+# ------------------------------------------------------------------ batches
+class Batcher:
+    """Turns (frame, instruction, output phrase) triples into model inputs for training."""
+
+    def __init__(self, processor: LlavaProcessor) -> None:
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self._prompt_ids: dict[str, list[int]] = {}
+        self._dummy = np.zeros((MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """Token ids of the prompt exactly as the processor makes them (image token expanded)."""
+        if instruction not in self._prompt_ids:
+            enc = self.processor(text=[build_prompt(self.processor, instruction)], images=[self._dummy])
+            self._prompt_ids[instruction] = list(enc["input_ids"][0])
+        return self._prompt_ids[instruction]
+
+    def training_batch(self, instructions: list[str], outputs: list[str]) -> dict[str, torch.Tensor]:
+        """input_ids/attention_mask/labels, right-padded; the loss covers the output and EOS only."""
+        seqs, labs = [], []
+        for ins, out in zip(instructions, outputs):
+            p = self.prompt_ids(ins)
+            o = self.tok(out, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+            seqs.append(p + o)
+            labs.append([-100] * len(p) + o)
+        n = max(map(len, seqs))
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+        labels = torch.tensor([lab + [-100] * (n - len(lab)) for lab in labs])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def sample_training_examples(
+    data: dict[str, np.ndarray], n: int, rng: random.Random, nprng: np.random.Generator, args: argparse.Namespace
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """One training batch: scene samples plus ~8 % off-task instructions and ~5 % blank frames."""
+    names = [o.name for o in OBJECTS]
+    idx = nprng.integers(len(data["labels"]), size=n)
+    frames = data["frames"][idx].astype(np.float32)
+    instructions, outputs = [], []
+    for j, i in enumerate(idx):
+        name = names[data["targets"][i]]
+        u = rng.random()
+        if u < args.off_task_fraction:
+            instructions.append(rng.choice(OFF_TASK_INSTRUCTIONS).format(rng.choice(names)))
+            outputs.append(OFF_TASK_OUTPUT)
+        elif u < args.off_task_fraction + args.blank_fraction:
+            frames[j] = blank_frames(1, nprng)[0]
+            instructions.append(rng.choice(INSTRUCTION_TEMPLATES).format(name))
+            outputs.append(NO_SCENE_OUTPUT)
+        else:
+            instructions.append(rng.choice(INSTRUCTION_TEMPLATES).format(name))
+            outputs.append(rng.choice(COMMAND_PHRASES[COMMANDS[data["labels"][i]]]))
+    return frames, instructions, outputs
+
+
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def generate(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, batcher: Batcher, frames: np.ndarray,
+    instructions: list[str], sigma: float, seed: int, batch_size: int = 256,
+) -> list[str]:  # fmt: skip
+    """Greedy outputs for [0, 1] frames (N, 3, 64, 64) + N(0, sigma^2) noise, via pixel_normalizer."""
+    normalize = pixel_normalizer(processor.image_processor, torch.device("cpu"), torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    tok = processor.tokenizer
+    out: list[str] = []
+    for s in range(0, len(frames), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(frames[s : s + batch_size], dtype=np.float32))
+        x = x + sigma * torch.randn(x.shape, generator=gen)
+        prompts = [batcher.prompt_ids(i) for i in instructions[s : s + batch_size]]
+        n = max(map(len, prompts))  # left padding for generation
+        ids = torch.tensor([[tok.pad_token_id] * (n - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
+        gen_ids = model.generate(input_ids=ids, attention_mask=mask, pixel_values=normalize(x))
+        out += tok.batch_decode(gen_ids[:, n:], skip_special_tokens=True)
+    return out
+
+
+def evaluate(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, batcher: Batcher, data: dict[str, np.ndarray],
+    sigma: float, seed: int,
+) -> dict[str, float]:  # fmt: skip
+    """Held-out accuracy (greedy phrase -> command) overall, per command, out-of-view, and on UNKNOWN cases."""
+    rng = random.Random(seed)
+    names = [o.name for o in OBJECTS]
+    instructions = [rng.choice(INSTRUCTION_TEMPLATES).format(names[t]) for t in data["targets"]]
+    preds = [command_of(o) for o in generate(model, processor, batcher, data["frames"], instructions, sigma, seed)]
+    truth = np.array([COMMANDS[c] for c in data["labels"]])
+    ok = np.array(preds) == truth
+    res = {"all": ok.mean(), "in_view": ok[data["in_view"]].mean(), "out_of_view": ok[~data["in_view"]].mean()}
+    for c in COMMANDS:
+        res[c] = ok[truth == c].mean()
+    n_unk = max(len(truth) // 10, 1)
+    off = [rng.choice(OFF_TASK_INSTRUCTIONS).format(rng.choice(names)) for _ in range(n_unk)]
+    off_out = generate(model, processor, batcher, data["frames"][:n_unk], off, sigma, seed + 1)
+    res["off_task"] = np.mean([command_of(o) == UNKNOWN for o in off_out])
+    nprng = np.random.default_rng(seed)
+    blank_out = generate(model, processor, batcher, blank_frames(n_unk, nprng), instructions[:n_unk], sigma, seed + 2)
+    res["blank"] = np.mean([command_of(o) == UNKNOWN for o in blank_out])
+    return {k: float(v) for k, v in res.items()}
+
+
+def format_accuracy(name: str, res: dict[str, float]) -> str:
+    """One printable line of accuracies in percent."""
+    return f"{name}: " + "  ".join(f"{k}={100 * v:.1f}%" for k, v in res.items())
+
+
+# ------------------------------------------------------------------ training
+def save(model: LlavaForConditionalGeneration, processor: LlavaProcessor, out: Path) -> None:
+    """save_pretrained (safetensors) of model and processor into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def train(args: argparse.Namespace) -> None:
+    """Render (or load) the data, train with noise augmentation, evaluate and save."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng, nprng = random.Random(args.seed), np.random.default_rng(args.seed)
+    t_start = time.time()
+    train_data = cached_dataset(DataSpec(args.train_scenes, args.seed), args.cache_dir)
+    # Held-out scenes keep the natural distance distribution (no near-range oversampling).
+    test_data = cached_dataset(DataSpec(args.test_scenes, args.seed + 1_000_003, near_fraction=0.0), args.cache_dir)
+    print(f"data: {len(train_data['labels'])} train scenes, {len(test_data['labels'])} held-out scenes", flush=True)
+
+    processor = build_processor(args.patch_size)
+    model = build_model(processor.tokenizer, args)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
+    batcher = Batcher(processor)
+    normalize = pixel_normalizer(processor.image_processor, torch.device("cpu"), torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    warmup = min(200, args.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / args.steps, 1.0)))
+    )
+    t_train = time.time()
+    model.train()
+    for step in range(1, args.steps + 1):
+        frames, instructions, outputs = sample_training_examples(train_data, args.batch_size, rng, nprng, args)
+        x = torch.from_numpy(frames)
+        # Cohen et al.: train on the noise the smoothed classifier sees; keep some clean samples.
+        # Short curriculum: sigma ramps up from 0 over the first noise_warmup of the steps.
+        sigma = args.sigma * min(1.0, step / max(1.0, args.noise_warmup * args.steps))
+        noisy = torch.rand(len(x), 1, 1, 1) >= args.clean_fraction
+        x = x + noisy * sigma * torch.randn_like(x)
+        batch = batcher.training_batch(instructions, outputs)
+        loss = model(pixel_values=normalize(x), **batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % args.log_every == 0 or step == args.steps:
+            print(f"step {step}/{args.steps} loss {loss.item():.4f} ({time.time() - t_train:.0f} s)", flush=True)
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            model.eval()
+            sub = {k: v[:500] for k, v in test_data.items()}
+            print(format_accuracy("  held-out (500, clean)", evaluate(model, processor, batcher, sub, 0.0, 1)), flush=True)
+            save(model, processor, args.cache_dir / "interim")  # inspectable mid-run, not shipped
+            model.train()
+    train_s = time.time() - t_train
+    model.eval()
+    clean = evaluate(model, processor, batcher, test_data, 0.0, args.seed)
+    noisy = evaluate(model, processor, batcher, test_data, args.sigma, args.seed)
+    print(format_accuracy("held-out clean", clean))
+    print(format_accuracy(f"held-out sigma={args.sigma}", noisy))
+    print(f"training {train_s:.0f} s, total {time.time() - t_start:.0f} s")
+    save(model, processor, args.out)
+    summary = {"train_seconds": round(train_s), "clean": clean, f"sigma_{args.sigma}": noisy,
+               "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    (args.cache_dir / "demo_vla_last_run.json").write_text(json.dumps(summary, indent=2))
+    print(f"saved to {args.out}")
+
+
+def write_examples(model_dir: Path, out_dir: Path, seed: int, per_command: int = 3) -> None:
+    """Render demo frames (PNG, camera resolution) + frames.csv, keeping those the model gets right.
+
+    Candidates come from a fixed seed in order; a rejected candidate is reported, so the
+    selection is visible rather than silent. One pure-noise frame is added (UNKNOWN).
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    batcher = Batcher(processor)
+    rng, pyrng = np.random.default_rng(seed), random.Random(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, rejected = [], 0
+    with World(seed=seed) as world:
+        for command in COMMANDS:
+            kept = 0
+            while kept < per_command:
+                target = _place_for_command(world, command, False, False, rng)
+                if target is None:
+                    continue
+                frame = world.render()
+                instruction = pyrng.choice(INSTRUCTION_TEMPLATES).format(target)
+                x = preprocess(frame).transpose(2, 0, 1)[None]
+                output = generate(model, processor, batcher, x, [instruction], 0.0, seed)[0]
+                if command_of(output) != command:
+                    rejected += 1
+                    continue
+                kept += 1
+                name = f"{command}_{kept}.png"
+                cv2.imwrite(str(out_dir / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                rows.append(f"{name},{instruction},{command}")
+    while True:
+        noise = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        x = preprocess(noise).transpose(2, 0, 1)[None]
+        if command_of(generate(model, processor, batcher, x, ["go to the red box"], 0.0, seed)[0]) == UNKNOWN:
+            break
+        rejected += 1
+    cv2.imwrite(str(out_dir / "noise.png"), noise)
+    rows.append(f"noise.png,go to the red box,{UNKNOWN}")
+    (out_dir / "frames.csv").write_text("image,instruction,command\n" + "\n".join(rows) + "\n")
+    print(f"wrote {len(rows)} examples to {out_dir} ({rejected} candidates rejected as mispredicted)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults reproduce the shipped model)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--cache-dir", type=Path, default=Path("/tmp/rs_guard_demo_vla"))
+    p.add_argument("--train-scenes", type=int, default=40000)
+    p.add_argument("--test-scenes", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--sigma", type=float, default=0.25)
+    p.add_argument("--clean-fraction", type=float, default=0.2)
+    p.add_argument("--noise-warmup", type=float, default=0.1, help="fraction of steps over which sigma ramps up")
+    p.add_argument("--off-task-fraction", type=float, default=0.08)
+    p.add_argument("--blank-fraction", type=float, default=0.05)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--vision-hidden", type=int, default=96)
+    p.add_argument("--vision-layers", type=int, default=2)
+    p.add_argument("--text-hidden", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--examples-only", action="store_true", help="only (re)write examples/ from the model in --out")
+    p.add_argument("--examples-dir", type=Path, default=REPO / "examples")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    cli = parse_args()
+    if not cli.examples_only:
+        train(cli)
+    write_examples(cli.out, cli.examples_dir, cli.seed + 7)
