@@ -41,8 +41,8 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(VENV)/bin/rs-guard plan --sigma 0.25 --radius 0.5 --alpha 0.001
-	$(PY) benchmarks/bench_certify.py --runs 5
+	$(VENV)/bin/rs-guard plan --sigma 0.25 --radius 0.25 --alpha 0.001
+	$(VENV)/bin/rs-guard demo
 
 bench: setup
 	$(PY) benchmarks/bench_certify.py
