@@ -94,7 +94,7 @@ class NodeConfig:
     max_frame_age: float = param(0.5, "s without a fresh camera frame before abstaining", low=0.0, runtime=True)
     max_instruction_age: float = param(0.0, "s an instruction stays valid (0 = never expires)", low=0.0,
                                        runtime=True)
-    decision_deadline: float = param(2.0, "s a decision may take before it is discarded and abstains", low=0.0,
+    decision_deadline: float = param(2.0, "s a decision may take before it is discarded and abstains (0 = no deadline)", low=0.0,
                                      runtime=True)
     watchdog_period: float = param(0.1, "s between watchdog checks", low=0.001, high=10.0)
     diagnostics_period: float = param(1.0, "s between /diagnostics messages", low=0.01, high=60.0)
@@ -173,13 +173,18 @@ class ParamSpec:
     high: float | None
     choices: tuple[str, ...] | None
     runtime: bool
+    item_type: type | None = None  # element type of a list parameter
 
 
 def _spec(name: str, f: Any, default: Any) -> ParamSpec:
     meta = f.metadata
     kind = tuple if isinstance(default, tuple) else type(default)
+    item = _LIST_ITEM_TYPES.get(f.name) if kind is tuple else None
     return ParamSpec(name, default, kind, meta["description"], meta["low"], meta["high"], meta["choices"],
-                     meta["runtime"])
+                     meta["runtime"], item)
+
+
+_LIST_ITEM_TYPES = {"names": str, "phrases": str, "patterns": str, "prototype": float}
 
 
 def _default(f: Any) -> Any:
@@ -204,8 +209,7 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
     if spec.type is tuple:
         if not isinstance(value, (list, tuple)):
             raise fail("expected a list")
-        kind = type(spec.default[0]) if spec.default else (float if spec.name.endswith("prototype") else str)
-        return tuple(_coerce_scalar(kind, v, fail) for v in value)
+        return tuple(_coerce_scalar(spec.item_type, v, fail) for v in value)
     value = _coerce_scalar(spec.type, value, fail)
     if spec.choices and value not in spec.choices:
         raise fail(f"must be one of {list(spec.choices)}")

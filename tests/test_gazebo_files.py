@@ -5,16 +5,14 @@ The launch files are executed against small recording stand-ins for the `launch`
 `launch_ros` and `ament_index_python` APIs, with the source tree as the package share
 (its config/ and launch/ layout is the installed one)."""
 import ast
-import importlib.util
 import math
-import sys
-import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 
+from launch_stubs import launch_loader, run_launch
 from rs_guard_ros import config
 from rs_guard_ros.sim import world as mujoco_world
 
@@ -117,66 +115,10 @@ def test_bridge_types_and_directions_match_what_the_guard_subscribes_and_publish
 
 
 # ----------------------------------------------------------------------------- launch
-class Recorded:
-    """Stands in for a launch action/description: remembers how it was built."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-
-class LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context[self.name]
-
-
-def _module(name: str, **attrs) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(attrs)
-    return module
-
-
 @pytest.fixture
 def load_launch(monkeypatch):
-    """Import a launch file against recording stand-ins; the package share is the source tree."""
-    shares = {"rs_guard_ros": str(ROOT), "ros_gz_sim": ROS_GZ_SIM_SHARE}
-    fakes = {
-        "ament_index_python": _module("ament_index_python"),
-        "ament_index_python.packages": _module("ament_index_python.packages",
-                                               get_package_share_directory=shares.__getitem__),
-        "launch": _module("launch", LaunchDescription=Recorded),
-        "launch.actions": _module("launch.actions", DeclareLaunchArgument=type("Declare", (Recorded,), {}),
-                                  IncludeLaunchDescription=type("Include", (Recorded,), {}),
-                                  OpaqueFunction=type("Opaque", (Recorded,), {})),
-        "launch.launch_description_sources": _module("launch.launch_description_sources",
-                                                     PythonLaunchDescriptionSource=Recorded),
-        "launch.substitutions": _module("launch.substitutions", LaunchConfiguration=LaunchConfiguration),
-        "launch_ros": _module("launch_ros"),
-        "launch_ros.actions": _module("launch_ros.actions", Node=type("Node", (Recorded,), {})),
-    }
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-
-    def load(path: Path):
-        spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
-
-
-def run_launch(module, **given) -> tuple[dict, list]:
-    """generate_launch_description(), then its OpaqueFunction with the defaults plus `given`."""
-    description = module.generate_launch_description()
-    (entities,) = description.args
-    declared = {e.kwargs["name"] if "name" in e.kwargs else e.args[0]: e.kwargs for e in entities
-                if type(e).__name__ == "Declare"}
-    (opaque,) = [e for e in entities if type(e).__name__ == "Opaque"]
-    context = {name: kw["default_value"] for name, kw in declared.items()} | given
-    return declared, opaque.kwargs["function"](context)
+    """Launch files imported against the fake launch APIs; the package share is the source tree."""
+    return launch_loader(monkeypatch, {"rs_guard_ros": str(ROOT), "ros_gz_sim": ROS_GZ_SIM_SHARE})
 
 
 def test_launch_file_compiles_and_uses_only_the_standard_launch_apis():

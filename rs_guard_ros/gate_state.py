@@ -1,0 +1,280 @@
+"""The node's ROS-free bookkeeping: what to publish between decisions, when inputs are
+stale, the newest-frame mailbox, and the statistics behind /diagnostics.
+
+node.py owns the ROS I/O and calls into these small, separately tested pieces; no
+rclpy here. Times are plain float seconds: `now` arguments are on the node's clock
+(ROS time, i.e. simulation time under use_sim_time); latencies and rates use
+time.monotonic(), since compute time and decisions per hour are wall-clock matters.
+"""
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+# Reasons the node itself gives (the Guard's own are "certified", "radius_below_threshold",
+# "threshold_unreachable", "unknown_output", "input: ...", "model: ...", "deadline: ...", "error: ...").
+NO_FRAME = "no_frame"
+STALE_FRAME = "stale_frame"
+NO_INSTRUCTION = "no_instruction"
+STALE_INSTRUCTION = "stale_instruction"
+MALFORMED_IMAGE = "malformed_image"
+TTL_EXPIRED = "ttl_expired"
+LOADING = "loading"
+INACTIVE = "inactive"
+SHUTDOWN = "shutdown"
+MODEL_LOAD_FAILED = "model_load_failed"
+SUPERSEDED = "superseded"
+
+_MAX_REASON_KEYS = 24  # distinct abstain-reason keys kept in diagnostics; the rest count as "other"
+
+
+class Level(IntEnum):
+    """diagnostic_msgs/DiagnosticStatus levels."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+def reason_kind(reason: str) -> str:
+    """Classify a decision reason: certified | uncertain | stale | input | lifecycle | fault.
+
+    "fault" (a model or oracle that raised, hung, returned NaN or garbage, or failed to
+    load) makes diagnostics ERROR; "stale", "input" and "lifecycle" make them WARN; an
+    abstain because the vote was not strong enough ("uncertain") is the gate working.
+    """
+    head = reason.split(":", 1)[0].strip()
+    if head == "certified":
+        return "certified"
+    if head in ("error", "deadline", "model", MODEL_LOAD_FAILED):
+        return "fault"
+    if head in (NO_FRAME, STALE_FRAME, NO_INSTRUCTION, STALE_INSTRUCTION, TTL_EXPIRED, SUPERSEDED):
+        return "stale"
+    if head in ("input", MALFORMED_IMAGE):
+        return "input"
+    if head in (LOADING, INACTIVE, SHUTDOWN):
+        return "lifecycle"
+    return "uncertain"
+
+
+def reason_key(reason: str) -> str:
+    """A short, bounded key for counting reasons: the first two ':' fields, numbers elided."""
+    key = ":".join(part.strip() for part in reason.split(":")[:2])
+    return re.sub(r"\d+(\.\d+)?", "#", key)[:60] or "unspecified"
+
+
+def stale_reason(now: float, frame_time: float | None, instruction_time: float | None,
+                 max_frame_age: float, max_instruction_age: float) -> str | None:
+    """Why the inputs cannot be trusted at `now` (node clock), or None when they are fresh.
+
+    An age below zero means the clock jumped back (a simulation reset): stale, fail closed.
+    `max_instruction_age` 0 means an instruction never expires.
+    """
+    if frame_time is None:
+        return NO_FRAME
+    frame_age = now - frame_time
+    if frame_age < 0.0 or frame_age > max_frame_age:
+        return f"{STALE_FRAME}: last frame {frame_age:.3f} s ago (max_frame_age {max_frame_age:g} s)"
+    if instruction_time is None:
+        return NO_INSTRUCTION
+    instruction_age = now - instruction_time
+    if instruction_age < 0.0 or (max_instruction_age > 0.0 and instruction_age > max_instruction_age):
+        return (f"{STALE_INSTRUCTION}: instruction {instruction_age:.3f} s old "
+                f"(max_instruction_age {max_instruction_age:g} s)")
+    return None
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the gate publishes: a command name, whether it was certified, and why."""
+
+    command: str
+    certified: bool
+    reason: str
+
+
+class OutputGate:
+    """The current output between decisions: a certified command lives `command_ttl`
+    seconds, then reverts to abstain; abstain goes quiet after `quiet_after` seconds
+    (0 = never) so it does not fight other sources on a twist mux."""
+
+    def __init__(self, abstain: str, reason: str = LOADING):
+        self.abstain_command = abstain
+        self.current = Output(abstain, False, reason)
+        self._since: float | None = None  # node time the current certified command was set
+        self._abstain_since: float | None = None  # node time continuous abstain began
+
+    def on_decision(self, output: Output, now: float) -> None:
+        """Adopt a decision's output (published by the caller right away)."""
+        if output.certified:
+            self._since, self._abstain_since = now, None
+        elif self.current.certified or self._abstain_since is None:
+            self._abstain_since = now
+        self.current = output
+
+    def force_abstain(self, reason: str, now: float) -> bool:
+        """Switch to abstain (watchdog, lifecycle); True if a certified command was withdrawn."""
+        withdrawn = self.current.certified
+        self.on_decision(Output(self.abstain_command, False, reason), now)
+        return withdrawn
+
+    def tick(self, now: float, command_ttl: float) -> Output:
+        """The output to republish at `now`: the current one, or abstain once its TTL is over."""
+        if self.current.certified and self._since is not None:
+            age = now - self._since
+            if age < 0.0 or age > command_ttl:  # a clock jump back also ends the command
+                self.force_abstain(TTL_EXPIRED, now)
+        return self.current
+
+    def quiet(self, now: float, quiet_after: float) -> bool:
+        """True when abstain has lasted `quiet_after` seconds (> 0): stop publishing cmd_vel."""
+        if self.current.certified or quiet_after <= 0.0:
+            return False
+        if self._abstain_since is None or now < self._abstain_since:  # first look, or the clock jumped back
+            self._abstain_since = now
+        return now - self._abstain_since >= quiet_after
+
+
+class LatestSlot(Generic[T]):
+    """A one-deep mailbox between the executor and the decision thread: `put` replaces an
+    unconsumed item (counted as dropped), `take` blocks for the newest one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Offer the newest item; True if it replaced one that was never taken."""
+        with self._cond:
+            replaced = self._item is not None
+            self.dropped += replaced
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The newest item, waiting up to `timeout` s; None on timeout or once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
+            if self._closed:
+                return None
+            item, self._item = self._item, None
+            return item
+
+    def clear(self) -> None:
+        """Forget a pending item (not counted as dropped): deactivation, not overload."""
+        with self._cond:
+            self._item = None
+
+    def close(self) -> None:
+        """Wake and release every taker for good."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class GateStats:
+    """Rolling figures for /diagnostics: decision rate, certified fraction, abstain reasons,
+    dropped frames, latency percentiles and the false-certification budget."""
+
+    def __init__(self, start: float, window_s: float = 60.0, latency_samples: int = 1000):
+        self._start, self._window = start, window_s
+        self._recent: deque[tuple[float, bool]] = deque()
+        self._latency_ms: deque[float] = deque(maxlen=latency_samples)
+        self.decisions = 0
+        self.certified = 0
+        self.reasons: Counter[str] = Counter()
+        self.malformed = 0
+        self.late_discarded = 0
+        self.fault: str | None = None  # the latest model/oracle fault, until a healthy decision
+        self.warning: str | None = None  # the latest stale/input/lifecycle reason, likewise
+
+    def record(self, t: float, certified: bool, reason: str, latency_ms: float | None = None) -> None:
+        """Count one published decision (t: monotonic seconds)."""
+        self.decisions += 1
+        self.certified += certified
+        self._recent.append((t, certified))
+        if latency_ms is not None and math.isfinite(latency_ms):
+            self._latency_ms.append(latency_ms)
+        if not certified:
+            self._count(reason)
+        self.note(reason)
+
+    def event(self, reason: str) -> None:
+        """Count an abstain that is not a decision (a watchdog event) and update the health state."""
+        self._count(reason)
+        self.note(reason)
+
+    def _count(self, reason: str) -> None:
+        key = reason_key(reason)
+        self.reasons[key if key in self.reasons or len(self.reasons) < _MAX_REASON_KEYS else "other"] += 1
+        if reason.startswith(MALFORMED_IMAGE):
+            self.malformed += 1
+
+    def note(self, reason: str) -> None:
+        """Update the health state from a reason, without counting a decision."""
+        kind = reason_kind(reason)
+        if kind == "fault":
+            self.fault = reason
+        elif kind in ("stale", "input", "lifecycle"):
+            self.warning = reason  # a fault stays: the model has not answered since
+        else:  # the model answered and the vote was counted: healthy again
+            self.fault = self.warning = None
+
+    def level(self) -> tuple[Level, str]:
+        """Diagnostic level and message from the latest reasons."""
+        if self.fault:
+            return Level.ERROR, f"model fault: {self.fault}"
+        if self.warning:
+            return Level.WARN, f"abstaining: {self.warning}"
+        return Level.OK, "gating"
+
+    def snapshot(self, t: float, alpha: float, dropped: int) -> dict[str, Any]:
+        """Figures over the last window (t: monotonic seconds)."""
+        while self._recent and self._recent[0][0] < t - self._window:
+            self._recent.popleft()
+        span = max(min(self._window, t - self._start), 1e-9)
+        rate = len(self._recent) / span
+        certified = sum(c for _, c in self._recent)
+        lat = np.asarray(self._latency_ms, dtype=float)
+        return {
+            "decisions": self.decisions,
+            "decision_rate_hz": rate,
+            "certified_fraction": certified / len(self._recent) if self._recent else 0.0,
+            "abstain_reasons": dict(self.reasons),
+            "dropped_frames": dropped,
+            "malformed_messages": self.malformed,
+            "late_results_discarded": self.late_discarded,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+            # DESIGN §1: alpha per decision -> at most alpha * decisions/hour false certifications
+            "false_certifications_per_hour_bound": alpha * rate * 3600.0,
+        }
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively make a value JSON-serialisable: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+__all__ = ["Level", "Output", "OutputGate", "LatestSlot", "GateStats", "reason_kind", "reason_key",
+           "stale_reason", "json_safe"]

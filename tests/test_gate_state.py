@@ -1,0 +1,213 @@
+"""gate_state.py: the node's output state machine, staleness rule, newest-frame mailbox
+and diagnostics statistics, without ROS."""
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from rs_guard_ros.gate_state import (Level, LatestSlot, GateStats, Output, OutputGate, json_safe, reason_key,
+                                     reason_kind, stale_reason)
+
+FORWARD = Output("forward", True, "certified")
+
+
+# -- OutputGate --------------------------------------------------------------------------
+
+def test_a_certified_command_is_republished_until_its_ttl_then_abstain():
+    gate = OutputGate("stop")
+    gate.on_decision(FORWARD, now=10.0)
+    assert gate.tick(10.4, command_ttl=0.5) == FORWARD
+    expired = gate.tick(10.51, command_ttl=0.5)
+    assert (expired.command, expired.certified, expired.reason) == ("stop", False, "ttl_expired")
+    assert gate.tick(20.0, command_ttl=0.5).command == "stop"  # stays abstain
+
+
+def test_a_new_decision_restarts_the_ttl():
+    gate = OutputGate("stop")
+    gate.on_decision(FORWARD, 0.0)
+    gate.on_decision(Output("left", True, "certified"), 0.4)
+    assert gate.tick(0.8, command_ttl=0.5).command == "left"
+
+
+def test_a_clock_jump_back_ends_a_certified_command():
+    gate = OutputGate("stop")
+    gate.on_decision(FORWARD, 100.0)
+    assert gate.tick(0.0, command_ttl=0.5).command == "stop"  # simulation reset
+
+
+def test_abstain_goes_quiet_after_the_timeout_and_never_with_zero():
+    gate = OutputGate("stop")
+    gate.on_decision(Output("stop", False, "radius_below_threshold"), 5.0)
+    assert not gate.quiet(6.9, quiet_after=2.0)
+    assert gate.quiet(7.0, quiet_after=2.0)
+    assert not gate.quiet(1e6, quiet_after=0.0)
+
+
+def test_continuous_abstain_is_counted_from_its_first_abstain_and_reset_by_a_command():
+    gate = OutputGate("stop")
+    gate.on_decision(Output("stop", False, "unknown_output"), 0.0)
+    gate.on_decision(Output("stop", False, "radius_below_threshold"), 1.5)  # still the same abstain spell
+    assert gate.quiet(2.0, quiet_after=2.0)
+    gate.on_decision(FORWARD, 2.1)
+    assert not gate.quiet(2.2, quiet_after=2.0)
+    gate.tick(3.0, command_ttl=0.5)  # TTL over at 3.0: a new abstain spell starts
+    assert not gate.quiet(4.9, quiet_after=2.0) and gate.quiet(5.0, quiet_after=2.0)
+
+
+def test_quiet_counts_from_the_first_check_when_the_gate_starts_abstaining():
+    gate = OutputGate("stop")  # loading: no decision yet
+    assert not gate.quiet(3.0, quiet_after=1.0)
+    assert gate.quiet(4.0, quiet_after=1.0)
+
+
+def test_force_abstain_reports_whether_a_command_was_withdrawn():
+    gate = OutputGate("stop")
+    gate.on_decision(FORWARD, 0.0)
+    assert gate.force_abstain("stale_frame", 0.1) is True
+    assert gate.force_abstain("no_instruction", 0.2) is False
+    assert gate.current == Output("stop", False, "no_instruction")
+
+
+# -- staleness ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("now,frame,instr,max_instr,expected", [
+    (10.0, None, 9.0, 0.0, "no_frame"),
+    (10.0, 9.6, 9.0, 0.0, None),
+    (10.0, 9.4, 9.0, 0.0, "stale_frame"),
+    (10.0, 10.5, 9.0, 0.0, "stale_frame"),  # clock jumped back
+    (10.0, 9.9, None, 0.0, "no_instruction"),
+    (10.0, 9.9, 1.0, 0.0, None),  # 0 = never expires
+    (10.0, 9.9, 1.0, 5.0, "stale_instruction"),
+    (10.0, 9.9, 6.0, 5.0, None),
+])
+def test_stale_reason_checks_frame_then_instruction(now, frame, instr, max_instr, expected):
+    why = stale_reason(now, frame, instr, max_frame_age=0.5, max_instruction_age=max_instr)
+    assert (why.split(":")[0] if why else None) == expected
+
+
+@given(now=st.floats(-1e6, 1e6), frame=st.floats(-1e6, 1e6), age=st.floats(0.0, 100.0))
+def test_a_frame_is_fresh_exactly_when_its_age_is_within_max_frame_age(now, frame, age):
+    why = stale_reason(now, frame, frame, max_frame_age=age, max_instruction_age=0.0)
+    assert (why is None) == (0.0 <= now - frame <= age)
+
+
+# -- reasons -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reason,kind", [
+    ("certified", "certified"),
+    ("radius_below_threshold", "uncertain"),
+    ("unknown_output", "uncertain"),
+    ("error: RuntimeError: injected", "fault"),
+    ("deadline: decision deadline exceeded", "fault"),
+    ("model: returned NaN or inf", "fault"),
+    ("model: oracle returned labels outside the command set", "fault"),
+    ("model_load_failed: no such file", "fault"),
+    ("input: instruction is empty", "input"),
+    ("malformed_image: data is truncated", "input"),
+    ("stale_frame: last frame 0.7 s ago", "stale"),
+    ("no_instruction", "stale"),
+    ("loading", "lifecycle"),
+])
+def test_reason_kinds(reason, kind):
+    assert reason_kind(reason) == kind
+
+
+def test_reason_keys_are_short_and_do_not_grow_with_numbers():
+    a = reason_key("malformed_image: data is truncated: 12 bytes, expected 36")
+    b = reason_key("malformed_image: data is truncated: 99 bytes, expected 300")
+    assert a == b == "malformed_image:data is truncated"
+    assert reason_key("stale_frame: last frame 0.612 s ago") == reason_key("stale_frame: last frame 3.1 s ago")
+
+
+# -- LatestSlot --------------------------------------------------------------------------
+
+def test_slot_keeps_only_the_newest_item_and_counts_drops():
+    slot = LatestSlot()
+    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert slot.take(0) == 3 and slot.dropped == 2
+    assert slot.take(0.01) is None  # nothing new
+
+
+def test_slot_take_blocks_until_put_and_close_releases_takers():
+    slot, got = LatestSlot(), []
+    taker = threading.Thread(target=lambda: got.append(slot.take()))
+    taker.start()
+    slot.put("frame")
+    taker.join(5)
+    assert got == ["frame"]
+    waiter = threading.Thread(target=lambda: got.append(slot.take()))
+    waiter.start()
+    slot.close()
+    waiter.join(5)
+    assert got == ["frame", None] and not waiter.is_alive()
+
+
+def test_slot_clear_forgets_without_counting_a_drop():
+    slot = LatestSlot()
+    slot.put(1)
+    slot.clear()
+    slot.put(2)
+    assert slot.dropped == 0 and slot.take(0) == 2
+
+
+# -- GateStats ---------------------------------------------------------------------------
+
+def test_stats_rates_fractions_percentiles_and_error_budget():
+    stats = GateStats(start=0.0, window_s=10.0)
+    for i in range(20):  # 20 decisions in 10 s, one in four certified
+        stats.record(0.5 * i, certified=i % 4 == 0, reason="certified" if i % 4 == 0 else "radius_below_threshold",
+                     latency_ms=float(i))
+    snap = stats.snapshot(10.0, alpha=0.001, dropped=7)
+    assert snap["decision_rate_hz"] == pytest.approx(2.0)
+    assert snap["certified_fraction"] == pytest.approx(0.25)
+    assert snap["abstain_reasons"] == {"radius_below_threshold": 15}
+    assert snap["dropped_frames"] == 7
+    assert snap["latency_p50_ms"] == pytest.approx(np.percentile(np.arange(20.0), 50))
+    assert snap["latency_p99_ms"] == pytest.approx(np.percentile(np.arange(20.0), 99))
+    assert snap["false_certifications_per_hour_bound"] == pytest.approx(0.001 * 2.0 * 3600)
+
+
+def test_stats_window_forgets_old_decisions():
+    stats = GateStats(start=0.0, window_s=10.0)
+    stats.record(1.0, True, "certified")
+    snap = stats.snapshot(100.0, alpha=0.01, dropped=0)
+    assert snap["decision_rate_hz"] == 0.0 and snap["decisions"] == 1
+
+
+def test_level_is_error_on_a_fault_until_a_healthy_decision():
+    stats = GateStats(start=0.0)
+    assert stats.level()[0] == Level.OK
+    stats.record(1.0, False, "error: RuntimeError: boom")
+    assert stats.level()[0] == Level.ERROR
+    stats.event("stale_frame: last frame 1 s ago")  # a stale camera does not clear the fault
+    assert stats.level()[0] == Level.ERROR
+    stats.record(2.0, False, "radius_below_threshold")  # the model answered
+    assert stats.level()[0] == Level.OK
+    stats.event("stale_frame: last frame 1 s ago")
+    assert stats.level()[0] == Level.WARN
+    stats.record(3.0, True, "certified")
+    assert stats.level() == (Level.OK, "gating")
+
+
+def test_reason_counts_are_bounded():
+    stats = GateStats(start=0.0)
+    for i in range(200):
+        stats.event(f"error: Error{chr(65 + i % 26)}{chr(65 + i // 26)}: x")
+    assert len(stats.reasons) <= 25 and stats.reasons["other"] > 0
+    assert sum(stats.reasons.values()) == 200
+
+
+def test_malformed_messages_are_counted():
+    stats = GateStats(start=0.0)
+    stats.record(0.0, False, "malformed_image: data is truncated")
+    assert stats.snapshot(1.0, 0.001, 0)["malformed_messages"] == 1
+
+
+def test_json_safe_handles_numpy_and_non_finite_values():
+    value = {"a": np.float32(1.5), "b": [np.int64(3), float("nan")], 4: (float("inf"),)}
+    out = json_safe(value)
+    assert json.loads(json.dumps(out, allow_nan=False)) == {"a": 1.5, "b": [3, None], "4": [None]}
+    assert math.isclose(out["a"], 1.5)

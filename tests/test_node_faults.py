@@ -1,0 +1,83 @@
+"""The node fails closed when the model misbehaves: a model that raises, hangs past the
+decision deadline or returns NaN makes the gate abstain within the deadline, report
+ERROR on /diagnostics, keep running, and recover once the fault clears.
+
+The "model" is tests/ros_peers/fault_policy.py, a fault injector driven by the instruction.
+"""
+import pytest
+
+from ros_peers.gate_probe import FAST, FAULT_MODEL, camera, merge, running_gate
+
+DEADLINE = 1.0
+PERIOD = 0.05  # watchdog period
+PARAMS = merge(FAST, FAULT_MODEL, {"node": {"decision_deadline": DEADLINE, "watchdog_period": PERIOD,
+                                            "max_frame_age": 1.0, "command_ttl": 0.5,
+                                            "diagnostics_period": 0.1}})
+ERROR, OK = 2, 0
+
+
+def _certified_after(probe, n_before):
+    return [c for c in probe.certs()[n_before:] if c.get("source") == "decision" and c["certified"]]
+
+
+def _level_after(probe, n_before, level):
+    return [d for d in probe.snapshot()[3][n_before:] if d["level"] == level and d["phase"] == "active"]
+
+
+def _recover(probe):
+    """Clear the fault: a healthy instruction must be certified again and diagnostics go OK."""
+    n_certs, n_diag = len(probe.certs()), len(probe.snapshot()[3])
+    probe.say("go to the red ball")
+    assert probe.wait_for(lambda: _certified_after(probe, n_certs), 30), "gating did not resume"
+    assert probe.wait_for(lambda: _level_after(probe, n_diag, OK), 10), "diagnostics stayed in ERROR"
+
+
+@pytest.mark.ros
+def test_model_faults_abstain_report_error_and_recover(ros_env, tmp_path):
+    with running_gate(ros_env, tmp_path, PARAMS) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready()
+        cam = camera(probe).start()
+        try:
+            _recover(probe)  # healthy to begin with
+
+            for fault, reason_start in (("raise", "error: RuntimeError"), ("nan", "model: returned NaN")):
+                n_certs, n_diag = len(probe.certs()), len(probe.snapshot()[3])
+                probe.say(fault)
+                hits = probe.wait_for(lambda: [c for c in probe.certs()[n_certs:]
+                                               if c["reason"].startswith(reason_start)], 30)
+                assert hits, f"no abstain for {fault}"
+                assert all(c["command"] == "stop" and not c["certified"] for c in hits)
+                assert all(c["latency_ms"]["total"] < DEADLINE * 1e3 for c in hits)  # abstained within the deadline
+                assert probe.wait_for(lambda: _level_after(probe, n_diag, ERROR), 10), f"no ERROR for {fault}"
+                assert node.alive()
+                _recover(probe)
+
+            # A hung model: the watchdog abstains once the decision is past its deadline (steady
+            # clock); its late result is discarded, and gating resumes when the model returns.
+            n_certs, n_diag = len(probe.certs()), len(probe.snapshot()[3])
+            probe.say("hang 3")
+            hung = probe.wait_for(lambda: [c for c in probe.certs()[n_certs:]
+                                           if c["source"] == "watchdog" and c["reason"].startswith("deadline")], 30)
+            assert hung, "no deadline abstain for a hung model"
+            assert hung[0]["command"] == "stop"
+            assert DEADLINE < hung[0]["in_flight_s"] <= DEADLINE + PERIOD * 2  # one period + executor slack
+            assert probe.wait_for(lambda: _level_after(probe, n_diag, ERROR), 10)
+            late = [c for c in probe.certs()[n_certs:] if c.get("decision_id") == hung[0]["decision_id"]
+                    and c["source"] == "decision"]
+            assert not late  # nothing published for the hung decision but the abstain
+            _recover(probe)
+            assert probe.wait_for(lambda: [d for d in probe.snapshot()[3]
+                                           if int(d["late_results_discarded"]) >= 1], 10)
+            assert node.alive()
+
+            # SIGINT while the model hangs: the abstain action still goes out and the node exits.
+            n_certs = len(probe.certs())
+            probe.say("hang 60")
+            assert probe.wait_for(lambda: [c for c in probe.certs()[n_certs:]
+                                           if c["reason"].startswith("deadline")], 30)
+        finally:
+            cam.stop()
+        assert node.stop(timeout=30) == 0
+        assert probe.wait_for(lambda: probe.certs()[-1]["reason"] == "shutdown", 10)
+        assert probe.snapshot()[1][-1] == (0.0, 0.0, 0.0)
+        assert "still busy" in node.log()
