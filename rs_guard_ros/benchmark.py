@@ -19,9 +19,9 @@ from . import certify
 from .guard import Guard
 
 
-def _with_smoothing(guard: Guard, **changes: Any):
-    """The guard's config with some smoothing fields changed (used for one measurement)."""
-    return dataclasses.replace(guard.cfg, smoothing=dataclasses.replace(guard.cfg.smoothing, **changes))
+def _with_smoothing(cfg: Any, **changes: Any):
+    """`cfg` with some smoothing fields changed (each measurement starts from the user's config)."""
+    return dataclasses.replace(cfg, smoothing=dataclasses.replace(cfg.smoothing, **changes))
 
 
 def _sync(device: torch.device) -> None:
@@ -59,14 +59,14 @@ def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 1
     size = original.smoothing.batch_size
     try:
         raw = raw_throughput(guard, frame, instruction, batches=max(4, decisions))
-        guard.reconfigure(_with_smoothing(guard, mode="fixed", n0=size, n_max=4 * size))
+        guard.reconfigure(_with_smoothing(original, mode="fixed", n0=size, n_max=4 * size))
         fixed = decisions_for(guard, frame, instruction, max(3, decisions // 2))
         guard_rate = sum(d.n_used for d in fixed) / (sum(d.timing_ms["total"] for d in fixed) / 1e3)
-        guard.reconfigure(_with_smoothing(guard, mode="fixed"))
+        guard.reconfigure(_with_smoothing(original, mode="fixed"))
         fixed_full = decisions_for(guard, frame, instruction, decisions)
-        guard.reconfigure(_with_smoothing(guard, mode="sequential"))
+        guard.reconfigure(_with_smoothing(original, mode="sequential"))
         sequential = decisions_for(guard, frame, instruction, decisions)
-        guard.reconfigure(_with_smoothing(guard, mode="fixed", n0=1, n_max=1, batch_size=1))
+        guard.reconfigure(_with_smoothing(original, mode="fixed", n0=1, n_max=1, batch_size=1))
         decisions_for(guard, frame, instruction, 100)
         rss_100 = rss_mb()
         decisions_for(guard, frame, instruction, 900)
