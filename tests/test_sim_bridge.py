@@ -1,0 +1,120 @@
+"""The MuJoCo sim bridge (rs_guard_ros.sim.ros_bridge) closed-loop with rs_guard_node, both
+real processes: the sim drives /clock and the camera, the guard gates its cmd_vel, and the
+robot moves only on certified commands. Assertions are on content, never on wall-clock time.
+"""
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from ros_peers.gate_probe import FAST, ROOT, merge, running_gate, write_params
+from rs_guard_ros.sim.ros_bridge import CMD_TIMEOUT_S, effective_command, stamp_of
+
+TASK = "go to the red box"
+SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
+SIM_ARGS = ("-p", f"seed:={SEED}", "-p", "target:=red box")
+GUARD_ARGS = ("-r", "image:=/camera/image_raw", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true")
+
+
+def test_stale_or_missing_commands_count_as_zero():
+    assert effective_command((0.25, 0.6), None, 3.0) == (0.0, 0.0)
+    assert effective_command((0.25, 0.6), 1.0, 1.0 + CMD_TIMEOUT_S) == (0.25, 0.6)
+    assert effective_command((0.25, 0.6), 1.0, 1.0 + CMD_TIMEOUT_S + 0.02) == (0.0, 0.0)
+
+
+def test_stamps_split_seconds_and_nanoseconds():
+    assert stamp_of(0.0) == (0, 0)
+    assert stamp_of(12.34) == (12, 340_000_000)
+    assert stamp_of(1.9999999999) == (1, 999_999_999)
+
+
+def _sim_process(env, tmp_path):
+    """The sim bridge in its own process (python -m, so no installed console script is needed)."""
+    log = open(tmp_path / "sim.log", "w")
+    args = [sys.executable, "-m", "rs_guard_ros.sim.ros_bridge", "--ros-args", *SIM_ARGS]
+    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+
+
+def _watch_sim(probe):
+    """Record the sim's camera stamps, /clock, pose and ground truth in the probe."""
+    from rosgraph_msgs.msg import Clock
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    seen = {"images": [], "clock": [], "pose": [], "truth": []}
+
+    def add(key, value):
+        with probe.lock:
+            seen[key].append(value)
+
+    n = probe.node
+    n.create_subscription(Image, "/camera/image_raw", lambda m: add(
+        "images", (m.encoding, m.width, m.height, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
+        qos_profile_sensor_data)
+    n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), 10)
+    n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), 10)
+    n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), 10)
+    return seen
+
+
+@pytest.mark.ros
+def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_path):
+    params = write_params(tmp_path / "fast.yaml", merge(FAST, {"node": {"diagnostics_period": 0.2}}))
+    sim, sim_log = _sim_process(ros_env, tmp_path)
+    try:
+        with running_gate(ros_env, tmp_path, None, param_files=(ROOT / "config/sim_diffdrive.yaml", params),
+                          ros_args=GUARD_ARGS) as (node, probe):
+            seen = _watch_sim(probe)
+            assert probe.wait_ready(90), "guard never became active"
+            probe.say(TASK)
+
+            def moved_after_certified_motion():
+                certs = [c for c in probe.certs() if c.get("source") == "decision"]
+                motion = [c for c in certs if c["certified"] and c["command"] != "stop"]
+                with probe.lock:
+                    poses = list(seen["pose"])
+                return motion and poses and any(_differs(p, poses[0]) for p in poses)
+
+            def resay():
+                probe.say(TASK)  # the instruction QoS is volatile: repeat until the guard hears it
+
+            assert probe.wait_for(moved_after_certified_motion, 45, 0.1, resay), "robot never moved"
+            commands, twists, certs, _ = probe.snapshot()
+    finally:
+        sim.send_signal(signal.SIGINT)
+        try:
+            sim_rc = sim.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            sim_rc = sim.wait(timeout=10)
+        sim_log.close()
+        print((tmp_path / "sim.log").read_text(errors="replace")[-4000:])
+
+    assert sim_rc == 0, "the sim did not exit cleanly on SIGINT"
+    with probe.lock:
+        images, clock, poses, truth = (list(seen[k]) for k in ("images", "clock", "pose", "truth"))
+    # The sim publishes its 128x96 rgb8 camera stamped in sim time, and /clock moving forward.
+    assert images and all(i[:3] == ("rgb8", 128, 96) for i in images)
+    assert clock == sorted(clock) and clock[-1] > clock[0]
+    assert all(clock[0] <= i[3] <= clock[-1] + 1.0 for i in images)
+    assert truth and set(truth) <= {"forward", "left", "right", "stop"}
+    # Every decision is a certified command or the abstain command (stop).
+    decisions = [c for c in certs if c.get("source") == "decision"]
+    assert decisions and all(c["certified"] or c["command"] == "stop" for c in decisions)
+    assert set(commands) <= {"forward", "left", "right", "stop"}
+    # A non-zero cmd_vel is always the Twist of a command that was certified.
+    twist_of = {"forward": (0.25, 0.0, 0.0), "left": (0.0, 0.0, 0.6), "right": (0.0, 0.0, -0.6)}
+    certified = {twist_of[c["command"]] for c in decisions if c["certified"] and c["command"] != "stop"}
+    assert all(tw in certified for tw in twists if tw != (0.0, 0.0, 0.0))
+    # The robot stays put until the first certified motion command (both clocks are sim time).
+    first_motion = min(c["time"] for c in decisions if c["certified"] and c["command"] != "stop")
+    assert all(not _differs(p, poses[0]) for p in poses if p["t"] < first_motion)
+    assert any(_differs(p, poses[0]) for p in poses)
+
+
+def _differs(pose, ref, tol=1e-6):
+    """True when two pose records differ in position or heading."""
+    return any(abs(pose[k] - ref[k]) > tol for k in ("x", "y", "yaw"))
