@@ -230,13 +230,21 @@ class Probe:
         request = SetParameters.Request(parameters=[_param_msg(k.replace("__", "."), v) for k, v in values.items()])
         return list(self._call(self._set_params, request).results)
 
-    def _call(self, client: Any, request: Any) -> Any:
+    def _call(self, client: Any, request: Any, attempts: int = 5) -> Any:
+        """Call a (idempotent) parameter service, re-sending the request if no answer comes.
+
+        Fast DDS can drop a response sent before the server has matched the client's
+        response reader ("failed to send response (timeout)"), although wait_for_service
+        succeeded; a re-sent request goes through once discovery has completed.
+        """
         if not client.wait_for_service(timeout_sec=30.0):
             raise TimeoutError(f"{client.srv_name} not available")
-        future = client.call_async(request)
-        if not self.wait_for(future.done, timeout=30.0):
-            raise TimeoutError(f"{client.srv_name} did not answer")
-        return future.result()
+        for _ in range(attempts):
+            future = client.call_async(request)
+            if self.wait_for(future.done, timeout=6.0):
+                return future.result()
+            client.remove_pending_request(future)
+        raise TimeoutError(f"{client.srv_name} did not answer {attempts} requests")
 
     def get_parameters(self, *names: str) -> list:
         """Call ~/get_parameters; the rcl_interfaces/ParameterValue of each name."""
