@@ -315,10 +315,7 @@ def _lifecycle(probe, transition_id):
 
 def _state(probe):
     client = probe.node.create_client(GetState, "/rs_guard/get_state")
-    assert client.wait_for_service(timeout_sec=30)
-    future = client.call_async(GetState.Request())
-    assert probe.wait_for(future.done, 30)
-    return future.result().current_state.label
+    return probe.call(client, GetState.Request()).current_state.label
 
 
 @pytest.mark.ros

@@ -228,9 +228,9 @@ class Probe:
     def set_parameters(self, **values: Any) -> list:
         """Call ~/set_parameters with {dotted name (use __ for .): value}; the SetParametersResults."""
         request = SetParameters.Request(parameters=[_param_msg(k.replace("__", "."), v) for k, v in values.items()])
-        return list(self._call(self._set_params, request).results)
+        return list(self.call(self._set_params, request).results)
 
-    def _call(self, client: Any, request: Any, attempts: int = 5) -> Any:
+    def call(self, client: Any, request: Any, attempts: int = 5) -> Any:
         """Call a (idempotent) parameter service, re-sending the request if no answer comes.
 
         Fast DDS can drop a response sent before the server has matched the client's
@@ -248,11 +248,11 @@ class Probe:
 
     def get_parameters(self, *names: str) -> list:
         """Call ~/get_parameters; the rcl_interfaces/ParameterValue of each name."""
-        return list(self._call(self._get_params, GetParameters.Request(names=list(names))).values)
+        return list(self.call(self._get_params, GetParameters.Request(names=list(names))).values)
 
     def describe_parameters(self, *names: str) -> list:
         """Call ~/describe_parameters; the rcl_interfaces/ParameterDescriptor of each name."""
-        return list(self._call(self._describe_params, DescribeParameters.Request(names=list(names))).descriptors)
+        return list(self.call(self._describe_params, DescribeParameters.Request(names=list(names))).descriptors)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0) if hasattr(self.executor, "shutdown") else None
