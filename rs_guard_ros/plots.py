@@ -15,12 +15,12 @@ CERTIFIED, ABSTAINED, THRESHOLD = "tab:green", "tab:red", "0.45"
 RADIUS_AXIS = "certified l2 radius (model input, [0,1] intensity)"
 
 
-def _figure() -> tuple[Figure, Any]:
+def figure() -> tuple[Figure, Any]:
     fig = Figure(figsize=(6.4, 4.0), layout="tight")
     return fig, fig.add_subplot()
 
 
-def _save(fig: Figure, path: Path) -> str:
+def save_figure(fig: Figure, path: Path) -> str:
     fig.savefig(path, dpi=100, format="png")  # Figure.savefig renders PNG through Agg
     return str(path)
 
@@ -29,7 +29,7 @@ def certified_accuracy_plot(radii: Sequence[float], accuracy: Sequence[float], t
                             path: Path) -> str:
     """The randomized-smoothing curve: certified accuracy as a step function of the radius,
     with a dashed line at each command's publishing threshold."""
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.step(radii, accuracy, where="post", color="tab:blue", label="certified accuracy")
     by_threshold: dict[float, list[str]] = {}
     for name, threshold in sorted(thresholds.items()):
@@ -41,7 +41,7 @@ def certified_accuracy_plot(radii: Sequence[float], accuracy: Sequence[float], t
                     color=THRESHOLD)
     ax.set(xlabel=RADIUS_AXIS, ylabel="certified accuracy", ylim=(0, 1.05), xlim=(0, radii[-1]))
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def radius_timeline_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
@@ -49,7 +49,7 @@ def radius_timeline_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
     threshold its top label had to clear."""
     timed = all(r["time_s"] is not None for r in rows)
     xs = [r["time_s"] if timed else r["index"] for r in rows]
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.step(xs, [r["threshold"] for r in rows], where="mid", color=THRESHOLD, linewidth=1, label="threshold")
     for certified, colour, label in ((True, CERTIFIED, "published"), (False, ABSTAINED, "abstained")):
         pts = [(x, r["radius"]) for x, r in zip(xs, rows) if r["certified"] is certified]
@@ -58,24 +58,24 @@ def radius_timeline_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
     ax.set(xlabel="time since start (s)" if timed else "frame", ylabel=RADIUS_AXIS.replace(" (", "\n("))
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def samples_histogram_plot(rows: Sequence[dict[str, Any]], path: Path) -> str:
     """Histogram of the model evaluations each decision used (frames that never reached the model excluded)."""
     used = [r["n_used"] for r in rows if r["latency_ms"] is not None]
-    fig, ax = _figure()
+    fig, ax = figure()
     if used:
         ax.hist(used, bins=min(30, max(1, len(set(used)))), color="tab:blue")
     else:
         ax.text(0.5, 0.5, "no frame reached the model", ha="center", transform=ax.transAxes)
     ax.set(xlabel="samples per decision (selection + estimation)", ylabel="frames")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def abstain_reasons_plot(reasons: dict[str, int], path: Path) -> str:
     """Bar chart of why frames were not published."""
-    fig, ax = _figure()
+    fig, ax = figure()
     if reasons:
         names, counts = zip(*Counter(reasons).most_common())
         ax.barh(names, counts, color=ABSTAINED)
@@ -83,7 +83,7 @@ def abstain_reasons_plot(reasons: dict[str, int], path: Path) -> str:
     else:
         ax.text(0.5, 0.5, "no abstentions", ha="center", transform=ax.transAxes)
     ax.set(xlabel="frames", title="abstain reasons")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(rows: Sequence[dict[str, Any]], summary: dict[str, Any], out: Path) -> dict[str, str]:

@@ -5,12 +5,19 @@ advances sim time by dt = 1 / physics_rate, publishes it on /clock and drives th
 with the latest `cmd_vel` (geometry_msgs/Twist). Every physics_rate / camera_rate steps it
 publishes the camera on `camera/image_raw` (rgb8, stamped with sim time, frame "camera"),
 the ground-truth command for `target` on `~/ground_truth` and the robot pose on `~/pose`
-(std_msgs/String JSON {"t", "x", "y", "yaw"}), matching config/sim_diffdrive.yaml.
+(std_msgs/String JSON {"t", "x", "y", "yaw", "truth", "reached", "episode"}), matching
+config/sim_diffdrive.yaml.
+
+A scenario runner starts each episode by publishing on `~/reset` (String JSON, see
+`parse_reset`): the robot pose, fixed object positions, the layout seed and the target
+(null: no valid target, the ground truth is "stop"). The sim zeroes the command, applies
+the layout and answers on `~/episode` (transient local) with the resulting layout.
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -18,7 +25,7 @@ from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -28,6 +35,51 @@ from .world import OBJECTS, World
 
 CMD_TIMEOUT_S = 0.5  # a command older than this (sim time) counts as zero: fail safe
 CLOCK_TOPIC, IMAGE_TOPIC, CMD_VEL_TOPIC = "/clock", "camera/image_raw", "cmd_vel"
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_OBJECT_NAMES = {s.name for s in OBJECTS}
+
+
+@dataclass(frozen=True)
+class Reset:
+    """A validated `~/reset` request: episode id, robot pose, fixed objects, seed, target."""
+
+    episode: int
+    robot: tuple[float, float, float]
+    objects: dict[str, tuple[float, float]]
+    seed: int
+    target: str | None
+
+
+def parse_reset(text: str) -> Reset:
+    """Parse `~/reset` JSON {"episode", "robot": [x, y, yaw_rad], "objects", "seed", "target"}; ValueError if bad."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"reset is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or set(data) != {"episode", "robot", "objects", "seed", "target"}:
+        raise ValueError("reset must be an object with keys episode, robot, objects, seed, target")
+    episode, seed, target = data["episode"], data["seed"], data["target"]
+    if not _is_int(episode) or not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ValueError("reset episode and seed must be integers (seed in [0, 2^32))")
+    if target is not None and target not in _OBJECT_NAMES:
+        raise ValueError(f"reset target must be one of {sorted(_OBJECT_NAMES)} or null")
+    objects = data["objects"]
+    if not isinstance(objects, dict) or not set(objects) <= _OBJECT_NAMES:
+        raise ValueError(f"reset objects must map names in {sorted(_OBJECT_NAMES)} to [x, y]")
+    return Reset(episode, _finite_tuple(data["robot"], 3, "robot"),
+                 {name: _finite_tuple(xy, 2, f"objects[{name}]") for name, xy in objects.items()}, seed, target)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_tuple(value: object, size: int, what: str) -> tuple[float, ...]:
+    """A list of `size` finite numbers as floats, else ValueError naming `what`."""
+    if (not isinstance(value, list) or len(value) != size
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise ValueError(f"reset {what} must be a list of {size} finite numbers")
+    return tuple(float(v) for v in value)
 
 
 def stamp_of(t: float) -> tuple[int, int]:
@@ -60,7 +112,7 @@ class SimBridge(Node):
         super().__init__("rs_guard_sim")
         camera_rate = self._param("camera_rate", 10.0, "camera frames per simulated second (Hz)")
         physics_rate = self._param("physics_rate", 50.0, "physics steps per second, in sim and wall time (Hz)")
-        self.target = self._param("target", "red box", "object whose ground-truth command is published")
+        self.target: str | None = self._param("target", "red box", "object whose ground-truth command is published")
         seed = self._param("seed", 0, "seed of the random room layout")
         if not (math.isfinite(physics_rate) and physics_rate > 0):
             raise ValueError(f"physics_rate must be positive, got {physics_rate}")
@@ -71,14 +123,16 @@ class SimBridge(Node):
         self.dt = 1.0 / physics_rate
         self.steps_per_frame = max(1, round(physics_rate / camera_rate))
         self.world = World(seed=seed)
-        self.sim_time, self.steps = 0.0, 0
+        self.sim_time, self.steps, self.episode = 0.0, 0, 0
         self.cmd: tuple[float, float] = (0.0, 0.0)
         self.cmd_time: float | None = None
         self.pub_clock = self.create_publisher(Clock, CLOCK_TOPIC, 10)
         self.pub_image = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
         self.pub_truth = self.create_publisher(String, "~/ground_truth", 10)
         self.pub_pose = self.create_publisher(String, "~/pose", 10)
+        self.pub_episode = self.create_publisher(String, "~/episode", LATCHED)
         self.create_subscription(Twist, CMD_VEL_TOPIC, self._on_cmd_vel, 10)
+        self.create_subscription(String, "~/reset", self._on_reset, 10)
         self.create_timer(self.dt, self._on_step)
 
     def _param(self, name: str, default: float | int | str, description: str) -> float | int | str:
@@ -92,6 +146,21 @@ class SimBridge(Node):
         self.cmd_time = self.sim_time
         if not all(math.isfinite(v) for v in self.cmd):  # fail safe on garbage
             self.cmd_time = None
+
+    def _on_reset(self, msg: String) -> None:
+        """Start an episode: zero the command, lay out the room, announce the layout."""
+        try:
+            reset = parse_reset(msg.data)
+            self.world.reset(robot_pose=reset.robot, object_positions=reset.objects,
+                             rng=np.random.default_rng(reset.seed))
+        except (ValueError, RuntimeError) as exc:  # a bad request changes nothing
+            self.get_logger().error(f"ignored ~/reset: {exc}")
+            return
+        self.cmd, self.cmd_time = (0.0, 0.0), None
+        self.target, self.episode = reset.target, reset.episode
+        layout = {"episode": self.episode, "t": self.sim_time, "target": self.target,
+                  "robot": list(self.world.robot_pose), "objects": self.world.objects}
+        self.pub_episode.publish(String(data=json.dumps(layout)))
 
     def _on_step(self) -> None:
         """One physics step; every `steps_per_frame` steps also the camera, truth and pose."""
@@ -108,9 +177,12 @@ class SimBridge(Node):
     def _publish_sensors(self) -> None:
         """Publish the camera frame, the ground-truth command and the pose at the current sim time."""
         self.pub_image.publish(image_msg(self.world.render(), self.sim_time))
-        self.pub_truth.publish(String(data=self.world.correct_command(self.target)))
+        truth = self.world.correct_command(self.target) if self.target else "stop"
+        self.pub_truth.publish(String(data=truth))
         x, y, yaw = self.world.robot_pose
-        self.pub_pose.publish(String(data=json.dumps({"t": self.sim_time, "x": x, "y": y, "yaw": yaw})))
+        pose = {"t": self.sim_time, "x": x, "y": y, "yaw": yaw, "truth": truth, "episode": self.episode,
+                "reached": bool(self.target) and self.world.reached(self.target)}
+        self.pub_pose.publish(String(data=json.dumps(pose)))
 
     def destroy_node(self) -> None:
         """Close the renderer before the node goes."""

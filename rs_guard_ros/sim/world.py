@@ -274,10 +274,15 @@ class World:
         mujoco.mj_ray(self.model, self.data, cam, goal - cam, None, 1, self._robot_body, geomid)
         return int(geomid[0]) == self.model.geom(_body_name(self._spec(target))).id
 
+    def reached(self, target: str) -> bool:
+        """True when the robot is at `target`: close and facing it (the "stop" region)."""
+        distance, bearing = self.target_geometry(target)
+        return distance < REACH_DISTANCE and abs(bearing) < STOP_BEARING
+
     def correct_command(self, target: str) -> str:
         """Ground-truth command towards `target` (convention in the module docstring)."""
-        distance, bearing = self.target_geometry(target)
-        if distance < REACH_DISTANCE and abs(bearing) < STOP_BEARING:
+        _, bearing = self.target_geometry(target)
+        if self.reached(target):
             return "stop"
         if bearing > TURN_BEARING:
             return "left"
