@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*")),
+        (f"share/{PACKAGE}/config/scenarios", glob("config/scenarios/*.yaml")),
     ],
     python_requires=">=3.10",
     # Loose ranges on purpose: a robot brings its own torch (CUDA/Jetson build) and
@@ -25,6 +26,7 @@ setup(
         "models": ["transformers>=4.45", "safetensors>=0.4", "tokenizers>=0.19"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "sim": ["mujoco>=3.1", "matplotlib>=3.7", "opencv-python-headless>=4.8"],
+        "attack": ["adversarial-robustness-toolbox>=1.17"],
         "eval": ["rosbags>=0.9", "matplotlib>=3.7", "opencv-python-headless>=4.8"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5"],
     },

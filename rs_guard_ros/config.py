@@ -43,6 +43,9 @@ class ModelConfig:
                       choices=("generate", "action"))
     max_new_tokens: int = param(8, "tokens generated per sample", low=1, high=512)
     trust_remote_code: bool = param(False, "allow the model directory's own Python code (transformers)")
+    cpu_threads: int = param(0, "torch CPU threads (0 = torch's default, one per core); set fewer where other "
+                             "nodes share the CPU: oversubscribed threads slow inference many-fold", low=0,
+                             high=1024)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class Guard:
         if not isinstance(cfg, Config):
             cfg = config_mod.load_config(cfg) if cfg else Config()
         m, o = cfg.model, cfg.oracle
+        if m.cpu_threads:  # process-wide: the guard's process runs one model
+            torch.set_num_threads(m.cpu_threads)
         hf_options = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens,
                           trust_remote_code=m.trust_remote_code)
         policy = load_policy(m.backend, m.path or None, device=m.device,

@@ -29,8 +29,19 @@ def test_colcon_installs_package_index_manifest_and_every_config_and_launch_file
     for folder in ("config", "launch"):
         shipped = sorted(p.name for p in (ROOT / folder).glob("*.yaml" if folder == "config" else "*.py"))
         assert shipped and sorted(p.name for p in (share / folder).iterdir() if p.is_file()) == shipped
-    gazebo = sorted(p.name for p in (ROOT / "config" / "gazebo").iterdir())
-    assert gazebo and sorted(p.name for p in (share / "config" / "gazebo").iterdir()) == gazebo
+    for sub in ("gazebo", "scenarios"):
+        shipped = sorted(p.name for p in (ROOT / "config" / sub).iterdir())
+        assert shipped and sorted(p.name for p in (share / "config" / sub).iterdir()) == shipped
+
+
+def test_installed_demo_finds_its_config_in_the_share_directory(installed):
+    site = next(installed.glob("lib/python3*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               AMENT_PREFIX_PATH=str(installed))
+    code = "from rs_guard_ros.sim.demo import config_file; print(config_file('scenarios/demo.yaml'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=installed).stdout.strip()
+    assert out == str(installed / "share" / "rs_guard_ros" / "config" / "scenarios" / "demo.yaml")
 
 
 def test_colcon_installs_runnable_executables_where_ros2_run_finds_them(installed):

@@ -131,3 +131,12 @@ def test_the_fixed_test_seed_reproduces_decisions():
 
 def test_default_config_uses_the_demo_vla():
     assert Config().model.backend == "demo"
+
+
+def test_cpu_threads_parameter_sets_the_torch_thread_count():
+    saved = torch.get_num_threads()
+    try:
+        Guard.from_config(from_flat({"model.cpu_threads": 1, "model.device": "cpu"}))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(saved)

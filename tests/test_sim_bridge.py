@@ -3,6 +3,7 @@ real processes: the sim drives /clock and the camera, the guard gates its cmd_ve
 robot moves only on certified commands. Assertions are on content, never on wall-clock time.
 """
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from ros_peers.gate_probe import FAST, ROOT, merge, running_gate, write_params
-from rs_guard_ros.sim.ros_bridge import CMD_TIMEOUT_S, effective_command, stamp_of
+from rs_guard_ros.sim.ros_bridge import CMD_TIMEOUT_S, effective_command, odometry_msg, stamp_of
 
 TASK = "go to the red box"
 SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
@@ -30,6 +31,16 @@ def test_stamps_split_seconds_and_nanoseconds():
     assert stamp_of(1.9999999999) == (1, 999_999_999)
 
 
+def test_odometry_carries_the_planar_pose_as_a_yaw_quaternion_and_the_applied_velocity():
+    msg = odometry_msg((1.5, -0.5, 2.0), (0.25, -0.6), 3.25)
+    q = msg.pose.pose.orientation
+    assert (msg.header.frame_id, msg.child_frame_id) == ("odom", "base_link")
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (3, 250_000_000)
+    assert (msg.pose.pose.position.x, msg.pose.pose.position.y) == (1.5, -0.5)
+    assert math.isclose(2 * math.atan2(q.z, q.w), 2.0) and q.x == q.y == 0.0
+    assert (msg.twist.twist.linear.x, msg.twist.twist.angular.z) == (0.25, -0.6)
+
+
 def _sim_process(env, tmp_path):
     """The sim bridge in its own process (python -m, so no installed console script is needed)."""
     log = open(tmp_path / "sim.log", "w")
@@ -44,7 +55,9 @@ def _watch_sim(probe):
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    seen = {"images": [], "clock": [], "pose": [], "truth": []}
+    from nav_msgs.msg import Odometry
+
+    seen = {"images": [], "clock": [], "pose": [], "truth": [], "odom": []}
 
     def add(key, value):
         with probe.lock:
@@ -57,6 +70,8 @@ def _watch_sim(probe):
     n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), 10)
     n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), 10)
     n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), 10)
+    n.create_subscription(Odometry, "/odom", lambda m: add("odom", (m.pose.pose.position.x, m.pose.pose.position.y)),
+                          10)
     return seen
 
 
@@ -101,6 +116,10 @@ def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_pa
     assert clock == sorted(clock) and clock[-1] > clock[0]
     assert all(clock[0] <= i[3] <= clock[-1] + 1.0 for i in images)
     assert truth and set(truth) <= {"forward", "left", "right", "stop"}
+    # Odometry follows the same robot: every pose record's position appears in /odom.
+    with probe.lock:
+        odom = set(seen["odom"])
+    assert odom and all((p["x"], p["y"]) in odom for p in poses[:-1])
     # Every decision is a certified command or the abstain command (stop).
     decisions = [c for c in certs if c.get("source") == "decision"]
     assert decisions and all(c["certified"] or c["command"] == "stop" for c in decisions)

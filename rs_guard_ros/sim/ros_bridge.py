@@ -5,13 +5,16 @@ advances sim time by dt = 1 / physics_rate, publishes it on /clock and drives th
 with the latest `cmd_vel` (geometry_msgs/Twist). Every physics_rate / camera_rate steps it
 publishes the camera on `camera/image_raw` (rgb8, stamped with sim time, frame "camera"),
 the ground-truth command for `target` on `~/ground_truth` and the robot pose on `~/pose`
-(std_msgs/String JSON {"t", "x", "y", "yaw", "truth", "reached", "episode"}), matching
+(std_msgs/String JSON {"t", "x", "y", "yaw", "truth", "reached", "episode"}) and odometry
+on `odom` (nav_msgs/Odometry, frame "odom" -> "base_link", the applied velocity), matching
 config/sim_diffdrive.yaml.
 
 A scenario runner starts each episode by publishing on `~/reset` (String JSON, see
 `parse_reset`): the robot pose, fixed object positions, the layout seed and the target
 (null: no valid target, the ground truth is "stop"). The sim zeroes the command, applies
-the layout and answers on `~/episode` (transient local) with the resulting layout.
+the layout and answers on `~/episode` (transient local) with the resulting layout. A
+request for the current episode id is a repeat and changes nothing, so a runner may
+re-send until it sees the answer.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -34,7 +38,7 @@ from ..images import encode_raw
 from .world import OBJECTS, World
 
 CMD_TIMEOUT_S = 0.5  # a command older than this (sim time) counts as zero: fail safe
-CLOCK_TOPIC, IMAGE_TOPIC, CMD_VEL_TOPIC = "/clock", "camera/image_raw", "cmd_vel"
+CLOCK_TOPIC, IMAGE_TOPIC, CMD_VEL_TOPIC, ODOM_TOPIC = "/clock", "camera/image_raw", "cmd_vel", "odom"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _OBJECT_NAMES = {s.name for s in OBJECTS}
 
@@ -98,6 +102,18 @@ def image_msg(rgb: np.ndarray, t: float) -> Image:
     return msg
 
 
+def odometry_msg(pose: tuple[float, float, float], velocity: tuple[float, float], t: float) -> Odometry:
+    """nav_msgs/Odometry of a planar pose (x, y, yaw) and body velocity (linear_x, angular_z) at `t`."""
+    msg = Odometry()
+    msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(t)
+    x, y, yaw = pose
+    msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    msg.twist.twist.linear.x, msg.twist.twist.angular.z = velocity
+    return msg
+
+
 def effective_command(cmd: tuple[float, float], cmd_time: float | None, now: float) -> tuple[float, float]:
     """The (linear_x, angular_z) to apply at sim time `now`: zero when none arrived or it is stale."""
     if cmd_time is None or now - cmd_time > CMD_TIMEOUT_S:
@@ -131,6 +147,7 @@ class SimBridge(Node):
         self.pub_truth = self.create_publisher(String, "~/ground_truth", 10)
         self.pub_pose = self.create_publisher(String, "~/pose", 10)
         self.pub_episode = self.create_publisher(String, "~/episode", LATCHED)
+        self.pub_odom = self.create_publisher(Odometry, ODOM_TOPIC, 10)
         self.create_subscription(Twist, CMD_VEL_TOPIC, self._on_cmd_vel, 10)
         self.create_subscription(String, "~/reset", self._on_reset, 10)
         self.create_timer(self.dt, self._on_step)
@@ -151,6 +168,8 @@ class SimBridge(Node):
         """Start an episode: zero the command, lay out the room, announce the layout."""
         try:
             reset = parse_reset(msg.data)
+            if reset.episode == self.episode:
+                return  # a repeat of the request that started the current episode
             self.world.reset(robot_pose=reset.robot, object_positions=reset.objects,
                              rng=np.random.default_rng(reset.seed))
         except (ValueError, RuntimeError) as exc:  # a bad request changes nothing
@@ -171,6 +190,7 @@ class SimBridge(Node):
         clock = Clock()
         clock.clock.sec, clock.clock.nanosec = stamp_of(self.sim_time)
         self.pub_clock.publish(clock)
+        self.pub_odom.publish(odometry_msg(self.world.robot_pose, (linear_x, angular_z), self.sim_time))
         if self.steps % self.steps_per_frame == 0:
             self._publish_sensors()
 

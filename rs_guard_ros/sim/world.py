@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")
+# Headless rendering: EGL on a machine with an NVIDIA GPU, OSMesa (CPU) elsewhere; an explicit
+# MUJOCO_GL wins.
+os.environ.setdefault("MUJOCO_GL", "egl" if os.path.exists("/dev/nvidia0") else "osmesa")
 import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 
 ROOM_HALF = 2.0  # inner faces of the walls at x, y = +-2 m: a 4 m x 4 m room
