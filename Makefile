@@ -40,9 +40,10 @@ $(STAMP): requirements-dev.txt setup.py setup.cfg
 test: setup
 	$(PY) -m pytest
 
+# The closed loop: MuJoCo robot, guard node and scenario runner as ROS 2 processes in a
+# random ROS_DOMAIN_ID (localhost discovery only); report in demo_out/report.md.
 demo: setup
-	$(VENV)/bin/rs-guard plan --sigma 0.25 --radius 0.25 --alpha 0.001
-	$(VENV)/bin/rs-guard demo
+	$(VENV)/bin/rs-guard demo --out demo_out
 
 bench: setup
 	$(PY) benchmarks/bench_certify.py

@@ -1,4 +1,4 @@
-"""The `rs-guard` command: plan, certify, calibrate-oracle, bench, demo.
+"""The `rs-guard` command: plan, certify, calibrate-oracle, bench, eval, attack, examples, demo.
 
 Every subcommand has --help and --json (one JSON object on stdout). Model and smoothing
 flags are generated from config.py (`--smoothing.sigma 0.5`, `--model.path DIR`), so
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import certify, config, evaluate
+from . import attack, certify, config, evaluate
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
@@ -153,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate.run_eval(args, Guard.from_config(config_from_args(args)))
 
 
-def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
     """Certify every example frame with the demo VLA; report what the gate published."""
     from .guard import Guard
 
@@ -169,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
             "abstained": sum(not r["certified"] for r in rows), "device": str(guard.policy.device)}
 
 
-def format_demo(result: dict[str, Any]) -> str:
+def format_examples(result: dict[str, Any]) -> str:
     lines = [f"{'frame':<18} {'instruction':<28} {'correct':<8} {'published':<10} {'cert':<5} {'radius':>6} "
              f"{'n':>5} {'ms':>6}  reason"]
     for r in result["frames"]:
@@ -179,6 +179,24 @@ def format_demo(result: dict[str, Any]) -> str:
     lines.append(f"{result['certified']} certified, {result['abstained']} abstained, "
                  f"{result['wrong_certified']} wrong commands certified (device {result['device']})")
     return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """The closed loop: sim, guard and scenario runner as ROS 2 processes (rs_guard_ros.sim.demo)."""
+    from .sim.demo import run_demo
+
+    guard_args = tuple(a for p in args.guard_param for a in ("-p", p))
+    return run_demo(args.scenarios, args.out, args.domain_id, guard_args, tuple(args.scenario))
+
+
+def format_demo(result: dict[str, Any]) -> str:
+    ok = sum(e["success"] for e in result["episodes"])
+    return (f"{result['table']}\n{ok}/{len(result['episodes'])} episodes succeeded; report: {result['report']} "
+            f"(wall time {result['wall_s']:.0f} s, ROS_DOMAIN_ID {result['domain_id']})")
+
+
+def cmd_attack(args: argparse.Namespace) -> dict[str, Any]:
+    return attack.run_attack(args)
 
 
 def emit(result: dict[str, Any], as_json: bool, formatter: Callable[[dict[str, Any]], str]) -> None:
@@ -221,9 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_eval_arguments(p)
     _finish(p, cmd_eval, evaluate.format_summary)
 
-    p = sub.add_parser("demo", help="certify the shipped example frames with the demo VLA")
+    p = sub.add_parser("attack", help="attack the demo VLA (ART PGD, patch, EOT) and report what the gate published")
+    attack.add_attack_arguments(p)
+    _finish(p, cmd_attack, attack.format_summary)
+    p = sub.add_parser("examples", help="certify the shipped example frames with the demo VLA")
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
-    _finish(p, cmd_demo, format_demo)
+    _finish(p, cmd_examples, format_examples)
+    p = sub.add_parser("demo", help="closed loop: the MuJoCo robot driven only by certified commands (ROS 2)")
+    p.add_argument("--scenarios", type=Path, default=None,
+                   help="scenario file (default: config/scenarios/demo.yaml)")
+    p.add_argument("--scenario", action="append", default=[], metavar="NAME", help="run only this scenario")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="report folder")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one in 1..101)")
+    p.add_argument("--guard-param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra ROS parameter for the guard node, e.g. smoothing.n_max:=500")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_demo, formatter=format_demo)
     return parser
 
 
@@ -237,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"rs-guard {args.command}: error: {exc}", file=sys.stderr)
         return 2
     emit(result, args.json, args.formatter)

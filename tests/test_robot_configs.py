@@ -45,9 +45,14 @@ def test_robot_file_header_documents_its_topic_remappings(robot):
     assert f"robot:={robot}" in header  # and how to launch it
 
 
-def test_sim_file_drives_the_demo_vla_with_the_demo_command_table():
+def test_sim_file_drives_the_demo_vla_with_the_demo_commands_and_a_lower_bar_for_turning_in_place():
     cfg = config.load_config(_path("sim_diffdrive"))
-    assert cfg.model.backend == "demo" and cfg.commands.table == config.DEMO_COMMANDS
+    assert cfg.model.backend == "demo" and set(cfg.commands.table) == set(config.DEMO_COMMANDS)
+    for name, demo in config.DEMO_COMMANDS.items():
+        mine = cfg.commands.table[name]
+        assert (mine.linear_x, mine.angular_z, mine.phrases) == (demo.linear_x, demo.angular_z, demo.phrases)
+    table = cfg.commands.table
+    assert table["left"].radius_threshold == table["right"].radius_threshold < table["forward"].radius_threshold
 
 
 def test_real_robot_files_use_a_local_transformers_model():

@@ -203,9 +203,11 @@ def test_commands_in_force_follow_publication_time():
     assert rp.commands_in_force(steps, [0.1, 0.2, 0.3, 0.35, 1.0]) == [None, "left", "left", "right", "right"]
 
 
-def test_fault_windows_group_consecutive_faulty_steps():
-    steps = [step(0.0), step(0.1, fault="stall"), step(0.2, fault="stall"), step(0.3), step(0.4, fault="noise")]
-    assert rp.fault_windows(steps) == [(0.1, 0.3, "stall"), (0.4, pytest.approx(0.5), "noise")]
+def test_fault_windows_must_be_finite_and_ordered():
+    with pytest.raises(ValueError, match="faults end"):
+        rp.episode_metrics(episode([step(0.0)], faults=[(2.0, 1.0, "stall")]))
+    with pytest.raises(ValueError, match="faults kind"):
+        rp.episode_metrics(episode([step(0.0)], faults=[(1.0, 2.0, "")]))
 
 
 def test_summary_table_has_a_row_per_episode_and_a_total():
@@ -229,7 +231,8 @@ def test_summary_table_rejects_no_episodes():
 def test_write_report_links_existing_plots_and_mentions_every_scenario(tmp_path):
     eps = [episode(known_steps(), reached_at=0.8),
            episode([step(0.1 * i, certified=False, fault="stall" if i > 2 else "") for i in range(6)],
-                   scenario="camera stall", description="The camera freezes; the guard must stop."),
+                   scenario="camera stall", description="The camera freezes; the guard must stop.",
+                   faults=[(0.3, 0.6, "stall")]),
            episode([step(0.1 * i, fault="attack", undefended="left") for i in range(4)], scenario="attack",
                    expect_reach=False),
            episode([], scenario="no decisions", trajectory=[], target=None)]

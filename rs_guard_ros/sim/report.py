@@ -14,7 +14,7 @@ import math
 import numbers
 import re
 from collections import Counter
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,7 +36,6 @@ COMMAND_COLOURS = {"forward": "tab:blue", "left": "tab:orange", "right": "tab:pu
 NO_COMMAND = "0.6"  # path colour before the first publication (or for a command outside COMMAND_COLOURS)
 FAULT_COLOURS = ("tab:gray", "tab:olive", "tab:cyan", "tab:pink", "tab:brown")
 WRONG = "magenta"
-DEFAULT_FRAME_INTERVAL = 0.1  # s: width of a fault window when the frame interval cannot be measured
 _SPECS = {spec.name: spec for spec in OBJECTS}
 
 
@@ -117,6 +116,7 @@ class Episode:
     reached_at: float | None  # sim time the target was first reached (None = never)
     expect_reach: bool = True  # False: success = the robot did not move (off-task, attack expecting stop)
     description: str = ""
+    faults: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, kind) as scheduled
 
 
 def check_episode(ep: Episode, name: str = "episode") -> None:
@@ -129,6 +129,10 @@ def check_episode(ep: Episode, name: str = "episode") -> None:
     _finite(ep.time_limit, f"{name}.time_limit", 0.0)
     if ep.reached_at is not None:
         _finite(ep.reached_at, f"{name}.reached_at", 0.0)
+    for start, end, kind in ep.faults:
+        _finite(start, f"{name}.faults start", 0.0)
+        _finite(end, f"{name}.faults end", start)
+        _text(kind, f"{name}.faults kind")
     for obj, centre in ep.objects.items():
         if obj not in _SPECS:
             raise ValueError(f"{name}.objects has unknown object {obj!r}; known: {list(_SPECS)}")
@@ -361,31 +365,10 @@ def overview_plot(episodes: Sequence[Episode], path: Path) -> str:
     return save_figure(fig, path)
 
 
-def fault_windows(steps: Sequence[Step]) -> list[tuple[float, float, str]]:
-    """(start, end, fault) of each run of consecutive steps with the same non-empty fault.
-
-    A run ends at the next step's time; a run that ends the episode lasts one frame interval more.
-    """
-    times = [s.t for s in steps]
-    gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
-    interval = float(np.median(gaps)) if gaps else DEFAULT_FRAME_INTERVAL
-    windows: list[tuple[float, float, str]] = []
-    i = 0
-    while i < len(steps):
-        j = i
-        while j + 1 < len(steps) and steps[j + 1].fault == steps[i].fault:
-            j += 1
-        if steps[i].fault:
-            end = steps[j + 1].t if j + 1 < len(steps) else steps[j].t + interval
-            windows.append((steps[i].t, end, steps[i].fault))
-        i = j + 1
-    return windows
-
-
 def _decorate_time_axis(ax: Any, ep: Episode) -> None:
     """Shade fault windows (one colour per fault kind), mark when the target was reached, fix the x range."""
     colours: dict[str, str] = {}
-    for start, end, fault in fault_windows(ep.steps):
+    for start, end, fault in ep.faults:
         first = fault not in colours  # label each fault kind once in the legend
         colour = colours.setdefault(fault, FAULT_COLOURS[len(colours) % len(FAULT_COLOURS)])
         ax.axvspan(start, end, color=colour, alpha=0.2, linewidth=0, label=f"fault: {fault}" if first else None)

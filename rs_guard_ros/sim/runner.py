@@ -1,0 +1,301 @@
+"""The scenario runner: plays scenarios against the simulated robot and the guard node.
+
+Three ROS 2 processes take part: the sim (`rs_guard_sim`, owns /clock), the guard
+(`rs_guard_node`, use_sim_time) and this runner. The runner sits on the camera link:
+it relays the sim's /camera/image_raw to the guard's input topic, applying the
+scenario's camera faults and attacks on the way (the channel a broken driver or an
+attacker would control), sends the instructions, and records every decision the guard
+publishes on ~/certificate against the sim's ground truth for the decided frame.
+
+Episodes are separated cleanly: the relay pauses, the runner waits for the guard to
+report the stale camera (so no command of the old episode can still be published),
+resets the sim and only then sends the new instruction and resumes the relay.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from ..gate_state import NO_FRAME, STALE_FRAME, LatestSlot
+from ..images import decode_raw
+from .report import Episode, Step
+from .ros_bridge import LATCHED, image_msg
+from .scenarios import Fault, Scenario
+
+_CAMERA_LOST = (NO_FRAME, STALE_FRAME)  # watchdog reasons meaning the guard sees no current frame
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+SIM = "/rs_guard_sim"
+GUARD = "/rs_guard"
+GUARD_IMAGE_TOPIC = "/rs_guard/camera"  # the guard's `image` input, remapped (see demo.py)
+POLL_S = 0.02
+
+# (frame uint8 RGB, instruction, active attack fault) -> (perturbed frame, the base VLA's command on it)
+Perturber = Callable[[np.ndarray, str, Fault], tuple[np.ndarray, str | None]]
+
+
+@dataclass
+class _EpisodeLog:
+    """What the callbacks collect during one episode (guarded by the runner's lock)."""
+
+    scenario: Scenario
+    episode: int
+    start: float | None = None  # sim time of the reset
+    layout: dict[str, Any] = field(default_factory=dict)
+    poses: dict[float, dict[str, Any]] = field(default_factory=dict)  # frame stamp -> pose record
+    frames: dict[float, tuple[str, str | None]] = field(default_factory=dict)  # stamp -> (fault, undefended)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # ~/certificate: decisions and watchdog events
+    reached_at: float | None = None
+    now: float = 0.0  # latest sim time seen (pose stamps)
+
+
+def _key(t: float) -> float:
+    """Dictionary key of a stamp: sim times are multiples of the physics step, so round to 1 us."""
+    return round(t, 6)
+
+
+class ScenarioRunner(Node):
+    """ROS side of the runner: relay with faults, instructions, recording. See the module docstring."""
+
+    def __init__(self, perturber: Perturber | None = None, seed: int = 0) -> None:
+        super().__init__("rs_guard_scenarios")
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(seed)
+        self._perturber = perturber
+        self._log: _EpisodeLog | None = None
+        self._relaying = False
+        self._instruction = ""
+        self._said_at = 0.0  # time.monotonic() of the last instruction sent
+        self._guard_active = False
+        self._camera_lost = False  # the guard's latest record says it has no current frame
+        self._relayed = False  # any frame forwarded yet (before that the guard has nothing to forget)
+        self._slot: LatestSlot[Image] = LatestSlot()
+        self.pub_image = self.create_publisher(Image, GUARD_IMAGE_TOPIC, qos_profile_sensor_data)
+        self.pub_instruction = self.create_publisher(String, "/instruction", RELIABLE)
+        self.pub_reset = self.create_publisher(String, f"{SIM}/reset", RELIABLE)
+        self.create_subscription(Image, "/camera/image_raw", self._slot.put, qos_profile_sensor_data)
+        self.create_subscription(String, f"{SIM}/pose", self._on_pose, RELIABLE)
+        self.create_subscription(String, f"{SIM}/episode", self._on_episode, LATCHED)
+        self.create_subscription(String, f"{GUARD}/certificate", self._on_certificate, RELIABLE)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE)
+        self._relay_thread = threading.Thread(target=self._relay, name="camera-relay", daemon=True)
+        self._relay_thread.start()
+
+    # -- callbacks (executor thread) ------------------------------------------------------
+    def _on_pose(self, msg: String) -> None:
+        pose = json.loads(msg.data)
+        with self._lock:
+            log = self._log
+            if log is None or log.start is None or pose.get("episode") != log.episode:
+                return
+            log.now = pose["t"]
+            log.poses[_key(pose["t"])] = pose
+            if pose.get("reached") and log.reached_at is None:
+                log.reached_at = pose["t"] - log.start
+
+    def _on_episode(self, msg: String) -> None:
+        layout = json.loads(msg.data)
+        with self._lock:
+            if self._log is not None and layout.get("episode") == self._log.episode:
+                self._log.layout, self._log.start, self._log.now = layout, layout["t"], layout["t"]
+
+    def _on_certificate(self, msg: String) -> None:
+        record = json.loads(msg.data)
+        with self._lock:
+            if record.get("source") == "decision":
+                self._camera_lost = False
+            elif record.get("source") == "watchdog" and str(record.get("reason", "")).startswith(_CAMERA_LOST):
+                self._camera_lost = True
+            if record.get("source") in ("decision", "watchdog") and self._log is not None:
+                self._log.decisions.append(record)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if values.get("phase") == "active":
+                with self._lock:
+                    self._guard_active = True
+
+    # -- camera relay (own thread: an attack may take longer than a frame period) ---------
+    def _relay(self) -> None:
+        """Forward the newest sim frame to the guard, through the episode's faults."""
+        while (msg := self._slot.take()) is not None:
+            with self._lock:
+                log, relaying, instruction = self._log, self._relaying, self._instruction
+            if not relaying or log is None or log.start is None:
+                continue
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            out, fault, undefended = self._apply_faults(msg, log.scenario.active_faults(stamp - log.start),
+                                                        instruction, stamp, log)
+            if out is not None:
+                stamp = out.header.stamp.sec + out.header.stamp.nanosec * 1e-9
+            with self._lock:
+                log.frames[_key(stamp)] = (fault, undefended)
+            if out is not None:
+                self.pub_image.publish(out)
+                self._relayed = True
+
+    def _apply_faults(self, msg: Image, faults: tuple[Fault, ...], instruction: str, stamp: float,
+                      log: _EpisodeLog) -> tuple[Image | None, str, str | None]:
+        """(message to forward or None, fault label, base VLA's command under attack).
+
+        An attacked frame is re-stamped with the sim time it is sent at: an attacker on the
+        link forges fresh stamps, so the guard's frame-age check cannot be what stops it.
+        """
+        kinds = {f.kind: f for f in faults}
+        if "stall" in kinds:
+            return None, "stall", None
+        if "drop" in kinds and self._rng.random() < kinds["drop"].probability:
+            return None, "drop", None
+        if not {"noise", "attack"} & set(kinds):
+            return msg, "", None
+        rgb = decode_raw(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
+        undefended = None
+        if "noise" in kinds:
+            noisy = rgb / 255.0 + self._rng.normal(0.0, kinds["noise"].sigma, rgb.shape)
+            rgb = np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
+        if "attack" in kinds and self._perturber is not None:
+            rgb, undefended = self._perturber(rgb, instruction, kinds["attack"])
+            with self._lock:
+                stamp = log.now  # a pose (and ground truth) exists at every frame time
+        label = "+".join(k for k in ("noise", "attack") if k in kinds)
+        return image_msg(rgb, stamp), label, undefended
+
+    # -- episode control (caller's thread) -------------------------------------------------
+    def wait_guard_active(self, timeout_s: float) -> bool:
+        """Until the guard's diagnostics say it is active (model loaded)."""
+        return _wait(lambda: self._guard_active, timeout_s)
+
+    def run_episode(self, scenario: Scenario, episode: int, timeout_s: float,
+                    progress: Callable[[float], None] | None = None) -> Episode:
+        """Play one scenario to its end (target reached or time limit) and return its record."""
+        self._quiesce(timeout_s)
+        log = _EpisodeLog(scenario, episode)
+        with self._lock:
+            self._log = log
+        reset = {"episode": episode, "robot": list(scenario.robot), "objects": {k: list(v) for k, v in
+                 scenario.objects.items()}, "seed": scenario.seed, "target": scenario.target}
+        # Re-sent until acknowledged (a reliable publisher still loses what it sends before it
+        # has matched the sim's subscription); the sim ignores repeats of its current episode.
+        acknowledged = False
+        for _ in range(int(timeout_s)):
+            self.pub_reset.publish(String(data=json.dumps(reset)))
+            if acknowledged := _wait(lambda: log.start is not None, 1.0):
+                break
+        if not acknowledged:
+            raise RuntimeError(f"the sim did not acknowledge the reset of episode {episode} "
+                               f"within {timeout_s:.0f} s: is rs_guard_sim running in this ROS_DOMAIN_ID?")
+        pending = list(scenario.instructions)
+        with self._lock:
+            self._relaying = True
+        deadline = time.monotonic() + timeout_s + scenario.time_limit * 20
+        while time.monotonic() < deadline:
+            with self._lock:
+                elapsed = log.now - log.start
+                done = elapsed >= scenario.time_limit or (scenario.expect == "reach" and log.reached_at is not None)
+            while pending and pending[0].at <= elapsed:
+                self._say(pending.pop(0).text)
+            self._resay_if_unheard(log)
+            if progress:
+                progress(min(elapsed, scenario.time_limit))
+            if done:
+                break
+            time.sleep(POLL_S)
+        with self._lock:
+            self._relaying = False
+            duration = log.now - log.start
+        return self._episode(log, duration)
+
+    def _quiesce(self, timeout_s: float) -> None:
+        """Stop the relay and wait until the guard's latest record is "camera lost" (then it abstains).
+
+        The guard reports the loss once, on the transition; if a fault had already made it
+        lost and no decision followed, that report still stands.
+        """
+        with self._lock:
+            self._relaying, self._log = False, None
+        if self._relayed and not _wait(lambda: self._camera_lost, timeout_s):
+            raise RuntimeError(f"the guard did not report the paused camera within {timeout_s:.0f} s")
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self._instruction = text
+            self._said_at = time.monotonic()
+        self.pub_instruction.publish(String(data=text))
+
+    def _resay_if_unheard(self, log: _EpisodeLog) -> None:
+        """Repeat the instruction if the guard's decisions show it did not arrive (volatile QoS)."""
+        with self._lock:
+            text, said_at = self._instruction, self._said_at
+            said = [d for d in log.decisions if d.get("source") == "decision"]
+            last = said[-1].get("instruction") if said else None
+        if text and last != text and time.monotonic() - said_at > 0.5:
+            self._say(text)
+
+    def _episode(self, log: _EpisodeLog, duration: float) -> Episode:
+        """Join decisions with the pose and fault of the frame they decided on."""
+        with self._lock:
+            decisions, poses, frames = list(log.decisions), dict(log.poses), dict(log.frames)
+        ordered = sorted(poses)
+        steps = sorted((s for s in (_step(d, poses, ordered, frames, log.start) for d in decisions) if s is not None),
+                       key=lambda s: s.t)
+        trajectory = sorted((p["t"] - log.start, p["x"], p["y"], p["yaw"]) for p in poses.values())
+        objects = {name: tuple(xy) for name, xy in log.layout.get("objects", {}).items()}
+        s = log.scenario
+        return Episode(scenario=s.name, target=s.target, objects=objects, steps=steps, trajectory=trajectory,
+                       duration=duration, time_limit=s.time_limit, reached_at=log.reached_at,
+                       expect_reach=s.expect == "reach", description=s.description,
+                       faults=[(f.start, min(f.start + f.duration, duration), f.kind) for f in s.faults
+                               if f.start < duration])
+
+    def close(self) -> None:
+        """Stop the relay thread."""
+        self._slot.close()
+        self._relay_thread.join(timeout=5)
+
+
+def _step(record: dict[str, Any], poses: dict[float, dict[str, Any]], ordered: list[float],
+          frames: dict[float, tuple[str, str | None]], start: float) -> Step | None:
+    """A Step for one ~/certificate record of this episode, None for anything before the reset.
+
+    A decision is placed at its frame's stamp (pose, ground truth and fault of that frame); a
+    watchdog abstain (camera lost, deadline) at the event's time, with the latest pose then.
+    """
+    if record.get("source") == "decision":
+        key = _key(record.get("stamp", -1.0))
+        if key not in poses or key not in frames:
+            return None
+        pose, (fault, undefended) = poses[key], frames[key]
+    else:
+        i = bisect.bisect_right(ordered, _key(record.get("time", -1.0))) - 1
+        if i < 0:
+            return None
+        key = ordered[i]
+        pose, fault, undefended = poses[key], frames.get(key, ("", None))[0], None
+    latency = (record.get("latency_ms") or {}).get("total") or 0.0
+    return Step(t=max(0.0, key - start), truth=pose["truth"], command=record["command"],
+                certified=bool(record["certified"]), radius=record.get("radius") or 0.0,
+                threshold=record.get("threshold") or 0.0, n_used=record.get("n_used") or 0, latency_ms=latency,
+                reason=record.get("reason", ""), x=pose["x"], y=pose["y"], yaw=pose["yaw"], fault=fault,
+                undefended=undefended, source="decision" if record.get("source") == "decision" else "watchdog")
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll `condition` until true or `timeout_s` (wall) passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True

@@ -1,0 +1,101 @@
+"""The closed loop end to end (rs_guard_ros.sim.demo): sim, guard node and scenario runner as
+real ROS 2 processes in the test's own domain. Assertions are on what was published and
+recorded, never on wall-clock time."""
+import json
+import math
+
+import pytest
+import yaml
+
+from rs_guard_ros.sim.demo import run_demo
+from rs_guard_ros.sim.report import read_steps
+
+SCENARIOS = {"scenarios": [
+    {"name": "short_drive", "target": "red box", "robot": [-0.6, 0.0, 0], "time_limit": 15,
+     "objects": {"red box": [0.6, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
+                 "yellow box": [1.2, -1.4]},
+     "instructions": [{"at": 0, "text": "go to the red box"}]},
+    {"name": "off_task_with_stall", "target": None, "robot": [-0.5, 0.0, 0], "time_limit": 6,
+     "objects": {"red box": [1.0, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
+                 "yellow box": [1.2, -1.4]},
+     "instructions": [{"at": 0, "text": "make me a coffee"}],
+     "faults": [{"kind": "stall", "start": 2, "duration": 2}]},
+]}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One closed-loop run of the two scenarios (module-scoped: it takes a minute)."""
+    import os
+
+    from conftest import next_domain_id
+
+    tmp = tmp_path_factory.mktemp("demo")
+    scenario_file = tmp / "scenarios.yaml"
+    scenario_file.write_text(yaml.safe_dump(SCENARIOS))
+    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
+    try:
+        result = run_demo(scenario_file, tmp / "out", domain_id=next_domain_id())
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return result, tmp / "out"
+
+
+@pytest.mark.ros
+def test_demo_shuts_sim_and_guard_down_cleanly_and_writes_the_report(demo):
+    result, out = demo
+    assert result["exit_codes"] == {"sim": 0, "guard": 0}
+    text = (out / "report.md").read_text()
+    assert "short_drive" in text and "off_task_with_stall" in text
+    assert all((out / p).stat().st_size > 0 for p in ("overview.png", "episodes.csv", "steps.jsonl"))
+
+
+@pytest.mark.ros
+def test_every_recorded_command_is_certified_above_its_threshold_or_the_abstain_command(demo):
+    _, out = demo
+    steps = [s for episode in read_steps(out / "steps.jsonl").values() for s in episode]
+    assert steps
+    for s in steps:
+        assert (s.certified and s.radius >= s.threshold) or (not s.certified and s.command == "stop")
+
+
+@pytest.mark.ros
+def test_robot_drives_towards_its_target_on_certified_commands(demo):
+    result, out = demo
+    drive = next(e for e in result["episodes"] if e["scenario"] == "short_drive")
+    steps = read_steps(out / "steps.jsonl")[0]
+    assert any(s.certified and s.command == "forward" for s in steps)
+    first, last = steps[0], steps[-1]
+    start_gap, end_gap = math.hypot(0.6 - first.x, first.y), math.hypot(0.6 - last.x, last.y)
+    assert drive["success"] or end_gap < start_gap - 0.3
+
+
+@pytest.mark.ros
+def test_off_task_instruction_and_camera_stall_publish_only_abstain(demo):
+    result, out = demo
+    episode = next(e for e in result["episodes"] if e["scenario"] == "off_task_with_stall")
+    steps = read_steps(out / "steps.jsonl")[1]
+    assert episode["success"] and episode["certified"] == 0
+    # The stall shows up as the guard's own watchdog abstain (camera lost), not only as missing decisions.
+    assert any(s.source == "watchdog" and s.reason.startswith(("stale_frame", "no_frame")) for s in steps)
+    rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert {r["episode"] for r in rows} == {0, 1}
+
+
+def test_records_map_to_the_decided_frame_or_the_latest_pose_before_a_watchdog_event():
+    from rs_guard_ros.sim.runner import _step
+
+    poses = {t: {"t": t, "x": t, "y": 0.0, "yaw": 0.0, "truth": "forward"} for t in (10.0, 10.1, 10.2)}
+    frames = {10.0: ("", None), 10.1: ("attack", "forward"), 10.2: ("stall", None)}
+    ordered = sorted(poses)
+    decision = {"source": "decision", "stamp": 10.1, "command": "stop", "certified": False, "radius": 0.0,
+                "threshold": 0.25, "n_used": 1000, "latency_ms": {"total": 80.0}, "reason": "radius_below_threshold"}
+    s = _step(decision, poses, ordered, frames, start=10.0)
+    assert (s.t, s.x, s.fault, s.undefended, s.latency_ms, s.source) == (pytest.approx(0.1), 10.1, "attack",
+                                                                          "forward", 80.0, "decision")
+    event = {"source": "watchdog", "time": 10.25, "command": "stop", "certified": False, "reason": "stale_frame"}
+    s = _step(event, poses, ordered, frames, start=10.0)
+    assert (s.x, s.fault, s.source, s.n_used) == (10.2, "stall", "watchdog", 0)
+    assert _step({**decision, "stamp": 9.9}, poses, ordered, frames, start=10.0) is None  # before the reset
+    assert _step({**event, "time": 9.9}, poses, ordered, frames, start=10.0) is None
