@@ -99,3 +99,13 @@ def test_records_map_to_the_decided_frame_or_the_latest_pose_before_a_watchdog_e
     assert (s.x, s.fault, s.source, s.n_used) == (10.2, "stall", "watchdog", 0)
     assert _step({**decision, "stamp": 9.9}, poses, ordered, frames, start=10.0) is None  # before the reset
     assert _step({**event, "time": 9.9}, poses, ordered, frames, start=10.0) is None
+
+
+def test_an_attack_towards_a_command_outside_the_set_is_refused_before_anything_starts():
+    from rs_guard_ros.sim.demo import _perturber
+    from rs_guard_ros.sim.scenarios import parse_scenarios
+
+    bad = {**SCENARIOS["scenarios"][1], "faults": [{"kind": "attack", "start": 0, "duration": 1, "epsilon": 0.1,
+                                                    "norm": "linf", "command": "jump"}]}
+    with pytest.raises(ValueError, match="off_task_with_stall.*jump"):
+        _perturber(parse_scenarios({"scenarios": [bad]}))

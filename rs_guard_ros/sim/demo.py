@@ -193,4 +193,10 @@ def _perturber(scenarios: list):
         return None
     from .attacker import camera_perturber
 
-    return camera_perturber()
+    attacker = camera_perturber()
+    for s in scenarios:
+        bad = [f.command for f in s.faults if f.kind == "attack" and f.command not in attacker.names]
+        if bad:
+            raise ValueError(f"scenario {s.name}: attack command(s) {bad} not in the command set "
+                             f"{list(attacker.names)}")
+    return attacker

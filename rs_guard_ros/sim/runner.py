@@ -55,7 +55,7 @@ class _EpisodeLog:
     layout: dict[str, Any] = field(default_factory=dict)
     poses: dict[float, dict[str, Any]] = field(default_factory=dict)  # frame stamp -> pose record
     frames: dict[float, tuple[str, str | None]] = field(default_factory=dict)  # stamp -> (fault, undefended)
-    decisions: list[dict[str, Any]] = field(default_factory=list)  # ~/certificate: decisions and watchdog events
+    records: list[dict[str, Any]] = field(default_factory=list)  # ~/certificate: decisions and watchdog events
     reached_at: float | None = None
     now: float = 0.0  # latest sim time seen (pose stamps)
 
@@ -80,6 +80,7 @@ class ScenarioRunner(Node):
         self._guard_active = False
         self._camera_lost = False  # the guard's latest record says it has no current frame
         self._relayed = False  # any frame forwarded yet (before that the guard has nothing to forget)
+        self.relay_error: str | None = None  # a fault or attack that failed: the episode is invalid
         self._slot: LatestSlot[Image] = LatestSlot()
         self.pub_image = self.create_publisher(Image, GUARD_IMAGE_TOPIC, qos_profile_sensor_data)
         self.pub_instruction = self.create_publisher(String, "/instruction", RELIABLE)
@@ -118,7 +119,7 @@ class ScenarioRunner(Node):
             elif record.get("source") == "watchdog" and str(record.get("reason", "")).startswith(_CAMERA_LOST):
                 self._camera_lost = True
             if record.get("source") in ("decision", "watchdog") and self._log is not None:
-                self._log.decisions.append(record)
+                self._log.records.append(record)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -136,8 +137,12 @@ class ScenarioRunner(Node):
             if not relaying or log is None or log.start is None:
                 continue
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            out, fault, undefended = self._apply_faults(msg, log.scenario.active_faults(stamp - log.start),
-                                                        instruction, stamp, log)
+            try:
+                out, fault, undefended = self._apply_faults(msg, log.scenario.active_faults(stamp - log.start),
+                                                            instruction, stamp, log)
+            except Exception as exc:  # noqa: BLE001 -- reported by run_episode; the relay stays up
+                self.relay_error = f"camera relay: {type(exc).__name__}: {exc}"
+                continue
             if out is not None:
                 stamp = out.header.stamp.sec + out.header.stamp.nanosec * 1e-9
             with self._lock:
@@ -215,6 +220,8 @@ class ScenarioRunner(Node):
         with self._lock:
             self._relaying = False
             duration = log.now - log.start
+        if self.relay_error:
+            raise RuntimeError(f"scenario {scenario.name}: {self.relay_error}")
         return self._episode(log, duration)
 
     def _quiesce(self, timeout_s: float) -> None:
@@ -238,7 +245,7 @@ class ScenarioRunner(Node):
         """Repeat the instruction if the guard's decisions show it did not arrive (volatile QoS)."""
         with self._lock:
             text, said_at = self._instruction, self._said_at
-            said = [d for d in log.decisions if d.get("source") == "decision"]
+            said = [d for d in log.records if d.get("source") == "decision"]
             last = said[-1].get("instruction") if said else None
         if text and last != text and time.monotonic() - said_at > 0.5:
             self._say(text)
@@ -246,9 +253,9 @@ class ScenarioRunner(Node):
     def _episode(self, log: _EpisodeLog, duration: float) -> Episode:
         """Join decisions with the pose and fault of the frame they decided on."""
         with self._lock:
-            decisions, poses, frames = list(log.decisions), dict(log.poses), dict(log.frames)
+            records, poses, frames = list(log.records), dict(log.poses), dict(log.frames)
         ordered = sorted(poses)
-        steps = sorted((s for s in (_step(d, poses, ordered, frames, log.start) for d in decisions) if s is not None),
+        steps = sorted((s for s in (_step(d, poses, ordered, frames, log.start) for d in records) if s is not None),
                        key=lambda s: s.t)
         trajectory = sorted((p["t"] - log.start, p["x"], p["y"], p["yaw"]) for p in poses.values())
         objects = {name: tuple(xy) for name, xy in log.layout.get("objects", {}).items()}
