@@ -25,9 +25,9 @@ setup(
     extras_require={
         "models": ["transformers>=4.45", "safetensors>=0.4", "tokenizers>=0.19"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "sim": ["mujoco>=3.1", "matplotlib>=3.7", "opencv-python-headless>=4.8"],
+        "sim": ["mujoco>=3.1", "matplotlib>=3.7", "opencv-python-headless>=4.8", "tqdm>=4.60"],
         "attack": ["adversarial-robustness-toolbox>=1.17"],
-        "eval": ["rosbags>=0.9", "matplotlib>=3.7", "opencv-python-headless>=4.8"],
+        "eval": ["rosbags>=0.9", "matplotlib>=3.7", "opencv-python-headless>=4.8", "tqdm>=4.60"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5"],
     },
     zip_safe=False,

@@ -105,7 +105,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"sequential decision      p50 {r['latency_p50_ms']:.0f} ms  p99 {r['latency_p99_ms']:.0f} ms  "
         f"(command {r['command']}, R* {r['threshold']}, certified {100 * r['certified_fraction_sequential']:.0f}%)",
         f"  median samples         {r['median_n_used_sequential']:.0f} incl. n0={r['n0']} vs n_min {r['n_min']}",
-        f"  median breakdown (ms)  " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
+        "  median breakdown (ms)  " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
         f"fixed n={r['fixed_n']} decision  p50 {r['fixed_latency_p50_ms']:.0f} ms  "
         f"p99 {r['fixed_latency_p99_ms']:.0f} ms",
         f"RSS after 100 decisions {r['rss_mb_after_100']:.0f} MB, after 1000 {r['rss_mb_after_1000']:.0f} MB",

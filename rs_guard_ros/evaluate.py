@@ -27,13 +27,13 @@ import csv
 import json
 import math
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from .recordings import KINDS, Frame, iter_frames
 
@@ -182,7 +182,8 @@ def evaluate(guard: Guard, frames: Iterable[Frame], out_dir: str | Path, labels:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields = ROW_FIELDS + (("ground_truth",) if labels is not None else ())
-    bar = Progress(getattr(frames, "total", None), enabled=progress)
+    bar = tqdm(total=getattr(frames, "total", None), disable=not progress, desc="rs-guard eval", unit="frame",
+               file=sys.stderr)
     rows: list[dict[str, Any]] = []
     certified = 0
     with (out / "decisions.csv").open("w", newline="") as csv_file, (out / "decisions.jsonl").open("w") as jsonl:
@@ -194,7 +195,8 @@ def evaluate(guard: Guard, frames: Iterable[Frame], out_dir: str | Path, labels:
             jsonl.write(json.dumps(row) + "\n")
             rows.append(row)
             certified += row["certified"]
-            bar.update(len(rows), certified)
+            bar.set_postfix(certified=certified, refresh=False)
+            bar.update(1)
     bar.close()
     if not rows:
         raise ValueError(f"source {getattr(frames, 'path', frames)}: no frames to evaluate")
@@ -275,31 +277,6 @@ def reason_category(reason: str) -> str:
 
 
 # ----------------------------------------------------------------------------- output
-class Progress:
-    """A one-line progress display on stderr, rewritten with \\r at most 5 times a second."""
-
-    def __init__(self, total: int | None, enabled: bool = True, stream: Any = None):
-        self.total, self.enabled, self.stream = total, enabled, stream or sys.stderr
-        self.start = self.last = time.monotonic()
-        self.line = ""
-
-    def update(self, done: int, certified: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.2 and done != self.total):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        self.line = f"rs-guard eval: {done}{of} frames, {certified} certified, {rate:.1f} frames/s"
-        self.stream.write("\r" + self.line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.line:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _fmt(value: Any, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
