@@ -131,12 +131,23 @@ def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None
     finally:
         codes = procs.stop()
     meta = {"scenarios": str(scenario_file or config_file(DEMO_SCENARIOS)), "guard config": str(config_file(GUARD_CONFIG)),
+            "gate": _gate_summary(), "guard overrides": " ".join(guard_args) or "none",
             "ROS_DOMAIN_ID": env["ROS_DOMAIN_ID"], "wall time (s)": round(time.monotonic() - started, 1),
             "exit codes": codes}
     path = report.write_report(episodes, out, meta)
     return {"episodes": [report.episode_metrics(e) for e in episodes], "table": report.summary_table(episodes),
             "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"],
             "domain_id": int(env["ROS_DOMAIN_ID"])}
+
+
+def _gate_summary() -> str:
+    """The guard file's smoothing settings and thresholds, one line for the report."""
+    from ..config import load_config
+
+    cfg = load_config(config_file(GUARD_CONFIG))
+    s = cfg.smoothing
+    return (f"sigma {s.sigma}, alpha {s.alpha}, {s.mode} (n0 {s.n0}, n_max {s.n_max}), "
+            f"radius thresholds {cfg.thresholds()}")
 
 
 def _play(scenarios: list, procs: Processes, tqdm: Any) -> list:
