@@ -37,7 +37,7 @@ def test_plan_of_an_uncertifiable_radius_fails_with_a_message_not_a_traceback():
     assert out.returncode == 2 and "not certifiable" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("sub", ["plan"])
+@pytest.mark.parametrize("sub", ["plan", "certify", "calibrate-oracle", "bench", "eval", "attack", "examples", "demo"])
 def test_every_subcommand_has_help(sub):
     out = run(sub, "--help")
     assert out.returncode == 0 and "--json" in out.stdout
