@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..attack import CommandScorer, art_classifier, pgd
-from ..config import Config, load_config
+from ..config import Config
 from ..guard import Guard
 from .scenarios import Fault
 
@@ -41,7 +41,7 @@ class CameraToInput(torch.nn.Module):
 class CameraAttacker:
     """perturb(frame, instruction, fault) -> (attacked uint8 frame, the base VLA's command on it)."""
 
-    def __init__(self, cfg: Config, steps: int = 10) -> None:
+    def __init__(self, cfg: Config, steps: int = 20) -> None:
         self.guard = Guard.from_config(cfg)  # cfg.model.cpu_threads also bounds the attacker's threads
         self.names = tuple(cfg.commands.names)
         self.steps = steps
@@ -75,9 +75,3 @@ class CameraAttacker:
         label = self.guard.oracle(outputs)[0]
         return "UNKNOWN" if label is None else str(label)
 
-
-def camera_perturber(config_file: str | None = None, steps: int = 20) -> CameraAttacker:
-    """The attacker against the guard configuration of the closed-loop demo."""
-    from .demo import GUARD_CONFIG, config_file as find
-
-    return CameraAttacker(load_config(config_file or find(GUARD_CONFIG)), steps)

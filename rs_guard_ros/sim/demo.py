@@ -16,7 +16,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the model load when it runs
+    from .attacker import CameraAttacker
+    from .report import Episode
+    from .scenarios import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "rs_guard_ros"
@@ -50,7 +55,6 @@ def ros_environment(domain_id: int | None) -> dict[str, str]:
         raise ValueError(f"--domain-id must be in [0, 232], got {domain_id}")
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id),
                       PYTHONUNBUFFERED="1")
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
     return dict(os.environ)
 
 
@@ -150,7 +154,7 @@ def _gate_summary() -> str:
             f"radius thresholds {cfg.thresholds()}")
 
 
-def _play(scenarios: list, procs: Processes, tqdm: Any) -> list:
+def _play(scenarios: list[Scenario], procs: Processes, tqdm: Any) -> list[Episode]:
     """Bring up the runner, wait for the guard, play every scenario with a progress bar."""
     import rclpy
 
@@ -181,7 +185,7 @@ def _play(scenarios: list, procs: Processes, tqdm: Any) -> list:
 _BAR = "{desc:<34} {bar} {n:5.1f}/{total:.0f} sim s [{elapsed}]"
 
 
-def _progress(bar: Any):
+def _progress(bar: Any) -> Callable[[float], None]:
     """A callback moving `bar` to an absolute value."""
     def update(value: float) -> None:
         bar.update(value - bar.n)
@@ -198,13 +202,14 @@ def _wait_active(runner: Any, procs: Processes) -> bool:
     return False
 
 
-def _perturber(scenarios: list):
+def _perturber(scenarios: list[Scenario]) -> CameraAttacker | None:
     """The camera-link attacker, loaded only when a scenario has an attack fault."""
     if not any(f.kind == "attack" for s in scenarios for f in s.faults):
         return None
-    from .attacker import camera_perturber
+    from ..config import load_config
+    from .attacker import CameraAttacker
 
-    attacker = camera_perturber()
+    attacker = CameraAttacker(load_config(config_file(GUARD_CONFIG)))
     for s in scenarios:
         bad = [f.command for f in s.faults if f.kind == "attack" and f.command not in attacker.names]
         if bad:

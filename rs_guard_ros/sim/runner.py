@@ -202,6 +202,8 @@ class ScenarioRunner(Node):
             raise RuntimeError(f"the sim did not acknowledge the reset of episode {episode} "
                                f"within {timeout_s:.0f} s: is rs_guard_sim running in this ROS_DOMAIN_ID?")
         pending = list(scenario.instructions)
+        while pending and pending[0].at <= 0.0:  # the guard hears the task before it sees a frame
+            self._say(pending.pop(0).text)
         with self._lock:
             self._relaying = True
         deadline = time.monotonic() + timeout_s + scenario.time_limit * 20
@@ -217,6 +219,9 @@ class ScenarioRunner(Node):
             if done:
                 break
             time.sleep(POLL_S)
+        else:
+            raise RuntimeError(f"scenario {scenario.name}: sim time stopped at {elapsed:.1f} s of "
+                               f"{scenario.time_limit:.0f} s: see the sim log")
         with self._lock:
             self._relaying = False
             duration = log.now - log.start
