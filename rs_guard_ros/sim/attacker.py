@@ -3,7 +3,7 @@
 The scenario runner calls it on every frame of an `attack` fault window. The attack is
 white-box on the base VLA: the camera frame (uint8, H x W) goes through the exact linear
 map the guard applies (crop + INTER_AREA resize, `Preprocessor.axis_matrices`) and the
-differentiable command scorer of rs_guard_ros.attack, so the perturbation is crafted in
+differentiable command scorer of rs_guard_ros.adversarial, so the perturbation is crafted in
 camera pixels, in the camera's [0, 1] units, and sent quantised to uint8 as a compromised
 camera driver would.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..attack import CommandScorer, art_classifier, pgd
+from ..adversarial import CommandScorer, art_classifier, pgd
 from ..config import Config
 from ..guard import Guard
 from .scenarios import Fault
