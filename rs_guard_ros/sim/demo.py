@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the model load when it runs
     from .attacker import CameraAttacker
-    from .report import Episode
+    from .records import Episode
     from .scenarios import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ from std_msgs.msg import String
 
 from ..gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
-from .report import Episode, Step
+from .records import Episode, Step
 from .ros_bridge import LATCHED, image_msg
 from .scenarios import Fault, Scenario
 
