@@ -66,9 +66,9 @@ class Processes:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str]) -> None:
-        log = open(self.out / f"{name}.log", "w")
-        self.procs[name] = subprocess.Popen([sys.executable, *args], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=self.out)
+        with open(self.out / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            self.procs[name] = subprocess.Popen([sys.executable, *args], env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT, cwd=self.out)
 
     def check_alive(self) -> None:
         """RuntimeError naming a child that exited early (its log has the reason)."""
