@@ -1,20 +1,33 @@
-"""Statistics of randomized-smoothing certificates: bounds, radius, planning, tests.
+"""Statistics of randomized-smoothing certificates: bounds, radius, planning, sequential test.
 
-numpy/scipy only (no torch, no ROS). Notation of DESIGN.md §1 and of Cohen, Rosenfeld
-and Kolter, "Certified Adversarial Robustness via Randomized Smoothing" (ICML 2019):
-k of n noisy samples agree with the selected label; p_lower is the one-sided
-Clopper–Pearson bound at level alpha; eps_O is the oracle's error bound; the certified
-ℓ2 radius is R = sigma * Phi^-1(p_lower - eps_O) (Cohen et al., Theorem 1 with
-p_B = 1 - p_A).
+numpy/scipy only (no torch, no ROS). Notation of Cohen, Rosenfeld and Kolter,
+"Certified Adversarial Robustness via Randomized Smoothing" (ICML 2019) and of
+docs/guarantee.md: k of n noisy samples agree with the selected label; p_lower is the
+one-sided Clopper–Pearson lower bound at level alpha; eps_O is the oracle's error bound;
+the certified ℓ2 radius is R = sigma * Phi^-1(p_lower - eps_O) (Cohen et al., Theorem 1
+with p_B = 1 - p_A). A label is published only when R > 0 and R >= its threshold R*
+(`clears_threshold`, the one home of that rule).
+
+Every function runs in time and memory independent of how many samples a radius would
+need: closed forms in log space and bisection, never a loop or an array over n.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Hashable, Mapping
+from typing import Callable, Hashable, Mapping
 
 import numpy as np
-from scipy.stats import beta, binom, binomtest, norm
+from scipy.stats import beta, binom, norm
+
+UNKNOWN_NAME = "UNKNOWN"  # how the UNKNOWN label (None) is written in JSON, tables and label files
+MAX_SAMPLES = 10_000_000  # the largest sample budget anything here plans or evaluates (smoothing.n_max's range)
+# Sequential test (see `sequential_looks`): shares of alpha for the first look and for the
+# doubling looks between it and the final look at n_max, which gets the rest.
+FIRST_LOOK_SHARE = 0.18
+MIDDLE_LOOKS_SHARE = 0.02
+_OUTLOOK_TAIL = 1e-13  # binomial mass left out of the expected-radius sum, per tail
 
 
 def check_probability(value: float, name: str) -> float:
@@ -41,6 +54,28 @@ def check_oracle_error(value: float) -> float:
     return value
 
 
+def check_radius(value: float, name: str = "radius") -> float:
+    """Return a radius (threshold) as a finite float >= 0; else ValueError naming it."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_count(value: object, name: str, high: int | None = None) -> int:
+    """Return an integer >= 1 (and <= `high`); bools, floats and other types raise ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value < 1 or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer in [1, {high if high is not None else 'inf'}], got {value!r}")
+    return int(value)
+
+
+def label_name(label: Hashable | None) -> str:
+    """A label as text: None (UNKNOWN) is written UNKNOWN_NAME."""
+    return UNKNOWN_NAME if label is None else str(label)
+
+
 def _check_counts(k: int, n: int) -> None:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
@@ -49,7 +84,10 @@ def _check_counts(k: int, n: int) -> None:
 
 
 def cp_lower(k: int, n: int, alpha: float) -> float:
-    """One-sided Clopper–Pearson lower bound of k/n at level alpha: B(alpha; k, n-k+1)."""
+    """One-sided Clopper–Pearson lower bound of k/n at level alpha: B(alpha; k, n-k+1).
+
+    P[cp_lower(K, n, alpha) > p] <= alpha for K ~ Binomial(n, p), every p.
+    """
     _check_counts(k, n)
     alpha = check_probability(alpha, "alpha")
     if k == 0:
@@ -81,37 +119,92 @@ def certified_radius(p_lower: float, sigma: float, oracle_error: float = 0.0) ->
 
 def p_required(radius: float, sigma: float) -> float:
     """p* = Phi(R*/sigma): the smoothed probability needed to certify radius R*."""
-    if not (math.isfinite(radius) and radius >= 0.0):
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
-    return float(norm.cdf(radius / check_positive(sigma, "sigma")))
+    return float(norm.cdf(check_radius(radius) / check_positive(sigma, "sigma")))
 
 
 def clears_threshold(p_lower: float, sigma: float, radius_threshold: float, oracle_error: float) -> bool:
-    """True when p_lower certifies a radius > 0 and >= radius_threshold (DESIGN §1, the gate)."""
+    """The gate rule: p_lower certifies a radius R > 0 with R >= radius_threshold."""
     radius = certified_radius(p_lower, sigma, oracle_error)
     return radius > 0.0 and radius >= radius_threshold
 
 
-def samples_needed(radius: float, sigma: float, alpha: float, oracle_error: float = 0.0) -> int:
-    """n_min = ceil(ln alpha / ln(p* + eps_O)): the fewest samples that can certify `radius`.
+def _first_true(pred: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The smallest n in [lo, hi] with pred(n), for a pred monotone in n; None if pred(hi) is false.
 
-    With all n samples agreeing, p_lower = alpha^(1/n) (DESIGN §1); no smaller n can
-    reach p* + eps_O. Raises ValueError when no sample count can.
+    Bisection: at most log2(hi - lo) + 1 calls of pred.
+    """
+    if not pred(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def samples_needed(radius: float, sigma: float, alpha: float, oracle_error: float = 0.0) -> int:
+    """n_min: the fewest samples that can ever certify `radius` (all n agreeing).
+
+    With all n samples agreeing p_lower = alpha^(1/n), so n_min = ceil(ln alpha / ln(p* + eps_O)).
+    ln(p* + eps_O) is computed as log1p(-(Phi(-R/sigma) - eps_O)), which keeps its precision
+    when p* is within 1e-300 of 1; where n_min < 2^53 the result is then moved, by
+    bisection over a bracket found by doubling, to the exact boundary of the
+    floating-point rule `clears_threshold` the gate applies. Raises ValueError when no
+    number of samples representable in floating point can certify the radius.
     """
     alpha = check_probability(alpha, "alpha")
     eps = check_oracle_error(oracle_error)
-    shortfall = float(norm.sf(radius / check_positive(sigma, "sigma"))) - eps  # 1 - (p* + eps), exactly
-    if shortfall <= 0.0 or p_required(radius, sigma) + eps >= 1.0:
-        raise ValueError(f"radius {radius} is not certifiable at sigma={sigma} with oracle_error={eps}")
-    n = max(1, math.ceil(math.log(alpha) / math.log1p(-shortfall)))
-    while not clears_threshold(alpha ** (1.0 / n), sigma, radius, eps):  # float ties at the boundary
-        n += 1
-    return n
+    sigma = check_positive(sigma, "sigma")
+    radius = check_radius(radius)
+    shortfall = float(norm.sf(radius / sigma)) - eps  # 1 - (p* + eps_O), without cancellation
+    estimate = math.log(alpha) / math.log1p(-shortfall) if shortfall > 0.0 else math.inf
+    if not math.isfinite(estimate):
+        raise ValueError(f"radius {radius} is not certifiable at sigma={sigma} with oracle_error={eps}: "
+                         f"p* + eps_O = Phi(R/sigma) + eps_O is 1 to double precision")
+    n = max(1, math.ceil(estimate))
+    if n >= 2 ** 53:  # beyond float resolution of alpha^(1/n): the closed form is the answer
+        return n
+
+    def certifies(m: int) -> bool:
+        return clears_threshold(alpha ** (1.0 / m), sigma, radius, eps)
+
+    # Bracket the float boundary by doubling steps (at most ~53), then bisect: lo fails, hi certifies.
+    step = 1
+    if certifies(n):
+        lo, hi = n - 1, n
+        while lo >= 1 and certifies(lo):
+            hi, lo, step = lo, lo - step, 2 * step
+        lo = max(lo, 0)
+    else:
+        lo, hi = n, n + 1
+        while not certifies(hi):
+            step *= 2
+            lo, hi = hi, n + step
+            if hi >= 2 ** 53:
+                return n
+    return _first_true(certifies, lo + 1, hi)
+
+
+def can_certify(radius: float, sigma: float, alpha: float, n_max: int, oracle_error: float = 0.0) -> bool:
+    """Whether n_max samples can certify `radius` at all (all of them agreeing)."""
+    return clears_threshold(cp_lower(n_max, n_max, alpha), sigma, radius, oracle_error)
 
 
 def max_certifiable_radius(n: int, sigma: float, alpha: float, oracle_error: float = 0.0) -> float:
     """sigma * Phi^-1(alpha^(1/n) - eps_O): the largest radius n samples can ever certify."""
     return certified_radius(cp_lower(n, n, alpha), sigma, oracle_error)
+
+
+def min_certifying_count(n: int, sigma: float, alpha: float, radius_threshold: float = 0.0,
+                         oracle_error: float = 0.0) -> int | None:
+    """The fewest agreeing samples k of n whose bound clears the threshold (None: no k can).
+
+    The bound, and so the rule, is monotone in k: bisection, about log2(n) bounds.
+    """
+    return _first_true(lambda k: clears_threshold(cp_lower(k, n, alpha), sigma, radius_threshold, oracle_error),
+                       0, n)
 
 
 @dataclass(frozen=True)
@@ -120,43 +213,48 @@ class Outlook:
 
     n: int
     p_true: float
-    certify_probability: float  # P[R >= threshold]
+    certify_probability: float  # P[R > 0 and R >= threshold]
     expected_radius: float  # E[R], counting abstentions as radius 0
 
 
 def outlook(p_true: float, n: int, sigma: float, alpha: float, radius_threshold: float = 0.0,
             oracle_error: float = 0.0) -> Outlook:
-    """Exact binomial computation of certification probability and expected radius.
+    """Certification probability and expected radius of a fixed-n certificate, exactly.
 
-    K ~ Binomial(n, p_true); the certificate is a deterministic function of K, so both
-    figures are finite sums over k (no approximation, no simulation).
+    K ~ Binomial(n, p_true) and the certificate is a monotone function of K, so
+    P[certify] = P[K >= k_cert] (a binomial tail). E[R] sums the radius over the k that
+    carry all but 2e-13 of the binomial mass (at most ~16 standard deviations wide), so
+    memory and time do not grow with n beyond that window.
     """
     if not 0.0 <= p_true <= 1.0:
         raise ValueError(f"p_true must be in [0, 1], got {p_true!r}")
-    check_probability(alpha, "alpha")
-    k = np.arange(n + 1)
-    lower = np.where(k == n, alpha ** (1.0 / n), beta.ppf(alpha, np.maximum(k, 1), n - k + 1))
-    lower = np.where(k == 0, 0.0, lower)
-    p = np.clip(lower - check_oracle_error(oracle_error), 0.0, 1.0)
-    radius = check_positive(sigma, "sigma") * norm.ppf(p)
-    certifies = (radius > 0.0) & (radius >= radius_threshold)
-    pmf = binom.pmf(k, n, p_true)
-    return Outlook(n, float(p_true), float(pmf[certifies].sum()),
-                   float((pmf * np.where(radius > 0.0, radius, 0.0)).sum()))
+    n = check_count(n, "n", MAX_SAMPLES)
+    alpha = check_probability(alpha, "alpha")
+    eps, sigma = check_oracle_error(oracle_error), check_positive(sigma, "sigma")
+    k_cert = min_certifying_count(n, sigma, alpha, check_radius(radius_threshold, "radius_threshold"), eps)
+    prob = 0.0 if k_cert is None else float(binom.sf(k_cert - 1, n, p_true))
+    k_pos = min_certifying_count(n, sigma, alpha, 0.0, eps)  # first k with R > 0
+    expected = 0.0
+    if k_pos is not None:
+        low = max(k_pos, int(binom.ppf(_OUTLOOK_TAIL, n, p_true)))
+        high = min(n, int(binom.isf(_OUTLOOK_TAIL, n, p_true)))
+        if low <= high:
+            k = np.arange(low, high + 1)
+            bound = np.where(k == n, alpha ** (1.0 / n), beta.ppf(alpha, k, n - k + 1))
+            radius = sigma * norm.ppf(np.clip(bound - eps, 0.0, 1.0))
+            expected = float(np.sum(binom.pmf(k, n, p_true) * np.maximum(radius, 0.0)))
+    return Outlook(n, float(p_true), min(max(prob, 0.0), 1.0), max(expected, 0.0))
 
 
 def approx_radius_ratio(alpha: float, n: int) -> float:
     """Approximation (Seferis et al., ECAI 2024): mean radius at n samples over n -> inf.
 
-    r(a, n) ~= 1 - 1.64 * z_a / sqrt(n) with z_a = Phi^-1(1 - a/2). An analytic scaling
-    law, shown next to the exact numbers of `outlook`, never used for a certificate.
+    r(a, n) ~= 1 - 1.64 * z_a / sqrt(n) with z_a = Phi^-1(1 - a/2), clipped to [0, 1]. An
+    analytic scaling law, shown next to the exact numbers of `outlook`, never used for a
+    certificate.
     """
-    return 1.0 - 1.64 * float(norm.ppf(1.0 - check_probability(alpha, "alpha") / 2.0)) / math.sqrt(n)
-
-
-def approx_accuracy_drop(alpha: float, n: int) -> float:
-    """Approximation (Seferis et al., ECAI 2024): certified-accuracy drop <= z_a / sqrt(n)."""
-    return float(norm.ppf(1.0 - check_probability(alpha, "alpha") / 2.0)) / math.sqrt(n)
+    z = float(norm.ppf(1.0 - check_probability(alpha, "alpha") / 2.0))
+    return min(max(1.0 - 1.64 * z / math.sqrt(check_count(n, "n")), 0.0), 1.0)
 
 
 def top_label(counts: Mapping[Hashable, int]) -> Hashable | None:
@@ -164,64 +262,131 @@ def top_label(counts: Mapping[Hashable, int]) -> Hashable | None:
     return max(counts, key=counts.get) if counts else None
 
 
-def certify_counts(selection: Mapping[Hashable, int], estimation: Mapping[Hashable, int], *,
-                   sigma: float, alpha: float, oracle_error: float = 0.0) -> tuple[Hashable | None, float, float]:
-    """Cohen et al.'s CERTIFY on counts: (label, p_lower, radius) for the top selection label.
-
-    The label is picked on the selection counts and bounded on the separate estimation
-    counts; a radius <= 0 (or label None = UNKNOWN) means abstain.
-    """
-    label = top_label(selection)
-    n = sum(estimation.values())
-    if label is None or n == 0:
-        return None, 0.0, 0.0
-    p_low = cp_lower(estimation.get(label, 0), n, alpha)
-    return label, p_low, certified_radius(p_low, sigma, oracle_error)
-
-
-def predict_counts(counts: Mapping[Hashable, int], alpha: float) -> Hashable | None:
-    """Cohen et al.'s PREDICT on counts: the top label, or None (abstain) when the top two
-    counts are not significantly different under a two-sided binomial test at level alpha."""
-    alpha = check_probability(alpha, "alpha")
-    ranked = sorted(counts.values(), reverse=True) + [0, 0]
-    n_a, n_b = ranked[0], ranked[1]
-    if n_a == 0 or binomtest(n_a, n_a + n_b, 0.5).pvalue > alpha:
-        return None
-    return top_label(counts)
-
-
 @dataclass(frozen=True)
 class Look:
-    """One interim analysis of the sequential test: after `n` samples, spend `alpha`."""
+    """One interim analysis of the sequential test: after `n` samples, a bound at level `alpha`."""
 
     n: int
     alpha: float
 
 
+@functools.lru_cache(maxsize=256)
 def sequential_looks(radius_threshold: float, sigma: float, alpha: float, n_max: int,
-                     oracle_error: float = 0.0) -> list[Look]:
-    """Looks at n_1 * 2^j (capped at n_max) with alpha split by a union bound.
+                     oracle_error: float = 0.0) -> tuple[Look, ...]:
+    """The looks of the sequential test "is p >= p* = Phi(R*/sigma) + eps_O?", at most n_max samples.
 
-    Look j spends alpha / 2^j and the last look what is left, so the looks' levels sum
-    to alpha and P[any false certification] <= alpha whatever the dependence between
-    looks (Bonferroni). n_1 is the fewest samples that can certify the threshold at
-    alpha / 2 when all agree, so a consistent model stops at ~n_min * (1 + ln 2 / ln(1/alpha)).
-    Returns [] when the threshold cannot be reached within n_max.
+    With probability at least 1 - alpha, no look certifies a label whose smoothed
+    probability is below p* and no reported bound exceeds the true probability: look j
+    uses a Clopper–Pearson bound at level alpha_j and sum(alpha_j) = alpha (union bound,
+    valid whatever the dependence between looks).
+
+    Where alpha goes (chosen so that the test loses little power against Cohen's fixed
+    n_max, measured in benchmarks/bench_certify.py):
+      - first look, FIRST_LOOK_SHARE of alpha, at n_1 = the fewest samples that can
+        certify at that level: a consistent base stops here, at
+        n_min * (1 + ln(1/0.18) / ln(1/alpha)) samples (at most 1.25 n_min at alpha = 1e-3);
+      - looks at n_1 * 2^j < n_max share MIDDLE_LOOKS_SHARE of alpha: a base well above
+        p* stops early at little cost;
+      - the final look at n_max gets the rest (80 %): near p*, where power is decided, the
+        test is almost fixed-mode CERTIFY.
+    When n_1 >= n_max there is one look, at n_max with all of alpha. Returns () when
+    n_max samples cannot certify the threshold at all.
     """
-    n_first = samples_needed(radius_threshold, sigma, alpha / 2.0, oracle_error)
-    looks: list[Look] = []
-    n, spent = n_first, 0.0
-    while n < n_max:
-        looks.append(Look(n, alpha / 2.0 ** (len(looks) + 1)))
-        spent += looks[-1].alpha
-        n *= 2
-    last = Look(n_max, alpha - spent)
-    if clears_threshold(cp_lower(n_max, n_max, last.alpha), sigma, radius_threshold, oracle_error):
-        looks.append(last)
-    return looks
+    n_max = check_count(n_max, "n_max", MAX_SAMPLES)
+    if not can_certify(radius_threshold, sigma, alpha, n_max, oracle_error):
+        return ()
+    n_first = samples_needed(radius_threshold, sigma, FIRST_LOOK_SHARE * alpha, oracle_error)
+    if n_first >= n_max:
+        return (Look(n_max, alpha),)
+    middle = [n_first * 2 ** j for j in range(1, 64) if n_first * 2 ** j < n_max]
+    share = MIDDLE_LOOKS_SHARE * alpha / len(middle) if middle else 0.0
+    final = alpha * (1.0 - FIRST_LOOK_SHARE - (MIDDLE_LOOKS_SHARE if middle else 0.0))
+    return (Look(n_first, FIRST_LOOK_SHARE * alpha), *(Look(n, share) for n in middle), Look(n_max, final))
 
 
 def reachable(k: int, n: int, final: Look, sigma: float, radius_threshold: float, oracle_error: float) -> bool:
     """Could the final look still certify if every remaining sample agreed? (futility check)"""
     k_best = k + (final.n - n)
     return clears_threshold(cp_lower(k_best, final.n, final.alpha), sigma, radius_threshold, oracle_error)
+
+
+def futile(k: int, n: int, looks: tuple[Look, ...], sigma: float, alpha: float, radius_threshold: float,
+           oracle_error: float) -> bool:
+    """Stop sampling and abstain after k of n agreeing samples: the final look cannot certify
+    any more, or the upper bound at level alpha shows p < p* + eps_O. Costs no alpha:
+    abstaining is always safe."""
+    p_star = p_required(radius_threshold, sigma) + oracle_error
+    return (not reachable(k, n, looks[-1], sigma, radius_threshold, oracle_error)
+            or cp_upper(k, n, alpha) < p_star)
+
+
+@dataclass(frozen=True)
+class SequentialOutlook:
+    """Exact prediction of the sequential test for a base whose true probability is p."""
+
+    p_true: float
+    certify_probability: float
+    expected_samples: float  # estimation samples, selection (n0) not included
+    median_samples: int
+
+
+def _binomial_window(n: int, p: float) -> tuple[int, np.ndarray]:
+    """(first k, pmf) of Binomial(n, p) over the k carrying all but 2e-13 of the mass."""
+    low, high = int(binom.ppf(_OUTLOOK_TAIL, n, p)), int(binom.isf(_OUTLOOK_TAIL, n, p))
+    low, high = max(0, min(low, n)), max(0, min(max(high, low), n))
+    return low, binom.pmf(np.arange(low, high + 1), n, p)
+
+
+def sequential_outlook(p_true: float, radius_threshold: float, sigma: float, alpha: float, n_max: int,
+                       oracle_error: float = 0.0) -> SequentialOutlook:
+    """Certification probability and sample count of `sequential_looks` for a base of true p, exactly.
+
+    Dynamic programming over the looks: the distribution of agreeing samples among the
+    paths still running is convolved with the binomial increment to the next look, then
+    split into certified / stopped (`futile`) / continuing, all by thresholds on k found
+    by bisection. Each distribution is kept on the window carrying all but 2e-13 of its
+    mass, so work and memory grow with the binomial spread, not with n.
+    """
+    from scipy.signal import fftconvolve
+
+    if not 0.0 <= p_true <= 1.0:
+        raise ValueError(f"p_true must be in [0, 1], got {p_true!r}")
+    looks = sequential_looks(radius_threshold, sigma, alpha, n_max, oracle_error)
+    if not looks:
+        return SequentialOutlook(float(p_true), 0.0, 0.0, 0)
+    start, alive = 0, np.ones(1)  # P[K_n = start + i, still sampling]
+    n, certified, expected, stopped_at = 0, 0.0, 0.0, []
+    for look in looks:
+        inc_start, inc = _binomial_window(look.n - n, p_true)
+        alive = np.clip(fftconvolve(alive, inc), 0.0, None)
+        start, n = start + inc_start, look.n
+        k = np.arange(start, start + len(alive))
+        c = min_certifying_count(n, sigma, look.alpha, radius_threshold, oracle_error)
+        win = k >= c if c is not None else np.zeros(len(k), bool)
+        last = look is looks[-1]
+        stop = np.ones(len(k), bool) if last else win | _futile_mask(k, n, looks, sigma, alpha, radius_threshold,
+                                                                       oracle_error)
+        certified += float(alive[win].sum())
+        mass = float(alive[stop].sum())
+        expected += mass * n
+        stopped_at.append((n, mass))
+        alive = np.where(stop, 0.0, alive)
+    total, median = 0.0, looks[-1].n
+    for n_stop, mass in stopped_at:
+        total += mass
+        if total >= 0.5:
+            median = n_stop
+            break
+    return SequentialOutlook(float(p_true), min(max(certified, 0.0), 1.0), expected, median)
+
+
+def _futile_mask(k: np.ndarray, n: int, looks: tuple[Look, ...], sigma: float, alpha: float,
+                 radius_threshold: float, oracle_error: float) -> np.ndarray:
+    """`futile` over an array of counts k: both of its rules are monotone in k, so each is a
+    single cut found by bisection."""
+    final = looks[-1]
+    c_final = min_certifying_count(final.n, sigma, final.alpha, radius_threshold, oracle_error)
+    p_star = p_required(radius_threshold, sigma) + oracle_error
+    k_up = _first_true(lambda j: cp_upper(j, n, alpha) >= p_star, 0, n)
+    cut = max(c_final - (final.n - n), k_up if k_up is not None else n + 1)
+    return k < cut

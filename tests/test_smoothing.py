@@ -4,12 +4,14 @@ A linear base classifier h(x) = [w.x + b > 0] with |w| = 1 under N(0, sigma^2 I)
 has smoothed probability Phi(m / sigma) and true certified radius |m|, m = w.x + b
 (Cohen et al. 2019, §3.1), so every certificate can be checked against the truth.
 """
+import tracemalloc
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binom, kstest
+from hypothesis import given, settings, strategies as st
+from scipy.stats import binom, kstest, norm
 
 from rs_guard_ros import certify
 from rs_guard_ros.smoothing import Certificate, smooth_certify
@@ -174,3 +176,111 @@ def test_bad_input_raises_value_error_naming_the_argument(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         smooth_certify(args.pop("base"), args.pop("x"), **args)
+
+
+# ---------------------------------------------------------------------------
+# Issue 9 regressions: thresholds, dtypes, budgets and the sequential test's power
+# ---------------------------------------------------------------------------
+
+def test_defect3_a_label_without_a_threshold_is_never_certified():
+    base = LinearBase(margin=1.0)  # "pos" with p ~ 1: certifiable at any modest threshold
+    cert = smooth_certify(base, base.point(), sigma=SIGMA, alpha=0.001, n0=10, n_max=500,
+                          radius_threshold={"neg": 0.5})
+    assert cert.label == "pos" and not cert.certified and cert.reason == "no_threshold"
+    assert cert.to_dict()["radius_threshold"] is None
+
+
+@pytest.mark.parametrize("x,what", [(np.zeros(4, dtype=np.uint8), "uint8"), (np.zeros(4, dtype=bool), "bool"),
+                                    (np.zeros(4, dtype=np.int64), "int64"), (torch.zeros(4, dtype=torch.uint8), "uint8")])
+def test_defect6_integer_and_bool_inputs_are_refused_naming_x(x, what):
+    with pytest.raises(ValueError, match=f"x must be a floating-point.*{what}"):
+        smooth_certify(lambda b: ["a"] * len(b), x, sigma=SIGMA, alpha=0.01, n0=5, n_max=20)
+
+
+@pytest.mark.parametrize("name,value", [("n0", 8.0), ("n_max", 20.0), ("batch_size", 4.0), ("n0", True),
+                                        ("n_max", -3), ("batch_size", 0)])
+def test_defect6_counts_must_be_integers_and_the_error_names_them(name, value):
+    kwargs = dict(sigma=SIGMA, alpha=0.01, n0=5, n_max=20, batch_size=8)
+    kwargs[name] = value
+    with pytest.raises(ValueError, match=name):
+        smooth_certify(lambda b: ["a"] * len(b), np.zeros(3, dtype=np.float32), **kwargs)
+
+
+def test_defect6_a_tensor_that_requires_grad_is_certified_without_autograd():
+    x = torch.zeros(3, 8, 8, requires_grad=True)
+    seen = []
+    cert = smooth_certify(lambda b: seen.append(b.requires_grad) or ["a"] * len(b), x, sigma=SIGMA, alpha=0.01,
+                          n0=4, n_max=40, batch_size=16)
+    assert cert.certified and not any(seen)
+
+
+def test_defect6_buffers_are_sized_by_the_samples_used_not_by_batch_size():
+    """batch_size 65536 on a 3x224x224 input used to allocate 39 GB before the first sample."""
+    x = np.zeros((3, 224, 224), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        cert = smooth_certify(lambda b: ["a"] * len(b), x, sigma=SIGMA, alpha=0.01, n0=4, n_max=8,
+                              batch_size=65536)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cert.n_used == 12 and peak < 20 * x.nbytes, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_defect6_bfloat16_noise_is_drawn_in_float32_then_rounded():
+    """The base sees round_bf16(x + sigma * eps) with eps a float32 Gaussian (rounding after the
+    noise is part of the base classifier); the old code drew eps itself in bfloat16."""
+    x = torch.full((2, 3), 0.3, dtype=torch.bfloat16)
+    seen = []
+    smooth_certify(lambda b: seen.append(b.clone()) or ["a"] * len(b), x, sigma=0.5, alpha=0.01, n0=1, n_max=63,
+                   batch_size=64, seed=11)
+    gen = torch.Generator().manual_seed(11)
+    eps = torch.cat([torch.randn((n, 2, 3), generator=gen, dtype=torch.float32) for n in (1, 63)])  # n0, then n_max
+    expected = (x.float() + 0.5 * eps).to(torch.bfloat16)
+    got = torch.cat(seen)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+DTYPES = [np.float16, np.float32, np.float64, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(DTYPES), shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       batch_size=st.integers(1, 300), n0=st.integers(1, 50), n_max=st.integers(1, 400),
+       sigma=st.sampled_from([0.05, 0.25, 1.0]), mode=st.sampled_from(["fixed", "sequential"]))
+def test_smooth_certify_returns_a_certificate_and_gaussian_noise_in_every_dtype(dtype, shape, batch_size, n0, n_max,
+                                                                               sigma, mode):
+    """Any float dtype (numpy or torch), shape, batch size and budget: a Certificate whose
+    noise has mean 0 and std sigma within sampling error (6 standard errors, plus the
+    rounding of 16-bit formats)."""
+    is_torch = isinstance(dtype, torch.dtype)
+    x = torch.full(shape, 0.5, dtype=dtype) if is_torch else np.full(shape, 0.5, dtype=dtype)
+    noise = []
+
+    def base(batch):
+        assert batch.dtype == dtype and tuple(batch.shape[1:]) == tuple(shape)
+        values = batch.double().numpy() if is_torch else batch.astype(np.float64)
+        noise.append(values - 0.5)
+        return ["a"] * len(batch)
+
+    cert = smooth_certify(base, x, sigma=sigma, alpha=0.01, n0=n0, n_max=n_max, batch_size=batch_size, mode=mode)
+    assert isinstance(cert, Certificate) and cert.n_used <= n0 + n_max
+    eps = np.concatenate(noise).ravel()
+    rounding = 0.0 if dtype in (np.float32, np.float64, torch.float32, torch.float64) else 0.01 * sigma
+    se = sigma / np.sqrt(eps.size)
+    assert abs(eps.mean()) <= 6 * se + rounding
+    if eps.size >= 30:
+        assert abs(eps.std() - sigma) <= 6 * sigma / np.sqrt(2 * eps.size) + rounding
+
+
+def test_defect9_sequential_certification_rate_matches_its_exact_prediction():
+    """The sampling loop is the test certify.sequential_outlook computes: at a true p near the
+    threshold its certification rate agrees within binomial error (and stays near fixed mode)."""
+    sigma, thr, alpha, n_max, runs = 0.25, 0.25, 1e-3, 2000, 300
+    margin = sigma * norm.ppf(0.87)  # p(pos) = 0.87, p* = Phi(1) = 0.841
+    base = LinearBase(margin)
+    hits = sum(smooth_certify(base, base.point(), sigma=sigma, alpha=alpha, n0=32, n_max=n_max, mode="sequential",
+                              radius_threshold=thr, batch_size=512).certified for _ in range(runs))
+    expected = certify.sequential_outlook(0.87, thr, sigma, alpha, n_max).certify_probability
+    low, high = binom.ppf(FAIL_PROB, runs, expected), binom.isf(FAIL_PROB, runs, expected)
+    assert low <= hits <= high, f"{hits}/{runs} certified, exact prediction {expected:.3f}"
