@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from . import certify
+
 NODE_NAME = "rs_guard"
 
 
@@ -52,6 +54,11 @@ class ModelConfig:
 class PreprocessConfig:
     mode: str = param("resize", "camera frame -> model input: squash-resize or centre-crop then resize",
                       choices=("resize", "center_crop"))
+    expected_width: int = param(0, "camera frame width the gate accepts; 0 = any width at least the model "
+                                "input's (a frame smaller than the model input is always refused)", low=0,
+                                high=65_535)
+    expected_height: int = param(0, "camera frame height the gate accepts; 0 = any height at least the model "
+                                 "input's", low=0, high=65_535)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class OracleConfig:
     kind: str = param("grammar", "output -> command mapping", choices=("grammar", "semantic", "action"))
     error: float = param(0.0, "oracle error bound eps_O from `rs-guard calibrate-oracle` (0 for an exact grammar)",
                          low=0.0, high=0.49, runtime=True)
+    error_alpha: float = param(0.0, "alpha_O: the level at which oracle.error was bounded (calibrate-oracle's "
+                               "--alpha); required when oracle.error > 0", low=0.0, high=0.5, runtime=True)
     semantic_floor: float = param(0.7, "semantic oracle: least cosine similarity to a command", low=-1.0, high=1.0)
     semantic_margin: float = param(0.08, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
     action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype", low=0.0)
@@ -72,8 +81,8 @@ class SmoothingConfig:
     mode: str = param("sequential", "fixed: Cohen's CERTIFY with n_max samples; sequential: stop when decided",
                       choices=("fixed", "sequential"), runtime=True)
     n0: int = param(32, "selection samples", low=1, high=100_000, runtime=True)
-    n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1, high=10_000_000,
-                       runtime=True)
+    n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1,
+                       high=certify.MAX_SAMPLES, runtime=True)
     batch_size: int = param(256, "noisy samples per model call", low=1, high=65_536, runtime=True)
     seed: int = param(-1, "noise seed for tests ONLY; -1 = fresh OS entropy per decision", low=-1)
 
@@ -90,11 +99,15 @@ class NodeConfig:
     use_stamped: bool = param(False, "publish geometry_msgs/TwistStamped instead of Twist")
     publish_rate: float = param(10.0, "Hz at which the current output is republished", low=0.1, high=1000.0,
                                 runtime=True)
-    command_ttl: float = param(0.5, "s a certified command stays valid before reverting to abstain", low=0.0,
-                               runtime=True)
+    command_ttl: float = param(0.5, "s a certified command stays valid, counted from its frame's capture time, "
+                               "before reverting to abstain", low=0.0, runtime=True)
     abstain_publish_timeout: float = param(0.0, "s of continuous abstain after which the node goes quiet "
                                            "(0 = never)", low=0.0, runtime=True)
-    max_frame_age: float = param(0.5, "s without a fresh camera frame before abstaining", low=0.0, runtime=True)
+    max_frame_age: float = param(0.5, "s a frame may be old when its command is published (age from its header "
+                                 "stamp, or its arrival when unstamped); also the camera watchdog", low=0.0,
+                                 runtime=True)
+    max_stamp_lead: float = param(0.1, "s a frame's header stamp may lie ahead of the node clock (camera/gate "
+                                  "clock offset) before the frame is refused", low=0.0, high=10.0, runtime=True)
     max_instruction_age: float = param(0.0, "s an instruction stays valid (0 = never expires)", low=0.0,
                                        runtime=True)
     decision_deadline: float = param(2.0, "s a decision may take before it is discarded and abstains (0 = no deadline)", low=0.0,
@@ -151,8 +164,9 @@ class Config:
     commands: CommandSet = field(default_factory=CommandSet)
 
     def thresholds(self) -> dict[str, float]:
-        """Per-command radius thresholds; the abstain command needs none."""
-        return {n: c.radius_threshold for n, c in self.commands.table.items() if n != self.commands.abstain}
+        """Every command's radius threshold. The abstain command is listed explicitly with 0:
+        publishing it is what abstaining does anyway, so it needs no certificate radius."""
+        return {n: 0.0 if n == self.commands.abstain else c.radius_threshold for n, c in self.commands.table.items()}
 
     def to_flat(self) -> dict[str, Any]:
         """Every parameter as {dotted name: value}."""
@@ -265,7 +279,32 @@ def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
     abstain = merged["commands.abstain"]
     if abstain not in names:
         raise ConfigError(f"parameter 'commands.abstain': '{abstain}' is not one of commands.names {list(names)}")
-    return Config(**groups, commands=CommandSet(names=names, abstain=abstain, table=table))
+    cfg = Config(**groups, commands=CommandSet(names=names, abstain=abstain, table=table))
+    _check_consistent(cfg)
+    return cfg
+
+
+def _check_consistent(cfg: Config) -> None:
+    """Rules across parameters: an oracle error needs its level, and every threshold must be
+    certifiable within smoothing.n_max (a threshold that never certifies is a misconfiguration,
+    not a safe setting: it silently turns its command off)."""
+    o, s = cfg.oracle, cfg.smoothing
+    if o.error > 0.0 and o.error_alpha <= 0.0:
+        raise ConfigError(f"parameter 'oracle.error_alpha': must be > 0 when oracle.error = {o.error:g} "
+                          "(the alpha_O that calibrate-oracle reported with it)")
+    for name, threshold in cfg.thresholds().items():
+        if name == cfg.commands.abstain or certify.can_certify(threshold, s.sigma, s.alpha, s.n_max, o.error):
+            continue
+        try:
+            n_min = certify.samples_needed(threshold, s.sigma, s.alpha, o.error)
+            need = f"needs n_min = {n_min if n_min < 10 ** 9 else f'{n_min:.3g}'} samples"
+        except ValueError:
+            need = "cannot be certified with any number of samples"
+        largest = max(certify.max_certifiable_radius(s.n_max, s.sigma, s.alpha, o.error), 0.0)
+        raise ConfigError(
+            f"parameter 'commands.{name}.radius_threshold': {threshold:g} {need} at smoothing.sigma={s.sigma:g}, "
+            f"smoothing.alpha={s.alpha:g}, oracle.error={o.error:g}, but smoothing.n_max is {s.n_max} (the largest "
+            f"radius it can certify is {largest:.4g}); lower the threshold, raise smoothing.n_max or smoothing.sigma")
 
 
 def _command_set_field(name: str) -> Any:

@@ -34,7 +34,7 @@ def test_parameter_file_overrides_apply_in_order(tmp_path):
 def test_a_custom_command_set_gets_its_own_parameters():
     cfg = cfgmod.from_flat({"commands.names": ["go", "halt"], "commands.abstain": "halt",
                             "commands.go.linear_x": 0.3, "commands.go.phrases": ["go"]})
-    assert cfg.commands.table["go"].linear_x == 0.3 and cfg.thresholds() == {"go": 0.0}
+    assert cfg.commands.table["go"].linear_x == 0.3 and cfg.thresholds() == {"go": 0.0, "halt": 0.0}
 
 
 @pytest.mark.parametrize("values,name", [
@@ -87,3 +87,25 @@ def test_runtime_update_accepts_safe_parameters_and_rejects_read_only_ones():
         cfgmod.update(Config(), {"model.path": "/elsewhere"})
     with pytest.raises(ConfigError, match="smoothing.alpha"):
         cfgmod.update(Config(), {"smoothing.alpha": 2.0})
+
+
+@pytest.mark.parametrize("changes", [
+    {"commands.forward.radius_threshold": 2.0},  # at sigma 0.25 needs ~1e16 samples: the reported hang
+    {"commands.left.radius_threshold": 0.7},  # needs 2701 > n_max 2000
+    {"smoothing.n_max": 30},  # forward's 0.25 needs 40
+    {"smoothing.sigma": 0.05},  # forward's 0.25 is 5 sigma
+])
+def test_defect1_a_threshold_n_max_cannot_certify_is_refused_naming_it_n_min_and_n_max(changes):
+    with pytest.raises(ConfigError, match=r"commands\.\w+\.radius_threshold.*n_min.*smoothing\.n_max is \d+"):
+        cfgmod.update(Config(), changes)
+
+
+def test_defect1_the_abstain_command_never_needs_a_certifiable_threshold():
+    cfg = cfgmod.from_flat({"commands.stop.radius_threshold": 50.0})
+    assert cfg.thresholds()["stop"] == 0.0
+
+
+def test_an_oracle_error_without_its_confidence_level_is_refused():
+    with pytest.raises(ConfigError, match=r"oracle\.error_alpha"):
+        cfgmod.from_flat({"oracle.error": 0.02})
+    assert cfgmod.from_flat({"oracle.error": 0.02, "oracle.error_alpha": 0.001}).oracle.error_alpha == 0.001
