@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import array
+import sys
 import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from rs_guard_ros import images
@@ -377,8 +378,18 @@ def test_decode_compressed_returns_a_frame_or_image_error_for_any_input(data: by
 # Preprocessor
 # ---------------------------------------------------------------------------
 
+@st.composite
+def downscales(draw, max_out: int, max_extra: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(in_size, out_size) with in >= out in both axes: the only sizes the Preprocessor accepts."""
+    out = (draw(st.integers(1, max_out)), draw(st.integers(1, max_out)))
+    return (out[0] + draw(st.integers(0, max_extra)), out[1] + draw(st.integers(0, max_extra))), out
+
+
+MODES = st.sampled_from(["resize", "center_crop"])
+
+
 @pytest.mark.parametrize("mode", ["resize", "center_crop"])
-@pytest.mark.parametrize("in_size", [(48, 64), (96, 64), (30, 30), (7, 200)])
+@pytest.mark.parametrize("in_size", [(48, 64), (96, 64), (32, 40), (33, 400)])
 def test_preprocessor_output_shape_dtype_and_range(mode: str, in_size: tuple[int, int]) -> None:
     out = Preprocessor((32, 40), mode)(random_rgb(*in_size))
     assert out.shape == (32, 40, 3) and out.dtype == np.float32
@@ -410,10 +421,17 @@ def test_preprocessor_rejects_bad_frames(frame: np.ndarray, reason: str) -> None
         Preprocessor((4, 4))(frame)
 
 
-@pytest.mark.parametrize(("out_size", "mode"), [((0, 4), "resize"), ((4,), "resize"), ((4, 4), "squash")])
-def test_preprocessor_rejects_bad_configuration(out_size, mode: str) -> None:
-    with pytest.raises(ValueError):
-        Preprocessor(out_size, mode)
+@pytest.mark.parametrize(
+    ("out_size", "mode", "expected_size"),
+    [
+        ((0, 4), "resize", None), ((4,), "resize", None), ((4, 4), "squash", None),
+        ((4, 4), "resize", (4,)), ((4, 4), "resize", (-1, 0)), ((4, 4), "resize", (4.0, 4)),
+        ((4, 4), "resize", (3, 0)), ((4, 4), "center_crop", (0, 3)),
+    ],
+)
+def test_preprocessor_rejects_bad_configuration(out_size, mode: str, expected_size) -> None:
+    with pytest.raises(ImageError):
+        Preprocessor(out_size, mode, expected_size=expected_size)
 
 
 @pytest.mark.parametrize(
@@ -437,9 +455,9 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
-       out=st.tuples(st.integers(1, 9), st.integers(1, 9)), a=finite, b=finite)
-def test_preprocessing_is_linear(data, shape, out, a: float, b: float) -> None:
+@given(data=st.data(), sizes=downscales(max_out=9, max_extra=3), a=finite, b=finite)
+def test_preprocessing_is_linear(data, sizes, a: float, b: float) -> None:
+    shape, out = sizes
     arrays = st.lists(finite, min_size=shape[0] * shape[1] * 3, max_size=shape[0] * shape[1] * 3)
     x = np.array(data.draw(arrays), np.float32).reshape(*shape, 3)
     y = np.array(data.draw(arrays), np.float32).reshape(*shape, 3)
@@ -462,11 +480,11 @@ def full_matrix(p: Preprocessor, in_size: tuple[int, int]) -> np.ndarray:
     return np.stack(columns, axis=1).astype(np.float64)
 
 
-# Down-down (integer and not), up-up, both mixed regimes, identity, and crops.
+# Integer and non-integer factors, one axis kept, identity, and crops (wide, tall, odd).
 NORM_CASES = [
-    ((12, 16), (6, 8), "resize"), ((13, 11), (5, 4), "resize"), ((5, 6), (9, 13), "resize"),
-    ((12, 4), (5, 11), "resize"), ((4, 12), (11, 5), "resize"), ((7, 9), (7, 9), "resize"),
-    ((10, 20), (4, 4), "center_crop"), ((21, 8), (6, 5), "center_crop"), ((6, 9), (12, 12), "center_crop"),
+    ((12, 16), (6, 8), "resize"), ((13, 11), (5, 4), "resize"), ((12, 7), (5, 3), "resize"),
+    ((9, 14), (9, 5), "resize"), ((7, 9), (7, 9), "resize"),
+    ((10, 20), (4, 4), "center_crop"), ((21, 8), (6, 5), "center_crop"), ((9, 13), (5, 7), "center_crop"),
 ]
 
 
@@ -487,12 +505,32 @@ def test_operator_norm_equals_the_norm_of_the_full_map(in_size, out_size, mode) 
 def test_operator_norm_of_a_box_downscale_is_one_over_sqrt_of_the_box_area() -> None:
     # Downscaling by 2 in each axis averages 2x2 boxes: each 1-D factor has norm 1/sqrt(2).
     assert Preprocessor((60, 80)).operator_norm((120, 160)) == pytest.approx(0.5, rel=1e-6)
+    # docs/guarantee.md's worked number: 640 x 480, centre crop 480 x 480, then 224 x 224.
+    assert Preprocessor((224, 224), "center_crop").operator_norm((480, 640)) == pytest.approx(224 / 480)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=downscales(max_out=64, max_extra=300), mode=MODES)
+@example(sizes=((97, 131), (64, 64)), mode="resize")
+@example(sizes=((480, 640), (224, 224)), mode="center_crop")
+@example(sizes=((65, 64), (64, 64)), mode="resize")
+def test_closed_form_norm_equals_the_norm_of_the_probed_axis_matrices(sizes, mode: str) -> None:
+    in_size, out = sizes
+    p = Preprocessor(out, mode)
+    rows, cols = p.axis_matrices(in_size)
+    _, _, crop_h, crop_w = p.crop_box(in_size)
+    for matrix, n_in in ((rows, crop_h), (cols, crop_w)):  # the premises of the closed form
+        assert matrix.min() >= 0
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(matrix.sum(axis=0), matrix.shape[0] / n_in, rtol=1e-6)
+    probed = np.linalg.norm(rows, 2) * np.linalg.norm(cols, 2)
+    assert p.operator_norm(in_size) == pytest.approx(probed, rel=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), in_size=st.tuples(st.integers(1, 14), st.integers(1, 14)),
-       out=st.tuples(st.integers(1, 10), st.integers(1, 10)), mode=st.sampled_from(["resize", "center_crop"]))
-def test_operator_norm_bounds_every_perturbation_and_is_attained(data, in_size, out, mode) -> None:
+@given(data=st.data(), sizes=downscales(max_out=10, max_extra=4), mode=MODES)
+def test_operator_norm_bounds_every_perturbation_and_is_attained(data, sizes, mode) -> None:
+    in_size, out = sizes
     p = Preprocessor(out, mode)
     norm = p.operator_norm(in_size)
     top, left, height, width = p.crop_box(in_size)
@@ -507,6 +545,115 @@ def test_operator_norm_bounds_every_perturbation_and_is_attained(data, in_size, 
     assert reached == pytest.approx(norm * np.linalg.norm(worst), rel=1e-4, abs=1e-6)
 
 
-def test_operator_norm_rejects_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="in_size"):
-        Preprocessor((8, 8)).operator_norm((0, 10))
+@pytest.mark.parametrize(("in_size", "reason"), [((0, 10), "in_size"), ((7, 8), "7x8.*8x8"), ((8,), "in_size")])
+def test_operator_norm_rejects_bad_sizes(in_size, reason: str) -> None:
+    with pytest.raises(ImageError, match=reason):
+        Preprocessor((8, 8)).operator_norm(in_size)
+
+
+def counting(fn, name: str, calls: list[str]):
+    """``fn``, appending ``name`` to ``calls`` on every call."""
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+def instance_state(p: Preprocessor) -> dict[str, int]:
+    """Every attribute of ``p`` with its shallow size: a per-size cache would show up here."""
+    return {name: sys.getsizeof(value) for name, value in vars(p).items()}
+
+
+@pytest.mark.parametrize("mode", ["resize", "center_crop"])
+def test_defect8_operator_norm_does_no_resize_and_keeps_no_per_size_state(monkeypatch, mode: str) -> None:
+    # Issue 9, defect 8: the norm was probed with O(H + W) cv2.resize calls per new frame
+    # size and cached per size without bound. It is now a closed form, O(1), stateless.
+    p = Preprocessor((64, 64), mode)
+    state = instance_state(p)
+    calls: list[str] = []
+    for owner, name in ((images, "_resize"), (cv2, "resize")):
+        monkeypatch.setattr(owner, name, counting(getattr(owner, name), name, calls))
+    norms = [p.operator_norm((64 + i, 64 + 3 * i)) for i in range(1000)]
+    assert not calls
+    assert instance_state(p) == state
+    _, _, crop_h, crop_w = p.crop_box((64 + 999, 64 + 3 * 999))
+    assert norms[-1] == pytest.approx(64 / np.sqrt(crop_h * crop_w), rel=1e-12)
+
+
+def assert_refused_naming(p: Preprocessor, shape: tuple[int, int], named: list[str]) -> None:
+    """``p`` refuses a frame of ``shape``, and its norm, with a message holding every ``named`` text.
+
+    The frame is NaN-filled float: the size must be refused before any pixel is read.
+    """
+    for frame in (np.full((*shape, 3), np.nan, np.float32), np.zeros((*shape, 3), np.uint8)):
+        with pytest.raises(ImageError) as refused:
+            p(frame)
+        assert all(text in str(refused.value) for text in named), str(refused.value)
+    with pytest.raises(ImageError, match=f"{shape[0]}x{shape[1]}"):
+        p.operator_norm(shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode", "named"),
+    [
+        ((2, 2), "resize", ["2x2", "64x64", "upscal"]),
+        ((63, 200), "resize", ["63x200", "64x64", "upscal"]),
+        ((200, 63), "resize", ["200x63", "64x64"]),
+        ((63, 200), "center_crop", ["63x200", "centre crop 63x63", "64x64"]),
+        ((200, 63), "center_crop", ["200x63", "centre crop 63x63", "64x64"]),
+    ],
+)
+def test_defect10_frames_smaller_than_the_model_input_are_refused_naming_the_sizes(shape, mode, named) -> None:
+    # Issue 9, defect 10: a 2x2 PNG was upscaled to the 64x64 model input and certified.
+    assert_refused_naming(Preprocessor((64, 64), mode), shape, named)
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode", "expected_size", "named"),
+    [
+        ((96, 129), "resize", (96, 128), ["96x129", "expected", "96x128"]),
+        ((100, 128), "center_crop", (96, 128), ["100x128", "expected", "96x128"]),
+        ((200, 127), "center_crop", (0, 128), ["200x127", "expected", "anyx128"]),
+    ],
+)
+def test_defect10_frames_of_another_size_than_expected_are_refused(shape, mode, expected_size, named) -> None:
+    assert_refused_naming(Preprocessor((64, 64), mode, expected_size=expected_size), shape, named)
+
+
+@pytest.mark.parametrize(("shape", "mode"), [((64, 64), "resize"), ((64, 64), "center_crop"),
+                                             ((64, 65), "resize"), ((96, 128), "center_crop")])
+def test_defect10_frames_at_least_the_model_input_pass(shape, mode: str) -> None:
+    p = Preprocessor((64, 64), mode)
+    frame = random_rgb(*shape)
+    assert p(frame).shape == (64, 64, 3) and 0 < p.operator_norm(shape) <= 1
+    if shape == (64, 64):  # the model input size itself: identity, norm 1
+        assert np.array_equal(p(frame), frame.astype(np.float32) / 255.0) and p.operator_norm(shape) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode", "expected_size"),
+    [((1080, 1920), "resize", (1080, 1920)), ((96, 128), "resize", (0, 128)),
+     ((300, 128), "center_crop", (0, 128)), ((96, 128), "resize", (0, 0))],
+)
+def test_expected_size_accepts_its_own_size_and_any_size_in_a_zero_axis(shape, mode, expected_size) -> None:
+    p = Preprocessor((64, 64), mode, expected_size=expected_size)
+    assert p(random_rgb(*shape)).shape == (64, 64, 3) and 0 < p.operator_norm(shape) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(in_size=st.tuples(st.integers(1, 200), st.integers(1, 200)),
+       out=st.tuples(st.integers(1, 100), st.integers(1, 100)), mode=MODES)
+def test_a_frame_is_accepted_exactly_when_it_is_at_least_the_model_input(in_size, out, mode: str) -> None:
+    # In center_crop mode too: the crop is at least the output in both axes iff the frame is.
+    p = Preprocessor(out, mode)
+    if in_size[0] >= out[0] and in_size[1] >= out[1]:
+        _, _, crop_h, crop_w = p.crop_box(in_size)
+        assert out[0] <= crop_h <= in_size[0] and out[1] <= crop_w <= in_size[1]
+    else:
+        with pytest.raises(ImageError, match="smaller than the model input"):
+            p.crop_box(in_size)
+
+
+def test_linear_map_refuses_to_upscale_too() -> None:
+    with pytest.raises(ImageError, match="smaller than the model input"):
+        Preprocessor((8, 8)).linear_map(np.zeros((8, 7, 3), np.float32))
