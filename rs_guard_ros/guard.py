@@ -6,6 +6,7 @@ returns garbage) becomes an abstain Decision with the reason; `decide` never rai
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ import torch
 
 from . import config as config_mod
 from .config import Config
-from .images import Preprocessor
+from .images import ImageError, Preprocessor
 from .oracles import make_oracle
 from .policies import load_policy
 from .policies.base import Policy
+from .certify import label_name
 from .smoothing import Certificate, smooth_certify
 
 TIMING_KEYS = ("preprocess", "model", "oracle", "statistics", "total")
@@ -49,15 +51,17 @@ class Decision:
     p_lower: float
     n_used: int
     reason: str
-    threshold: float = 0.0
+    threshold: float = 0.0  # the label's radius threshold (inf: the label has none and never certifies)
     counts: dict[str, int] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     certificate: Certificate | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # exactly what this decision ran under
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the certificate nested, UNKNOWN written as "UNKNOWN")."""
+        """JSON-ready dict (the certificate nested, UNKNOWN written as "UNKNOWN", an infinite threshold as None)."""
         out = {k: v for k, v in self.__dict__.items() if k != "certificate"}
-        out["label"] = "UNKNOWN" if self.label is None else self.label
+        out["label"] = label_name(self.label)
+        out["threshold"] = self.threshold if math.isfinite(self.threshold) else None
         out["certificate"] = self.certificate.to_dict() if self.certificate else None
         return out
 
@@ -67,7 +71,9 @@ class Guard:
 
     def __init__(self, policy: Policy, oracle: Callable[[Sequence[Any]], list[Hashable | None]], cfg: Config):
         self.policy, self.oracle, self.cfg = policy, oracle, cfg
-        self.preprocessor = Preprocessor(tuple(policy.input_size), cfg.preprocess.mode)
+        p = cfg.preprocess
+        self.preprocessor = Preprocessor(tuple(policy.input_size), p.mode,
+                                         expected_size=(p.expected_height, p.expected_width))
 
     @classmethod
     def from_config(cls, cfg: Config | str | Path | None = None) -> "Guard":
@@ -92,36 +98,40 @@ class Guard:
     def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None) -> Decision:
         """Certify the command for one camera frame (H, W, 3 RGB) and instruction; never raises.
 
+        The whole decision runs on one snapshot of the configuration (a run-time change
+        applies from the next decision), and the Decision's `settings` say exactly which.
         With `deadline_s`, sampling stops (and the decision abstains) once that many
         seconds have passed: checked before every model batch.
         """
+        cfg = self.cfg  # one read: reconfigure() swaps the reference, never mutates it
         timing = dict.fromkeys(TIMING_KEYS, 0.0)
         start = time.perf_counter()
         try:
-            text = self._check_instruction(instruction)
+            text = self._check_instruction(instruction, cfg)
             x, scale = self.prepare(frame)
             timing["preprocess"] = _ms_since(start)
             deadline = None if deadline_s is None else start + deadline_s
-            cert = smooth_certify(self._base(text, timing, deadline), x, sigma=self.cfg.smoothing.sigma,
-                                  alpha=self.cfg.smoothing.alpha, n0=self.cfg.smoothing.n0,
-                                  n_max=self.cfg.smoothing.n_max, mode=self.cfg.smoothing.mode,
-                                  radius_threshold=self.cfg.thresholds(), batch_size=self.cfg.smoothing.batch_size,
-                                  oracle_error=self.cfg.oracle.error,
-                                  seed=None if self.cfg.smoothing.seed < 0 else self.cfg.smoothing.seed)
-            decision = self._from_certificate(cert, scale)
+            s = cfg.smoothing
+            cert = smooth_certify(self._base(text, cfg, timing, deadline), x, sigma=s.sigma, alpha=s.alpha, n0=s.n0,
+                                  n_max=s.n_max, mode=s.mode, radius_threshold=cfg.thresholds(),
+                                  batch_size=s.batch_size, oracle_error=cfg.oracle.error,
+                                  seed=None if s.seed < 0 else s.seed)
+            decision = self._from_certificate(cert, scale, cfg)
         except Exception as exc:  # fail closed: anything unexpected is an abstain with its reason
-            decision = self.abstain(_reason(exc))
+            decision = self.abstain(_reason(exc), cfg)
         timing["total"] = _ms_since(start)
         timing["statistics"] = max(0.0, timing["total"] - timing["preprocess"] - timing["model"] - timing["oracle"])
         decision.timing_ms = timing
         return decision
 
-    def abstain(self, reason: str) -> Decision:
+    def abstain(self, reason: str, cfg: Config | None = None) -> Decision:
         """The safe decision: the abstain command, nothing certified."""
-        return Decision(command=self.cfg.commands.abstain, certified=False, label=None, radius=0.0,
-                        radius_camera=0.0, p_lower=0.0, n_used=0, reason=reason)
+        cfg = cfg or self.cfg
+        return Decision(command=cfg.commands.abstain, certified=False, label=None, radius=0.0,
+                        radius_camera=0.0, p_lower=0.0, n_used=0, reason=reason, settings=settings_of(cfg))
 
-    def _check_instruction(self, instruction: Any) -> str:
+    @staticmethod
+    def _check_instruction(instruction: Any, cfg: Config) -> str:
         if isinstance(instruction, (bytes, bytearray)):
             try:
                 instruction = bytes(instruction).decode("utf-8")
@@ -132,8 +142,8 @@ class Guard:
         text = instruction.strip()
         if not text:
             raise DecisionError("instruction is empty")
-        if len(text) > self.cfg.instruction.max_length:
-            raise DecisionError(f"instruction longer than instruction.max_length={self.cfg.instruction.max_length}")
+        if len(text) > cfg.instruction.max_length:
+            raise DecisionError(f"instruction longer than instruction.max_length={cfg.instruction.max_length}")
         if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
             raise DecisionError("instruction is not valid UTF-8 (lone surrogate)")
         return text
@@ -145,17 +155,18 @@ class Guard:
             raise DecisionError(f"frame must be an (H, W, 3) RGB array, got {type(frame).__name__} {shape}")
         if frame.dtype != np.uint8 and frame.dtype.kind != "f":
             raise DecisionError(f"frame dtype must be uint8 or float, got {frame.dtype}")
-        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
-            raise DecisionError("frame contains NaN or inf")
-        x = self.preprocessor(frame)
-        scale = self.preprocessor.operator_norm(frame.shape[:2])
+        try:  # the size is checked before any pixel is read; then NaN and floats outside [0, 1]
+            x = self.preprocessor(frame)
+            scale = self.preprocessor.operator_norm(frame.shape[:2])
+        except ImageError as exc:
+            raise DecisionError(str(exc)) from exc
         tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.policy.device)
         return tensor.permute(2, 0, 1).contiguous(), scale
 
-    def _base(self, instruction: str, timing: dict[str, float],
+    def _base(self, instruction: str, cfg: Config, timing: dict[str, float],
               deadline: float | None) -> Callable[[torch.Tensor], list[Hashable | None]]:
         """h(x) = O(f(x, instruction)) on a batch, timed, with every output checked."""
-        commands = set(self.cfg.commands.names)
+        commands = set(cfg.commands.names)
 
         def base(batch: torch.Tensor) -> list[Hashable | None]:
             t0 = time.perf_counter()
@@ -175,14 +186,24 @@ class Guard:
 
         return base
 
-    def _from_certificate(self, cert: Certificate, scale: float) -> Decision:
+    @staticmethod
+    def _from_certificate(cert: Certificate, scale: float, cfg: Config) -> Decision:
         certified = cert.certified and cert.label is not None
-        return Decision(command=cert.label if certified else self.cfg.commands.abstain, certified=certified,
+        return Decision(command=cert.label if certified else cfg.commands.abstain, certified=certified,
                         label=cert.label, radius=cert.radius, radius_camera=cert.radius / scale if scale > 0 else 0.0,
                         p_lower=cert.p_lower, n_used=cert.n_used, reason=cert.reason,
                         threshold=cert.radius_threshold,
-                        counts={("UNKNOWN" if k is None else str(k)): v for k, v in cert.counts.items()},
-                        certificate=cert)
+                        counts={label_name(k): v for k, v in cert.counts.items()},
+                        certificate=cert, settings=settings_of(cfg))
+
+
+def settings_of(cfg: Config) -> dict[str, Any]:
+    """The statistical settings a decision runs under, as its record reports them."""
+    s, o = cfg.smoothing, cfg.oracle
+    return {"sigma": s.sigma, "alpha": s.alpha, "oracle_error": o.error,
+            "oracle_error_alpha": o.error_alpha if o.error > 0.0 else None, "thresholds": cfg.thresholds(),
+            "n0": s.n0, "n_max": s.n_max, "mode": s.mode, "batch_size": s.batch_size,
+            "seed": None if s.seed < 0 else s.seed}
 
 
 def oracle_options(o: config_mod.OracleConfig, kind: str) -> dict[str, Any]:
@@ -205,11 +226,16 @@ def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _reason(exc: Exception) -> str:
-    """A short, single-line reason for an abstain caused by an exception."""
+def _reason(exc: BaseException) -> str:
+    """A short, single-line reason for an abstain caused by an exception (even one whose
+    __str__ raises or returns something other than text)."""
     kind = ("deadline" if isinstance(exc, DeadlineExceeded) else "model" if isinstance(exc, ModelFault)
             else "input" if isinstance(exc, DecisionError) else f"error: {type(exc).__name__}")
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not escape decide()
+        text = "(exception message unavailable)"
+    text = text.splitlines()[0] if text else ""
     return f"{kind}: {text}"[:300] if text else kind
 
 

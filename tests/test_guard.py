@@ -55,9 +55,17 @@ def test_a_consistent_model_gets_its_command_certified_with_radius_in_both_units
     json.dumps(d.to_dict())
 
 
+def faint_left_frame() -> np.ndarray:
+    """Left half barely brighter: under sigma 0.25 the model says left with p ~ 0.85 (radius ~ 0.25)."""
+    frame = np.full((96, 128, 3), 126, np.uint8)
+    frame[:, :64] = 128
+    return frame
+
+
 def test_a_command_below_its_threshold_publishes_the_abstain_command():
-    d = make_guard(**{"commands.left.radius_threshold": 5.0}).decide(left_bright_frame(), "go")
+    d = make_guard(**{"commands.left.radius_threshold": 0.45, "smoothing.seed": 3}).decide(faint_left_frame(), "go")
     assert not d.certified and d.command == "stop" and d.label == "left" and d.reason == "radius_below_threshold"
+    assert 0.0 < d.radius < 0.45
 
 
 @pytest.mark.parametrize("instruction,reason", [
@@ -86,7 +94,8 @@ def test_an_oracle_that_returns_labels_outside_the_command_set_abstains():
     (np.zeros((10, 10), np.uint8), "go", "frame"),
     (np.zeros((10, 10, 4), np.uint8), "go", "frame"),
     (np.zeros((10, 10, 3), np.int64), "go", "dtype"),
-    (np.full((10, 10, 3), np.nan, np.float32), "go", "NaN"),
+    (np.full((96, 128, 3), np.nan, np.float32), "go", "NaN"),
+    (np.full((10, 10, 3), np.nan, np.float32), "go", "smaller than the model input"),
     ("not an image", "go", "frame"),
     (left_bright_frame(), "", "empty"),
     (left_bright_frame(), "   ", "empty"),
@@ -100,7 +109,7 @@ def test_bad_inputs_abstain_with_a_reason(frame, instruction, why):
 
 
 arrays = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype),
-                   st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(0, 5)),
+                   st.tuples(st.integers(0, 100), st.integers(0, 100), st.integers(0, 5)),
                    st.sampled_from([np.uint8, np.float32, np.float64, np.int16, np.bool_]),
                    st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.integers(0, 255)))
 
@@ -109,7 +118,7 @@ arrays = st.builds(lambda shape, dtype, fill: np.full(shape, fill).astype(dtype)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays, st.one_of(st.text(max_size=40), st.binary(max_size=20), st.none(), st.integers()))
 def test_any_frame_and_instruction_give_a_decision_in_the_command_set(frame, instruction):
-    guard = make_guard(**{"smoothing.n0": 2, "smoothing.n_max": 4})
+    guard = make_guard(**{"smoothing.n0": 2, "smoothing.n_max": 64})
     d = guard.decide(frame, instruction)
     assert d.command in guard.cfg.commands.names
     assert d.certified is False or d.command == d.label
@@ -117,8 +126,9 @@ def test_any_frame_and_instruction_give_a_decision_in_the_command_set(frame, ins
 
 def test_runtime_reconfigure_applies_thresholds_but_refuses_a_model_change():
     guard = make_guard()
-    guard.reconfigure(from_flat({**FAST, "commands.left.radius_threshold": 5.0}))
-    assert not guard.decide(left_bright_frame(), "go").certified
+    assert guard.decide(faint_left_frame(), "go").certified  # left's threshold is 0.1
+    guard.reconfigure(from_flat({**FAST, "commands.left.radius_threshold": 0.45}))
+    assert not guard.decide(faint_left_frame(), "go").certified
     with pytest.raises(ValueError, match="run time"):
         guard.reconfigure(from_flat({**FAST, "model.backend": "onnx"}))
 
@@ -140,3 +150,72 @@ def test_cpu_threads_parameter_sets_the_torch_thread_count():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(saved)
+
+
+# ---------------------------------------------------------------------------
+# Issue 9 regressions
+# ---------------------------------------------------------------------------
+
+class ReconfiguringPolicy(BrightSidePolicy):
+    """STAND-IN: a model during whose first batch an operator changes sigma and thresholds
+    (what the node's parameter service does from another thread)."""
+
+    def __init__(self):
+        self.guard, self.calls = None, 0
+
+    def __call__(self, frames, instruction):
+        self.calls += 1
+        if self.calls == 1:
+            self.guard.reconfigure(from_flat({**FAST, "smoothing.sigma": 0.5, "commands.left.radius_threshold": 0.3}))
+        return super().__call__(frames, instruction)
+
+
+def test_defect5_a_decision_runs_on_one_snapshot_of_the_configuration_and_reports_it():
+    policy = ReconfiguringPolicy()
+    cfg = from_flat(FAST)
+    guard = policy.guard = Guard(policy, make_oracle("grammar", cfg.commands.table), cfg)
+    d = guard.decide(left_bright_frame(), "go")
+    assert d.certificate.sigma == 0.25 and d.threshold == 0.1
+    assert d.settings == {"sigma": 0.25, "alpha": 0.001, "oracle_error": 0.0, "oracle_error_alpha": None,
+                          "thresholds": {"forward": 0.25, "left": 0.1, "right": 0.1, "stop": 0.0},
+                          "n0": 16, "n_max": 300, "mode": "fixed", "batch_size": 100, "seed": None}
+    later = guard.decide(left_bright_frame(), "go")  # the change applies from the next decision
+    assert later.settings["sigma"] == 0.5 and later.threshold == 0.3 and json.dumps(later.to_dict())
+
+
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("__str__ is broken too")
+
+
+class UnprintablePolicy(BrightSidePolicy):
+    def __call__(self, frames, instruction):
+        raise UnprintableError()
+
+
+def test_defect7_an_exception_whose_str_raises_still_ends_in_abstain():
+    cfg = from_flat(FAST)
+    d = Guard(UnprintablePolicy(), make_oracle("grammar", cfg.commands.table), cfg).decide(left_bright_frame(), "go")
+    assert d.command == "stop" and not d.certified and d.reason.startswith("error: UnprintableError")
+
+
+def test_defect7_a_float_frame_above_one_is_an_input_error_not_a_model_fault():
+    d = make_guard().decide(np.full((96, 128, 3), 2.0, np.float32), "go")
+    assert not d.certified and d.reason.startswith("input:") and "[0, 1]" in d.reason
+
+
+@pytest.mark.parametrize("frame,flat,why", [
+    (np.zeros((2, 2, 3), np.uint8), {}, "smaller than the model input"),
+    (np.zeros((31, 200, 3), np.uint8), {}, "smaller than the model input"),
+    (left_bright_frame(96, 129), {"preprocess.expected_width": 128, "preprocess.expected_height": 96},
+     "expected camera size"),
+])
+def test_defect10_a_frame_too_small_or_not_the_cameras_size_is_an_input_error(frame, flat, why):
+    d = make_guard(**flat).decide(frame, "go")
+    assert not d.certified and d.reason.startswith("input:") and why in d.reason
+
+
+def test_defect10_the_expected_camera_size_certifies_its_own_frames_with_the_camera_radius():
+    d = make_guard(**{"preprocess.expected_width": 128, "preprocess.expected_height": 96}).decide(
+        left_bright_frame(), "go")
+    assert d.certified and d.radius_camera == pytest.approx(d.radius / np.sqrt(32 * 48 / (96 * 128)))
