@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .certify import UNKNOWN_NAME
 from .recordings import KINDS, Frame, iter_frames
 
 if TYPE_CHECKING:  # type hints only: importing this module (the CLI parser does) must not load torch
     from .guard import Decision, Guard
 
 LABEL_KEYS = ("image", "index", "timestamp")
-UNKNOWN = "UNKNOWN"  # ground truth "no command is right here" (e.g. pure noise): certifying anything is wrong
+UNKNOWN = UNKNOWN_NAME  # ground truth "no command is right here" (e.g. pure noise): certifying anything is wrong
 CURVE_POINTS = 101  # radius grid of the certified-accuracy curve
 ROW_FIELDS = ("index", "name", "time_s", "instruction", "command", "certified", "label", "radius",
               "radius_camera", "threshold", "p_lower", "n_used", "reason", "latency_ms")

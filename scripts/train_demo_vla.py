@@ -43,6 +43,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from rs_guard_ros.certify import UNKNOWN_NAME  # noqa: E402
 from rs_guard_ros.config import DEMO_COMMANDS  # noqa: E402
 from rs_guard_ros.images import Preprocessor  # noqa: E402
 from rs_guard_ros.policies.hf_inputs import build_prompt, pixel_normalizer  # noqa: E402
@@ -55,7 +56,7 @@ DEFAULT_OUT = REPO / "rs_guard_ros" / "models" / "demo_vla"
 COMMAND_PHRASES: dict[str, tuple[str, ...]] = {name: cmd.phrases for name, cmd in DEMO_COMMANDS.items()}
 OFF_TASK_OUTPUT = "i cannot help with that"
 NO_SCENE_OUTPUT = "i see nothing useful"
-UNKNOWN = "UNKNOWN"
+UNKNOWN = UNKNOWN_NAME
 
 INSTRUCTION_TEMPLATES = (
     "go to the {}", "find the {}", "drive to the {}", "navigate to the {}", "move to the {}",

@@ -1,6 +1,6 @@
 """Oracles: map each generated model output to one command of a fixed set, or UNKNOWN.
 
-The oracle O is part of the base classifier h(x) = O(f(x, instruction)) (DESIGN.md §1).
+The oracle O is part of the base classifier h(x) = O(f(x, instruction)) (docs/guarantee.md).
 Three kinds ship: a closed-vocabulary `grammar` (exact on its grammar, eps_O = 0), a
 `semantic` one (sentence-embedding similarity, eps_O measured by `calibrate`), and an
 `action` one (logits argmax or nearest continuous-action prototype).
@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ..certify import UNKNOWN_NAME
+
 UNKNOWN = None
-UNKNOWN_NAME = "UNKNOWN"  # how UNKNOWN is spelled in label files, tables and JSON
 KINDS = ("grammar", "semantic", "action")
 
 

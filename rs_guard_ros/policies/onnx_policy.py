@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import resolve_device
+from ..devices import resolve_device
 from .transformers_policy import PromptCache, check_frames, load_processor
 
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

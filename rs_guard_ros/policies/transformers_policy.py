@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import resolve_device
+from ..devices import resolve_device
 from .hf_inputs import build_prompt, pixel_normalizer
 
 MODES = ("generate", "action")

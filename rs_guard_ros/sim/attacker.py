@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..adversarial import CommandScorer, art_classifier, pgd
+from ..certify import label_name
 from ..config import Config
 from ..guard import Guard
 from .scenarios import Fault
@@ -73,5 +74,5 @@ class CameraAttacker:
         with torch.inference_mode():
             outputs = self.guard.policy(x[None], instruction)
         label = self.guard.oracle(outputs)[0]
-        return "UNKNOWN" if label is None else str(label)
+        return label_name(label)
 
