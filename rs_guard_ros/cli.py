@@ -21,40 +21,60 @@ CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
 
 PLAN_P_TRUE = (0.999, 0.99, 0.95)
+PLAN_SIZES = (1_000, 10_000, 100_000)
 
 
 def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0) -> dict[str, Any]:
-    """The planning law (DESIGN §1): n_min, p*, and per n the exact and approximate outlook."""
+    """The planning law: p*, n_min, and per sample budget n the exact outlook of Cohen's
+    fixed-n CERTIFY and of the gate's sequential test, for bases of true probability p.
+
+    Budgets above certify.MAX_SAMPLES (the range of smoothing.n_max) are not tabulated, so
+    the answer takes bounded work for every sigma and radius.
+    """
     n_min = certify.samples_needed(radius, sigma, alpha, oracle_error)
-    sizes = sorted({n_min, 2 * n_min, 1_000, 10_000, 100_000})
+    sizes = sorted({n for n in (n_min, 2 * n_min, *PLAN_SIZES) if n <= certify.MAX_SAMPLES})
     rows = []
     for n in sizes:
+        ratio = certify.approx_radius_ratio(alpha, n)
         row: dict[str, Any] = {"n": n, "max_radius": certify.max_certifiable_radius(n, sigma, alpha, oracle_error),
-                               "approx_radius_ratio": certify.approx_radius_ratio(alpha, n)}
+                               "approx_radius_ratio": ratio}
         for p in PLAN_P_TRUE:
-            out = certify.outlook(p, n, sigma, alpha, radius, oracle_error)
-            asymptotic = sigma * float(norm.ppf(p - oracle_error))
-            row[f"p={p}"] = {"certify_probability": out.certify_probability, "expected_radius": out.expected_radius,
-                             "approx_expected_radius": asymptotic * row["approx_radius_ratio"]}
+            fixed = certify.outlook(p, n, sigma, alpha, radius, oracle_error)
+            seq = certify.sequential_outlook(p, radius, sigma, alpha, n, oracle_error)
+            asymptotic = max(sigma * float(norm.ppf(p - oracle_error)), 0.0)  # E[R] as n -> inf
+            row[f"p={p}"] = {"certify_probability": fixed.certify_probability, "expected_radius": fixed.expected_radius,
+                             "approx_expected_radius": asymptotic * ratio,
+                             "sequential_certify_probability": seq.certify_probability,
+                             "sequential_expected_samples": seq.expected_samples}
         rows.append(row)
     return {"sigma": sigma, "radius": radius, "alpha": alpha, "oracle_error": oracle_error, "n_min": n_min,
-            "p_required": certify.p_required(radius, sigma), "table": rows}
+            "p_required": certify.p_required(radius, sigma), "within_budget": n_min <= certify.MAX_SAMPLES,
+            "max_samples": certify.MAX_SAMPLES,
+            "max_radius_at_max_samples": certify.max_certifiable_radius(certify.MAX_SAMPLES, sigma, alpha, oracle_error),
+            "table": rows}
 
 
 def format_plan(result: dict[str, Any]) -> str:
-    """Human-readable plan: the headline numbers, then one table row per sample count."""
+    """Human-readable plan: the headline numbers, then per true p one row per sample budget."""
     lines = [f"To certify R >= {result['radius']} at sigma={result['sigma']}, alpha={result['alpha']}, "
              f"oracle error {result['oracle_error']}:",
              f"  smoothed probability needed p* = {result['p_required']:.6f}",
-             f"  fewest samples (all agree)   n_min = {result['n_min']}", "",
-             "exact: P[certify] and E[radius] for a base with true p (approx: Seferis et al. ECAI 2024, "
-             "r(a,n) ~ 1 - 1.64 z_a/sqrt(n))"]
-    header = f"{'n':>8} {'max R':>7} " + " ".join(f"{'p=' + str(p):>28}" for p in PLAN_P_TRUE)
-    lines += [header, f"{'':>8} {'':>7} " + " ".join(f"{'P[cert]  E[R]  E[R]~approx':>28}" for _ in PLAN_P_TRUE)]
-    for row in result["table"]:
-        cells = " ".join(f"{row[f'p={p}']['certify_probability']:>9.3f} {row[f'p={p}']['expected_radius']:>7.3f} "
-                         f"{row[f'p={p}']['approx_expected_radius']:>10.3f}" for p in PLAN_P_TRUE)
-        lines.append(f"{row['n']:>8} {row['max_radius']:>7.3f} {cells}")
+             f"  fewest samples (all agree)   n_min = {result['n_min']}"]
+    if not result["within_budget"]:
+        lines.append(f"  n_min exceeds the largest sample budget ({result['max_samples']}): not certifiable at this "
+                     f"sigma; {result['max_samples']} samples certify at most R = "
+                     f"{max(result['max_radius_at_max_samples'], 0.0):.4f}")
+    lines += ["", "exact outlook for a base of true probability p: fixed = Cohen's CERTIFY with n samples, "
+              "seq = the gate's sequential test with at most n", "(approx: Seferis et al. ECAI 2024, "
+              "r(a,n) ~ 1 - 1.64 z_a/sqrt(n))"]
+    for p in PLAN_P_TRUE:
+        lines += ["", f"p = {p}", f"{'n':>9} {'max R':>7} {'fixed P[cert]':>14} {'E[R]':>7} {'E[R]~approx':>12} "
+                  f"{'seq P[cert]':>12} {'seq E[n]':>9}"]
+        for row in result["table"]:
+            c = row[f"p={p}"]
+            lines.append(f"{row['n']:>9} {row['max_radius']:>7.3f} {c['certify_probability']:>14.4f} "
+                         f"{c['expected_radius']:>7.3f} {c['approx_expected_radius']:>12.3f} "
+                         f"{c['sequential_certify_probability']:>12.4f} {c['sequential_expected_samples']:>9.0f}")
     return "\n".join(lines)
 
 
