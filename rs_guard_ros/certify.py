@@ -377,7 +377,7 @@ def sequential_outlook(p_true: float, radius_threshold: float, sigma: float, alp
         if total >= 0.5:
             median = n_stop
             break
-    return SequentialOutlook(float(p_true), min(max(certified, 0.0), 1.0), expected, median)
+    return SequentialOutlook(float(p_true), min(max(certified, 0.0), 1.0), min(expected, looks[-1].n), median)
 
 
 def _futile_mask(k: np.ndarray, n: int, looks: tuple[Look, ...], sigma: float, alpha: float,

@@ -41,7 +41,7 @@ class DeadlineExceeded(DecisionError):
 
 @dataclass
 class Decision:
-    """What to publish for one frame, and why (DESIGN §3)."""
+    """What to publish for one frame, and why."""
 
     command: str  # the certified command, or the abstain command
     certified: bool

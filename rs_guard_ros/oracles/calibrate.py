@@ -1,4 +1,4 @@
-"""Measure an oracle's error bound eps_O on a labelled set of model outputs (DESIGN.md §1).
+"""Measure an oracle's error bound eps_O on a labelled set of model outputs (docs/guarantee.md §5).
 
 The certificate assumes P[Ô(y) != O(y)] <= eps_O, where O is the ideal oracle (here:
 the human labels) and Ô the practical one. `calibrate` counts every disagreement and
@@ -9,7 +9,7 @@ Why every disagreement, and the breakdown. p_true(c) >= p_observed(c) - eps_O ne
 only the disagreements that can *inflate* the observed count of a command: Ô says a
 command that O does not ("wrong command": O says another command; "false command": O
 says UNKNOWN). An *abstention* (Ô says UNKNOWN, O a command) only lowers counts, so it
-costs availability, not safety. Bounding all disagreements (DESIGN's P[Ô != O]) is the
+costs availability, not safety. Bounding all disagreements (P[Ô != O]) is the
 conservative eps_O to configure; the table also reports the committing-error bound,
 which is the tighter quantity the argument strictly needs, and the abstention rate.
 """

@@ -1,6 +1,6 @@
 """Closed-vocabulary oracle: an output is a command only if it IS one of its phrases.
 
-Exact on its grammar (eps_O = 0 for outputs inside it, DESIGN.md §1): after a fixed
+Exact on its grammar (eps_O = 0 for outputs inside it): after a fixed
 normalisation the text must equal a configured phrase, or fully match one of the
 command's regular expressions; anything else, including anything ambiguous, is UNKNOWN.
 """

@@ -1,5 +1,5 @@
 """The shipped demo VLA: a tiny LLaVA-style model trained on the "where is the red object"
-command task (see DESIGN.md §5). It makes the gate, tests and demo runnable offline."""
+command task (docs/demo_vla.md). It makes the gate, tests and demo runnable offline."""
 from __future__ import annotations
 
 from pathlib import Path
