@@ -1,13 +1,15 @@
-"""The node's ROS-free bookkeeping: what to publish between decisions, when inputs are
-stale, the newest-frame mailbox, and the statistics behind /diagnostics.
+"""The node's ROS-free bookkeeping: what to publish between decisions, when a frame or
+an instruction is too old (or too new) to act on, the newest-frame mailbox, bounded
+summaries of untrusted text for records, and the statistics behind /diagnostics.
 
-node.py owns the ROS I/O and calls into these small, separately tested pieces; no
-rclpy here. Times are plain float seconds: `now` arguments are on the node's clock
-(ROS time, i.e. simulation time under use_sim_time); latencies and rates use
+The ROS adapter (node.py and the ros_*.py modules) calls into these small, separately
+tested pieces; no rclpy here. Times are plain float seconds: `now` arguments are on the
+node's clock (ROS time, i.e. simulation time under use_sim_time); latencies and rates use
 time.monotonic(), since compute time and decisions per hour are wall-clock matters.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import threading
@@ -24,6 +26,7 @@ T = TypeVar("T")
 # "threshold_unreachable", "unknown_output", "input: ...", "model: ...", "deadline: ...", "error: ...").
 NO_FRAME = "no_frame"
 STALE_FRAME = "stale_frame"
+FUTURE_STAMP = "future_stamp"
 NO_INSTRUCTION = "no_instruction"
 STALE_INSTRUCTION = "stale_instruction"
 MALFORMED_IMAGE = "malformed_image"
@@ -34,7 +37,14 @@ SHUTDOWN = "shutdown"
 MODEL_LOAD_FAILED = "model_load_failed"
 SUPERSEDED = "superseded"
 
+# Phases of the node. Only ACTIVE decides; LOADING (unmanaged start-up) republishes abstain.
+UNCONFIGURED, LOADING_PHASE, INACTIVE_PHASE, ACTIVE, FINALIZED = (
+    "unconfigured", "loading", "inactive", "active", "finalized")
+
 _MAX_REASON_KEYS = 24  # distinct abstain-reason keys kept in diagnostics; the rest count as "other"
+CLOCK_MISMATCH_S = 60.0  # a frame/node clock offset this large is a clock set-up error, not a slow camera
+INSTRUCTION_PREFIX_CHARS = 80  # how much of an instruction a record repeats
+MAX_TEXT_CHARS = 300  # longest reason or frame id a record repeats
 
 
 class Level(IntEnum):
@@ -57,7 +67,7 @@ def reason_kind(reason: str) -> str:
         return "certified"
     if head in ("error", "deadline", "model", MODEL_LOAD_FAILED):
         return "fault"
-    if head in (NO_FRAME, STALE_FRAME, NO_INSTRUCTION, STALE_INSTRUCTION, TTL_EXPIRED, SUPERSEDED):
+    if head in (NO_FRAME, STALE_FRAME, FUTURE_STAMP, NO_INSTRUCTION, STALE_INSTRUCTION, TTL_EXPIRED, SUPERSEDED):
         return "stale"
     if head in ("input", MALFORMED_IMAGE):
         return "input"
@@ -74,23 +84,105 @@ def reason_key(reason: str) -> str:
 
 def stale_reason(now: float, frame_time: float | None, instruction_time: float | None,
                  max_frame_age: float, max_instruction_age: float) -> str | None:
-    """Why the inputs cannot be trusted at `now` (node clock), or None when they are fresh.
+    """The watchdog's rule: why the camera or the instruction cannot be trusted at `now`
+    (node clock), or None when both are fresh.
 
-    An age below zero means the clock jumped back (a simulation reset): stale, fail closed.
-    `max_instruction_age` 0 means an instruction never expires.
+    `frame_time` is the arrival of the newest camera message (any message counts as
+    alive). An age below zero means the clock jumped back (a simulation reset): stale,
+    fail closed. `max_instruction_age` 0 means an instruction never expires.
     """
     if frame_time is None:
         return NO_FRAME
     frame_age = now - frame_time
     if frame_age < 0.0 or frame_age > max_frame_age:
         return f"{STALE_FRAME}: last frame {frame_age:.3f} s ago (max_frame_age {max_frame_age:g} s)"
+    return instruction_reason(now, instruction_time, max_instruction_age)
+
+
+def instruction_reason(now: float, instruction_time: float | None, max_instruction_age: float) -> str | None:
+    """Why the instruction (received at `instruction_time`) cannot be acted on at `now`, or None.
+
+    No instruction yet, an instruction older than `max_instruction_age` (0 = never expires),
+    or one received "after" now (the clock jumped back) all refuse.
+    """
     if instruction_time is None:
         return NO_INSTRUCTION
-    instruction_age = now - instruction_time
-    if instruction_age < 0.0 or (max_instruction_age > 0.0 and instruction_age > max_instruction_age):
-        return (f"{STALE_INSTRUCTION}: instruction {instruction_age:.3f} s old "
-                f"(max_instruction_age {max_instruction_age:g} s)")
+    age = now - instruction_time
+    if age < 0.0 or (max_instruction_age > 0.0 and age > max_instruction_age):
+        return f"{STALE_INSTRUCTION}: instruction {age:.3f} s old (max_instruction_age {max_instruction_age:g} s)"
     return None
+
+
+@dataclass(frozen=True)
+class FrameTime:
+    """When a frame was captured, in node-clock seconds, and where that time comes from:
+    "header" (its header stamp) or "arrival" (when the node received it)."""
+
+    t: float
+    source: str
+
+
+def frame_time(stamp_s: float, arrival: float) -> FrameTime:
+    """A frame's capture time: its header stamp when set, else its arrival at the node.
+
+    A zero stamp is the ROS convention for "not stamped"; any other stamp is taken as the
+    capture time on the camera's clock, which must agree with the node's (both on wall
+    time, or both on /clock under use_sim_time)."""
+    return FrameTime(stamp_s, "header") if stamp_s != 0.0 else FrameTime(arrival, "arrival")
+
+
+def frame_reason(now: float, frame: FrameTime, max_frame_age: float, max_stamp_lead: float,
+                 moment: str) -> str | None:
+    """Why a frame is too old, or too new, to act on at `now` (node clock), or None.
+
+    A header stamp more than `max_stamp_lead` s ahead of `now` is refused (FUTURE_STAMP):
+    the camera's clock is ahead of the gate's, so its age means nothing. A frame older
+    than `max_frame_age` s is STALE_FRAME; so is an arrival time after `now` (the node
+    clock jumped back). `moment` ("deciding", "publishing") says when the check was made.
+    An offset beyond CLOCK_MISMATCH_S adds a hint: that is a clock set-up error.
+    """
+    age = now - frame.t
+    if frame.source == "header" and -age > max_stamp_lead:
+        return (f"{FUTURE_STAMP}: frame stamped {-age:.3f} s ahead of the node clock when {moment} "
+                f"(max_stamp_lead {max_stamp_lead:g} s){_clock_hint(age)}")
+    if age > max_frame_age or (frame.source == "arrival" and age < 0.0):
+        return (f"{STALE_FRAME}: frame captured {age:.3f} s before {moment} "
+                f"(max_frame_age {max_frame_age:g} s){_clock_hint(age)}")
+    return None
+
+
+def _clock_hint(offset: float) -> str:
+    """A pointer to the likely cause of a huge camera/node clock offset, else nothing."""
+    if abs(offset) <= CLOCK_MISMATCH_S:
+        return ""
+    return ("; the camera and the gate disagree on the time: set use_sim_time the same on both and "
+            "synchronise their clocks")
+
+
+def ttl_reason(now: float, valid_from: float, command_ttl: float) -> str | None:
+    """Why a certified command valid from `valid_from` (its frame's capture time) has
+    already expired at `now` under `command_ttl`, or None."""
+    age = now - valid_from
+    if age > command_ttl:
+        return (f"{TTL_EXPIRED}: the command of a frame captured {age:.3f} s ago expired before publishing "
+                f"(command_ttl {command_ttl:g} s)")
+    return None
+
+
+def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` cut to at most `limit` characters ("..." marks a cut): untrusted input quoted
+    in a reason or a record must not make it grow without bound."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def instruction_fields(text: str | None, prefix_chars: int = INSTRUCTION_PREFIX_CHARS) -> dict[str, Any]:
+    """How a record reports an instruction of any length in bounded space: its first
+    `prefix_chars` characters, its length in characters and the SHA-256 of its UTF-8
+    bytes (lone surrogates kept), so a long instruction is identified without repeating it."""
+    if text is None:
+        return {"instruction": None, "instruction_length": None, "instruction_sha256": None}
+    return {"instruction": text[:prefix_chars], "instruction_length": len(text),
+            "instruction_sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()}
 
 
 @dataclass(frozen=True)
@@ -110,13 +202,14 @@ class OutputGate:
     def __init__(self, abstain: str, reason: str = LOADING):
         self.abstain_command = abstain
         self.current = Output(abstain, False, reason)
-        self._since: float | None = None  # node time the current certified command was set
+        self._since: float | None = None  # node time the current certified command's TTL counts from
         self._abstain_since: float | None = None  # node time continuous abstain began
 
-    def on_decision(self, output: Output, now: float) -> None:
-        """Adopt a decision's output (published by the caller right away)."""
+    def on_decision(self, output: Output, now: float, valid_from: float | None = None) -> None:
+        """Adopt a decision's output (published by the caller right away). A certified
+        command's TTL counts from `valid_from` (its frame's capture time; `now` if None)."""
         if output.certified:
-            self._since, self._abstain_since = now, None
+            self._since, self._abstain_since = (now if valid_from is None else valid_from), None
         elif self.current.certified or self._abstain_since is None:
             self._abstain_since = now
         self.current = output
@@ -258,7 +351,8 @@ class GateStats:
             "late_results_discarded": self.late_discarded,
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-            # DESIGN §1: alpha per decision -> at most alpha * decisions/hour false certifications
+            # each decision certifies falsely with probability <= alpha, so the expected number of
+            # false certifications per hour is at most alpha * decisions per hour
             "false_certifications_per_hour_bound": alpha * rate * 3600.0,
         }
 
@@ -276,5 +370,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["Level", "Output", "OutputGate", "LatestSlot", "GateStats", "reason_kind", "reason_key",
-           "stale_reason", "json_safe"]
+__all__ = ["Level", "Output", "OutputGate", "LatestSlot", "GateStats", "FrameTime", "reason_kind", "reason_key",
+           "stale_reason", "instruction_reason", "frame_time", "frame_reason", "ttl_reason", "bounded",
+           "instruction_fields", "json_safe", "UNCONFIGURED", "LOADING_PHASE", "INACTIVE_PHASE", "ACTIVE", "FINALIZED"]

@@ -1,5 +1,5 @@
-"""rs_guard: the certified command gate as a ROS 2 node (DESIGN §4), a thin adapter
-between ROS messages and `Guard`.
+"""rs_guard: the certified command gate as a ROS 2 node, a thin adapter between ROS
+messages and `Guard`.
 
     rs_guard_node --ros-args --params-file config/sim_diffdrive.yaml -r image:=/camera/image_raw
     ros2 run rs_guard_ros rs_guard_node --ros-args --params-file ...   (with a ROS 2 install)
@@ -13,27 +13,34 @@ Topics (all remappable; ROS parameters cannot rename topics):
   out  ~/certificate      std_msgs/String: one JSON object per decision or watchdog event
   out  /diagnostics       diagnostic_msgs/DiagnosticArray every node.diagnostics_period
 
+The pieces: ros_params.py applies the parameters (fail-closed), ros_io.py owns the topics
+and what is published on them, ros_worker.py owns the decision thread and the freshness
+rules. This module wires them to the lifecycle, the timers and the parameter services.
+
 Threads. The executor (main thread) runs subscriptions, timers and the parameter and
 lifecycle services; one decision thread takes the newest frame from a one-deep mailbox
-(older ones are dropped and counted), decodes it with rs_guard_ros.images and runs
-`Guard.decide`, so /clock, parameters and timers never wait for the model.
+(older ones are dropped and counted) and runs `Guard.decide`.
 
 Outputs. Every decision publishes exactly one output: the certified command and its
 Twist, or the abstain action (the abstain command's Twist, zero by default) with the
-reason in its certificate. Between decisions the current output is republished at
-node.publish_rate until node.command_ttl runs out, then the abstain action; after
-node.abstain_publish_timeout s of continuous abstain (0 = never) cmd_vel goes quiet, so
-the gate does not fight other sources on a twist mux (decisions still appear on
-~/command and ~/certificate).
-A camera that stops (any message on `image` counts as alive; a malformed one is decided
-as an abstain), a missing or expired instruction, a model past node.decision_deadline
-(0 = no deadline), a model or oracle exception and a malformed message all abstain.
+reason in its record. A frame older than node.max_frame_age (from its header stamp, or its
+arrival when unstamped) when deciding or publishing, a stamp ahead of the node clock by
+more than node.max_stamp_lead, a camera that stops (any message on `image` counts as
+alive), a missing or expired instruction, a model past node.decision_deadline (0 = no
+deadline), a model or oracle exception and a malformed message all abstain. Between
+decisions the current output is republished at node.publish_rate until its frame's time
++ node.command_ttl, then the abstain action; after node.abstain_publish_timeout s of
+continuous abstain (0 = never) cmd_vel goes quiet.
 
 Clocks. Frame, instruction and command ages are measured on the node's clock, so they
 follow /clock under use_sim_time, and so do the watchdog, republish and diagnostics
 timers. The decision deadline is compute time: it is passed to `Guard.decide` and also
 checked by a steady-clock timer, which abstains (and discards the late result) when a
 model hangs, even while simulation time is paused.
+
+Parameters. Run-time changes are validated by config.update in the on-set callback and
+applied after they are set (Guard.reconfigure swaps the whole configuration; a decision
+in progress keeps the one it started with, and its record reports that one).
 
 Lifecycle. The node is a lifecycle node: configure loads the model, activate starts
 gating, deactivate publishes the abstain action once and stops. With node.managed false
@@ -43,200 +50,114 @@ for it to be acknowledged, then exit.
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import rclpy
 import rclpy.logging
-import rclpy.node
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from . import config
-from .config import ConfigError
-from .gate_state import (INACTIVE, LOADING, MALFORMED_IMAGE, MODEL_LOAD_FAILED, SHUTDOWN,
-                         SUPERSEDED, TTL_EXPIRED, GateStats, LatestSlot, Level, Output, OutputGate, json_safe,
-                         reason_kind, stale_reason)
-from .images import ImageError, decode_compressed, decode_raw
+from .config import Config, ConfigError
+from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PHASE, MODEL_LOAD_FAILED, SHUTDOWN,
+                         UNCONFIGURED, Level, frame_time)
+from .ros_io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
 from .ros_params import declare_parameters, plain_value
+from .ros_worker import DecisionWorker, FrameJob, GateContext, Instruction
 
 try:  # Humble and later: let the node, not rclpy, decide what SIGINT/SIGTERM do
     from rclpy.signals import SignalHandlerOptions
 except ImportError:  # pragma: no cover - older rclpy
     SignalHandlerOptions = None
 
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
-INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
-# The node's own topic names; everything else is a remapping (launch/rs_guard.launch.py).
-IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, INSTRUCTION_TOPIC, CMD_VEL_TOPIC = (
-    "image", "image/compressed", "instruction", "cmd_vel")
+# Run-time parameter changes are validated in the on-set callback and applied in a post-set
+# callback, which rclpy has from Iron on; on Humble they are applied at the end of the on-set one.
+POST_SET_CALLBACKS = hasattr(LifecycleNode, "add_post_set_parameters_callback")
 SHUTDOWN_ACK_TIMEOUT_S = 1.0
 SHUTDOWN_DECISION_WAIT_S = 5.0  # at most this long (and the decision deadline) for a decision in flight
-
-# Phases of the gate. Only ACTIVE decides; LOADING (unmanaged start-up) republishes abstain.
-UNCONFIGURED, LOADING_PHASE, INACTIVE_PHASE, ACTIVE, FINALIZED = (
-    "unconfigured", "loading", "inactive", "active", "finalized")
-
-
-# ---------------------------------------------------------------------------
-# The node
-# ---------------------------------------------------------------------------
-
-@dataclass
-class FrameJob:
-    """A camera message waiting for (or in) a decision."""
-
-    msg: Any
-    received: float  # node clock, s
-    received_mono: float  # time.monotonic(), for latency
-    job_id: int = 0
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """The latest instruction and when it arrived."""
-
-    text: str
-    received: float  # node clock, s
-
-
-def _stamp_s(msg: Any) -> float:
-    """A message's header stamp in seconds."""
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 class RsGuardNode(LifecycleNode):
     """Camera + instruction in, certified command (or the abstain action) out."""
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(config.NODE_NAME, **kwargs)
-        self._cfg = declare_parameters(self)
-        self._param_names = {s.name for s in config.param_specs(self._cfg.commands.names)}
-        self.managed = self._cfg.node.managed
+    def __init__(self, argv: Sequence[str] = (), **kwargs: Any):
+        """Apply the parameters (`argv`: the process's command line, whose --params-file
+        entries are checked to apply to this node; ConfigError if anything given cannot be
+        applied), then publishers, subscriptions and timers."""
+        super().__init__(config.NODE_NAME, automatically_declare_parameters_from_overrides=True, **kwargs)
+        cfg = declare_parameters(self, argv)
+        self._param_names = {s.name for s in config.param_specs(cfg.commands.names)}
+        self._pending: Config | None = None  # validated by the on-set callback, applied after
+        self.managed = cfg.node.managed
         self.failed = False
-        self._lock = threading.RLock()
-        self._phase = UNCONFIGURED
-        self._guard: Any = None  # rs_guard_ros.guard.Guard once loaded (torch is imported then)
-        self._gate = OutputGate(self._cfg.commands.abstain, LOADING)
-        self._stats = GateStats(time.monotonic())
-        self._slot: LatestSlot[FrameJob] = LatestSlot()
-        self._worker: threading.Thread | None = None
-        self._job_ids = itertools.count(1)
-        self._in_flight: tuple[int, float] | None = None  # (job id, monotonic start)
-        self._cancelled: set[int] = set()
-        self._frame_time: float | None = None
-        self._instruction: Instruction | None = None
-        self._stale: str | None = None  # the watchdog's active reason, if any
-        self._create_io()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-
-    # -- set-up -------------------------------------------------------------------------
-
-    def _create_io(self) -> None:
-        """Publishers first (so abstain can go out at once), then inputs and timers."""
-        node_cfg = self._cfg.node
-        self._pub_command = self.create_publisher(String, "~/command", OUTPUT_QOS)
-        self._pub_twist = self.create_publisher(TwistStamped if node_cfg.use_stamped else Twist, CMD_VEL_TOPIC,
-                                                OUTPUT_QOS)
-        self._pub_certificate = self.create_publisher(String, "~/certificate", OUTPUT_QOS)
-        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._compressed = node_cfg.image_transport == "compressed"
-        self.create_subscription(CompressedImage if self._compressed else Image,
-                                 COMPRESSED_IMAGE_TOPIC if self._compressed else IMAGE_TOPIC, self._on_image,
-                                 SENSOR_QOS)
-        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, INSTRUCTION_QOS)
-        self._republish_timer = self.create_timer(1.0 / node_cfg.publish_rate, self._on_republish)
-        self.create_timer(node_cfg.watchdog_period, self._on_watchdog)
-        self.create_timer(node_cfg.watchdog_period, self._on_deadline_check,
+        self._ctx = GateContext(cfg=cfg, io=GateIO(self, cfg), now=self._now, logger=self.get_logger())
+        self._worker = DecisionWorker(self._ctx)
+        subscribe(self, cfg.node.image_transport == "compressed", self._on_image, self._on_instruction)
+        self._republish_timer = self.create_timer(1.0 / cfg.node.publish_rate, self._on_republish)
+        self.create_timer(cfg.node.watchdog_period, self._worker.watch_inputs)
+        self.create_timer(cfg.node.watchdog_period, self._worker.watch_deadline,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.create_timer(node_cfg.diagnostics_period, self._on_diagnostics)
+        self.create_timer(cfg.node.diagnostics_period, self._on_diagnostics)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        if POST_SET_CALLBACKS:
+            self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _now(self) -> float:
+        """The node's clock (simulation time under use_sim_time), in seconds."""
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- lifecycle ----------------------------------------------------------------------
 
     def start_unmanaged(self) -> None:
         """Configure and activate in the background, publishing abstain while the model loads."""
-        self._phase = LOADING_PHASE
+        self._ctx.phase = LOADING_PHASE
 
         def bring_up() -> None:
             ok = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
-            with self._lock:
-                if self._phase == FINALIZED:  # shut down while loading
+            with self._ctx.lock:
+                if self._ctx.phase == FINALIZED:  # shut down while loading
                     return
             if not ok or self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 self.failed = True
 
         threading.Thread(target=bring_up, name="rs_guard_load", daemon=True).start()
 
-    def _load_guard(self) -> None:
-        """Load policy and oracle (torch is imported here, after the publishers exist)."""
-        from .guard import Guard
-
-        cfg = self._cfg
-        guard = Guard.from_config(cfg)
-        with self._lock:
-            if self._cfg is not cfg:  # parameters changed while loading
-                guard.reconfigure(self._cfg)
-            self._guard = guard
-        self._start_worker()
-
-    def _start_worker(self) -> None:
-        """A fresh mailbox and the decision thread that empties it."""
-        self._slot = LatestSlot()
-        self._worker = threading.Thread(target=self._work, args=(self._slot,), name="rs_guard_decide", daemon=True)
-        self._worker.start()
-
-    def _stop_worker(self, wait_s: float = 0.0) -> bool:
-        """Release the decision thread, waiting up to `wait_s` for a decision in flight; False if
-        it is still running (a hung model is left to finish on its own)."""
-        self._slot.close()
-        worker, self._worker = self._worker, None
-        if worker is None or worker is threading.current_thread():
-            return True
-        worker.join(timeout=wait_s)
-        return not worker.is_alive()
-
-    # -- lifecycle ----------------------------------------------------------------------
-
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model; failure leaves the node unconfigured (and publishing nothing but abstain)."""
+        ctx = self._ctx
         try:
-            self._load_guard()
+            from .guard import Guard  # torch is imported here, after the publishers exist
+
+            guard = Guard.from_config(ctx.cfg)
         except Exception as exc:  # any load failure (missing files, bad plugin, CUDA) is reported
             self.get_logger().fatal(f"{MODEL_LOAD_FAILED}: {type(exc).__name__}: {exc}")
-            self._stats.note(f"{MODEL_LOAD_FAILED}: {exc}")
+            ctx.stats.note(f"{MODEL_LOAD_FAILED}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        with self._lock:
-            if self._phase == FINALIZED:
+        with ctx.lock:
+            if ctx.phase == FINALIZED:
                 return TransitionCallbackReturn.FAILURE
-            self._phase = INACTIVE_PHASE
-        policy = self._guard.policy
-        self.get_logger().info(f"model loaded: {self._cfg.model.backend} {policy.name} on {policy.device}")
+            if guard.cfg is not ctx.cfg:  # parameters changed while loading
+                guard.reconfigure(ctx.cfg)
+            ctx.guard, ctx.phase = guard, INACTIVE_PHASE
+            self._worker.start()
+        self.get_logger().info(f"model loaded: {ctx.cfg.model.backend} {guard.policy.name} on {guard.policy.device}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start gating: abstain until the first decision."""
-        with self._lock:
-            self._phase, self._frame_time, self._stale = ACTIVE, None, None
-            self._gate.force_abstain(INACTIVE, self._now())
+        with self._ctx.lock:
+            self._ctx.phase, self._ctx.last_arrival = ACTIVE, None
+            self._worker.reset_watch()
+            self._ctx.io.gate.force_abstain(INACTIVE, self._now())
         self.get_logger().info("gate active")
         return super().on_activate(state)
 
@@ -247,9 +168,9 @@ class RsGuardNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model."""
-        self._stop_worker()
-        with self._lock:
-            self._guard, self._phase = None, UNCONFIGURED
+        self._worker.stop()
+        with self._ctx.lock:
+            self._ctx.guard, self._ctx.phase = None, UNCONFIGURED
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -260,290 +181,112 @@ class RsGuardNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A failed transition: abstain, release the decision thread, back to unconfigured."""
         self._withdraw(UNCONFIGURED, "error")
-        self._stop_worker()
+        self._worker.stop()
         return TransitionCallbackReturn.SUCCESS
 
     def _withdraw(self, phase: str, reason: str) -> None:
         """Leave ACTIVE: forget pending frames, discard the decision in flight, publish abstain once."""
-        with self._lock:
-            was = self._phase
-            self._phase = phase
-            self._slot.clear()
-            if self._in_flight is not None:
-                self._cancelled.add(self._in_flight[0])
+        with self._ctx.lock:
+            was, self._ctx.phase = self._ctx.phase, phase
+            self._worker.withdraw()
             if was in (ACTIVE, LOADING_PHASE):
-                now = self._now()
-                self._gate.force_abstain(reason, now)
-                self._emit(self._gate.current, now, cmd_vel=True)
-                self._publish_record({"source": "lifecycle", "time": now, "command": self._gate.abstain_command,
-                                      "certified": False, "reason": reason})
+                self._ctx.abstain("lifecycle", reason, self._now())
 
     def close(self) -> bool:
         """Shutdown: publish the abstain action (even when quiet), wait for it to be acknowledged,
         and let a decision in flight end (within its deadline). False if the model is still busy."""
-        with self._lock:
-            if self._phase == FINALIZED:
-                return self._worker is None
-            self._phase = FINALIZED
-            now = self._now()
-            self._gate.force_abstain(SHUTDOWN, now)
-            self._emit(self._gate.current, now, cmd_vel=True)
-            self._publish_record({"source": "lifecycle", "time": now, "command": self._gate.abstain_command,
-                                  "certified": False, "reason": SHUTDOWN})
-        for pub in (self._pub_twist, self._pub_command, self._pub_certificate):
-            wait = getattr(pub, "wait_for_all_acked", None)  # rclpy >= Humble
-            if wait is not None:
-                wait(Duration(seconds=SHUTDOWN_ACK_TIMEOUT_S))
-        deadline = self._cfg.node.decision_deadline
-        return self._stop_worker(wait_s=min(deadline, SHUTDOWN_DECISION_WAIT_S) if deadline > 0
+        with self._ctx.lock:
+            if self._ctx.phase == FINALIZED:
+                return not self._worker.running
+            self._ctx.phase = FINALIZED
+            self._ctx.abstain("lifecycle", SHUTDOWN, self._now())
+        self._ctx.io.wait_acked(SHUTDOWN_ACK_TIMEOUT_S)
+        deadline = self._ctx.cfg.node.decision_deadline
+        return self._worker.stop(wait_s=min(deadline, SHUTDOWN_DECISION_WAIT_S) if deadline > 0
                                  else SHUTDOWN_DECISION_WAIT_S)
 
-    # -- inputs ---------------------------------------------------------------------------
+    # -- inputs -------------------------------------------------------------------------
 
     def _on_image(self, msg: Any) -> None:
-        """Record the arrival and hand the frame to the decision thread (newest only)."""
+        """Note the arrival (the camera is alive) and hand the frame to the decision thread."""
         now = self._now()
-        with self._lock:
-            if self._phase != ACTIVE:
+        with self._ctx.lock:
+            if self._ctx.phase != ACTIVE:
                 return
-            self._frame_time = now
-            slot = self._slot
-        slot.put(FrameJob(msg, now, time.monotonic()))
+            self._ctx.last_arrival = now
+        self._worker.offer(FrameJob(msg, frame_time(stamp_s(msg), now), now, time.monotonic()))
 
     def _on_instruction(self, msg: String) -> None:
         """Keep the latest instruction (recorded in every phase: it is not re-sent)."""
-        with self._lock:
-            self._instruction = Instruction(msg.data, self._now())
+        with self._ctx.lock:
+            self._ctx.instruction = Instruction(msg.data, self._now())
 
-    def _decode(self, msg: Any) -> Any:
-        """Message fields -> RGB uint8 (H, W, 3); ImageError for anything malformed."""
-        if self._compressed:
-            return decode_compressed(msg.format, msg.data)
-        return decode_raw(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
-
-    # -- the decision thread -------------------------------------------------------------
-
-    def _work(self, slot: LatestSlot[FrameJob]) -> None:
-        """Decide on the newest frame, one at a time, until the slot closes; never dies."""
-        while (job := slot.take()) is not None:
-            try:
-                self._decide(job)
-            except Exception as exc:  # a bug here must not stop gating: abstain and go on
-                reason = f"error: {type(exc).__name__}: {exc}"
-                self.get_logger().error(f"decision failed: {reason}")
-                with self._lock:
-                    self._in_flight = None
-                    if self._phase == ACTIVE:
-                        self._event(reason, self._now(), decision_id=job.job_id)
-                        self._stats.record(time.monotonic(), False, reason)
-
-    def _decide(self, job: FrameJob) -> None:
-        """Decode, check the inputs are fresh, run Guard.decide (with the deadline), publish."""
-        with self._lock:
-            guard = self._guard
-            if self._phase != ACTIVE or guard is None:
-                return
-            job.job_id = next(self._job_ids)
-            self._in_flight = (job.job_id, time.monotonic())
-        t0 = time.monotonic()
-        instruction = None
-        try:
-            frame = self._decode(job.msg)
-        except ImageError as exc:
-            decision = guard.abstain(f"{MALFORMED_IMAGE}: {exc}")
-        else:
-            with self._lock:
-                why, instruction = self._stale_reason(self._now()), self._instruction
-            deadline = self._cfg.node.decision_deadline
-            decision = (guard.abstain(why) if why else
-                        guard.decide(frame, instruction.text, deadline_s=deadline if deadline > 0 else None))
-        self._finish(job, decision, instruction, (time.monotonic() - t0) * 1e3)
-
-    def _finish(self, job: FrameJob, decision: Any, instruction: Instruction | None, work_ms: float) -> None:
-        """Publish a decision unless it was cancelled; a certified one must still be current."""
-        with self._lock:
-            self._in_flight = None
-            if job.job_id in self._cancelled:
-                self._cancelled.discard(job.job_id)
-                self._stats.late_discarded += 1
-                return
-            if self._phase != ACTIVE:
-                return
-            now = self._now()
-            if decision.certified:
-                why = self._stale_reason(now)
-                if why is None and (self._instruction is None or self._instruction.text != instruction.text):
-                    why = f"{SUPERSEDED}: the instruction changed during the decision"
-                if why:
-                    decision = dataclasses.replace(decision, command=self._cfg.commands.abstain, certified=False,
-                                                   reason=why)
-            output = Output(decision.command, decision.certified, decision.reason)
-            self._gate.on_decision(output, now)
-            self._emit(output, now, cmd_vel=not self._gate.quiet(now, self._cfg.node.abstain_publish_timeout))
-            total_ms = (time.monotonic() - job.received_mono) * 1e3
-            record = decision.to_dict()
-            # timing_ms (from the Guard) breaks "decide" down; latency_ms is frame arrival -> publish.
-            record.update(self._ros_fields(job, instruction, now), source="decision",
-                          latency_ms={"queue": max(0.0, total_ms - work_ms), "decode_and_decide": work_ms,
-                                      "total": total_ms})
-            self._publish_record(record)
-            self._stats.record(time.monotonic(), decision.certified, decision.reason, total_ms)
-        if reason_kind(decision.reason) == "fault":
-            self.get_logger().error(f"abstain: {decision.reason}", throttle_duration_sec=1.0)
-
-    def _ros_fields(self, job: FrameJob, instruction: Instruction | None, now: float) -> dict[str, Any]:
-        """The ROS side of a certificate: stamps, instruction, the statistics settings."""
-        s = self._cfg.smoothing
-        return {"time": now, "stamp": _stamp_s(job.msg), "frame_id": job.msg.header.frame_id,
-                "frame_received": job.received, "instruction": instruction.text if instruction else None,
-                "instruction_received": instruction.received if instruction else None,
-                "alpha": s.alpha, "sigma": s.sigma, "oracle_error": self._cfg.oracle.error, "mode": s.mode,
-                "decision_id": job.job_id, "dropped_frames": self._slot.dropped}
-
-    # -- outputs --------------------------------------------------------------------------
-
-    def _emit(self, output: Output, now: float, cmd_vel: bool) -> None:
-        """Publish a command name on ~/command and, unless quiet, its Twist on cmd_vel."""
-        self._pub_command.publish(String(data=output.command))
-        if not cmd_vel:
-            return
-        cmd = self._cfg.commands.table[output.command]
-        twist = Twist()
-        twist.linear.x, twist.linear.y, twist.angular.z = cmd.linear_x, cmd.linear_y, cmd.angular_z
-        if self._cfg.node.use_stamped:
-            stamped = TwistStamped(twist=twist)
-            stamped.header.stamp = self.get_clock().now().to_msg()
-            self._pub_twist.publish(stamped)
-        else:
-            self._pub_twist.publish(twist)
-
-    def _publish_record(self, record: dict[str, Any]) -> None:
-        """One JSON object on ~/certificate."""
-        self._pub_certificate.publish(String(data=json.dumps(json_safe(record), allow_nan=False)))
-
-    def _event(self, reason: str, now: float, **extra: Any) -> None:
-        """An abstain not made by Guard.decide (watchdog, deadline): withdraw the command and
-        publish abstain and a certificate at once."""
-        self._gate.force_abstain(reason, now)
-        self._emit(self._gate.current, now, cmd_vel=not self._gate.quiet(now, self._cfg.node.abstain_publish_timeout))
-        self._publish_record({"source": "watchdog", "time": now, "command": self._gate.abstain_command,
-                              "certified": False, "reason": reason, **extra})
-
-    # -- timers ---------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        """The node's clock (simulation time under use_sim_time), in seconds."""
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _stale_reason(self, now: float) -> str | None:
-        """Why the camera or instruction cannot be trusted at `now`, or None."""
-        n = self._cfg.node
-        return stale_reason(now, self._frame_time, self._instruction.received if self._instruction else None,
-                            n.max_frame_age, n.max_instruction_age)
-
-    def _on_watchdog(self) -> None:
-        """Stale camera or instruction -> abstain now (once per cause), on the node's clock."""
-        with self._lock:
-            if self._phase != ACTIVE:
-                return
-            now = self._now()
-            why = self._stale_reason(now)
-            cause = why.split(":", 1)[0] if why else None
-            if cause is not None and cause != (self._stale or "").split(":", 1)[0]:
-                frame, instruction = self._frame_time, self._instruction.received if self._instruction else None
-                self._event(why, now, frame_received=frame, instruction_received=instruction,
-                            frame_age=None if frame is None else now - frame,
-                            instruction_age=None if instruction is None else now - instruction)
-                self._stats.event(why)
-                self.get_logger().warning(f"abstain: {why}")
-            self._stale = why
-
-    def _on_deadline_check(self) -> None:
-        """A decision still running past node.decision_deadline (steady time) -> abstain now."""
-        with self._lock:
-            deadline = self._cfg.node.decision_deadline
-            if self._phase != ACTIVE or self._in_flight is None or deadline <= 0:
-                return
-            job_id, started = self._in_flight
-            elapsed = time.monotonic() - started
-            if elapsed <= deadline or job_id in self._cancelled:
-                return
-            self._cancelled.add(job_id)  # its late result will be discarded
-            reason = f"deadline: decision {job_id} still running after {elapsed:.3f} s"
-            self._event(reason, self._now(), in_flight_s=elapsed, decision_id=job_id)
-            self._stats.record(time.monotonic(), False, reason, elapsed * 1e3)  # this frame's one output
-        self.get_logger().error(f"abstain: {reason} (decision_deadline {deadline:g} s)")
+    # -- timers -------------------------------------------------------------------------
 
     def _on_republish(self) -> None:
-        """Republish the current output at node.publish_rate; abstain once a command's TTL is over."""
-        with self._lock:
-            if self._phase not in (ACTIVE, LOADING_PHASE):
-                return
-            now = self._now()
-            was_certified = self._gate.current.certified
-            output = self._gate.tick(now, self._cfg.node.command_ttl)
-            if was_certified and not output.certified:
-                self._publish_record({"source": "ttl", "time": now, "command": output.command, "certified": False,
-                                      "reason": TTL_EXPIRED})
-            if not self._gate.quiet(now, self._cfg.node.abstain_publish_timeout):
-                self._emit(output, now, cmd_vel=True)
+        """Republish the current output at node.publish_rate (abstain once a command's TTL is over)."""
+        with self._ctx.lock:
+            if self._ctx.phase in (ACTIVE, LOADING_PHASE):
+                n = self._ctx.cfg.node
+                self._ctx.io.republish(self._now(), n.command_ttl, n.abstain_publish_timeout)
 
     def _on_diagnostics(self) -> None:
         """State, rates, certified fraction, reasons, drops, latency, device, model, error budget."""
-        with self._lock:
-            level, message = self._level()
-            figures = self._stats.snapshot(time.monotonic(), self._cfg.smoothing.alpha, self._slot.dropped)
-            policy = self._guard.policy if self._guard is not None else None
-            values = {"state": level.name, "phase": self._phase, "command": self._gate.current.command,
-                      "device": str(policy.device) if policy else self._cfg.model.device,
-                      "model": f"{self._cfg.model.backend}:{policy.name if policy else self._cfg.model.path}",
-                      "alpha": self._cfg.smoothing.alpha, **figures}
-            if self._cfg.smoothing.seed >= 0:
-                values["seed"] = f"{self._cfg.smoothing.seed} (FIXED: tests only, not a real certificate)"
-        status = DiagnosticStatus(level=bytes([int(level)]), name=f"{self.get_name()}: certified command gate",
-                                  message=message, hardware_id=values["device"],
-                                  values=[KeyValue(key=k, value=_kv(v)) for k, v in values.items()])
-        array_msg = DiagnosticArray(status=[status])
-        array_msg.header.stamp = self.get_clock().now().to_msg()
-        self._pub_diagnostics.publish(array_msg)
+        ctx = self._ctx
+        with ctx.lock:
+            cfg, level, message = ctx.cfg, *self._level()
+            policy = ctx.guard.policy if ctx.guard is not None else None
+            values = {"state": level.name, "phase": ctx.phase, "command": ctx.io.current.command,
+                      "device": str(policy.device) if policy else cfg.model.device,
+                      "model": f"{cfg.model.backend}:{policy.name if policy else cfg.model.path}",
+                      "alpha": cfg.smoothing.alpha,
+                      **ctx.stats.snapshot(time.monotonic(), cfg.smoothing.alpha, self._worker.dropped)}
+            if cfg.oracle.error > 0.0:  # the oracle's bound holds at its own level alpha_O
+                values.update(oracle_error=cfg.oracle.error, oracle_error_alpha=cfg.oracle.error_alpha)
+            if cfg.smoothing.seed >= 0:
+                values["seed"] = f"{cfg.smoothing.seed} (FIXED: tests only, not a real certificate)"
+        ctx.io.diagnostics(level, message, values["device"], values)
 
     def _level(self) -> tuple[Level, str]:
         """Diagnostic level: ERROR for a model fault or load failure, WARN when not gating."""
-        if self.failed or (self._phase == UNCONFIGURED and self._stats.fault):
-            return Level.ERROR, self._stats.fault or MODEL_LOAD_FAILED
-        if self._phase in (UNCONFIGURED, LOADING_PHASE, INACTIVE_PHASE):
-            return Level.WARN, {LOADING_PHASE: "loading the model"}.get(self._phase, self._phase)
-        return self._stats.level()
+        phase, stats = self._ctx.phase, self._ctx.stats
+        if self.failed or (phase == UNCONFIGURED and stats.fault):
+            return Level.ERROR, stats.fault or MODEL_LOAD_FAILED
+        if phase in (UNCONFIGURED, LOADING_PHASE, INACTIVE_PHASE):
+            return Level.WARN, {LOADING_PHASE: "loading the model"}.get(phase, phase)
+        return stats.level()
 
     # -- parameters -----------------------------------------------------------------------
 
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate a run-time change with config.update, then apply it (Guard.reconfigure)."""
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """On-set callback: validate a run-time change with config.update (ConfigError names
+        the parameter); applied by `_apply_parameters` once rclpy has set it."""
         changes = {p.name: plain_value(p.value) for p in params if p.name in self._param_names}
         if not changes:
             return SetParametersResult(successful=True)
         try:
-            new = config.update(self._cfg, changes)
+            self._pending = config.update(self._ctx.cfg, changes)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        with self._lock:
-            old, self._cfg = self._cfg, new
-            if self._guard is not None:
-                self._guard.reconfigure(new)
+        if not POST_SET_CALLBACKS:  # Humble
+            self._apply_parameters(params)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        """Post-set callback: adopt the validated configuration (Guard.reconfigure swaps it;
+        a decision in progress keeps the one it started with)."""
+        new, self._pending = self._pending, None
+        changes = {p.name: plain_value(p.value) for p in params if p.name in self._param_names}
+        if new is None or not changes:
+            return
+        with self._ctx.lock:
+            old, self._ctx.cfg = self._ctx.cfg, new
+            if self._ctx.guard is not None:
+                self._ctx.guard.reconfigure(new)
             if new.node.publish_rate != old.node.publish_rate:
                 self.destroy_timer(self._republish_timer)
                 self._republish_timer = self.create_timer(1.0 / new.node.publish_rate, self._on_republish)
         self.get_logger().info(f"parameters changed: {changes}")
-        return SetParametersResult(successful=True)
-
-
-def _kv(value: Any) -> str:
-    """A diagnostic value as text (dicts as JSON)."""
-    if isinstance(value, dict):
-        return json.dumps(json_safe(value), sort_keys=True)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 # ---------------------------------------------------------------------------
@@ -558,15 +301,16 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Console script `rs_guard_node`: exit 0 after a signal, 1 if the model fails to load,
-    2 for invalid parameters (the log line names the parameter)."""
+    2 for parameters that cannot be applied (the log line names the parameter or file)."""
+    argv = sys.argv if args is None else args
     if SignalHandlerOptions is not None:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     else:  # pragma: no cover
-        rclpy.init(args=args)
+        rclpy.init(args=argv)
     stop = threading.Event()
     _install_signal_handlers(stop)
     try:
-        node = RsGuardNode()
+        node = RsGuardNode(argv)
     except ConfigError as exc:
         rclpy.logging.get_logger(config.NODE_NAME).fatal(f"invalid parameters: {exc}")
         if rclpy.ok():
@@ -598,6 +342,9 @@ def main(args: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+__all__ = ["RsGuardNode", "main", "IMAGE_TOPIC", "COMPRESSED_IMAGE_TOPIC", "INSTRUCTION_TOPIC", "CMD_VEL_TOPIC"]
 
 
 if __name__ == "__main__":

@@ -1,20 +1,45 @@
-"""ROS parameters from config.py: declared with descriptions, ranges and read-only flags,
-validated by config.from_flat before anything is declared (part of the ROS adapter layer)."""
+"""ROS parameters from config.py, applied fail-closed with public rclpy APIs only.
+
+The node is created with `automatically_declare_parameters_from_overrides=True`, so every
+parameter it was given (parameter files, -p arguments) is declared and readable through
+`get_parameters_by_prefix("")` on every distribution from Humble to Kilted.
+`declare_parameters` then
+
+1. checks each `--params-file` on the node's own command line: rcl silently drops the
+   entries of a file whose node names do not match this node (a file written for
+   `rs_guard` while the node runs as `/robot1/rs_guard`, a typo in the top key), so a file
+   none of whose entries applies, or an applying entry whose parameter did not arrive,
+   is a ConfigError naming the file;
+2. validates every given parameter with config.from_flat (an unknown name, a wrong type,
+   an out-of-range value or an inconsistent set is a ConfigError naming the parameter);
+3. re-declares each of ours with its validated value, description, range and read-only
+   flag (undeclare, then declare with ignore_override=True).
+
+The node turns a ConfigError into exit code 2 at start-up: a parameter it was given but
+could not apply never leaves it running on defaults.
+"""
 from __future__ import annotations
 
 import array
+import re
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
 import rclpy.node
+import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
 from . import config
-from .config import Config, ParamSpec
+from .config import Config, ConfigError, ParamSpec
 
-# Parameters rclpy declares itself (not ours, never "unknown").
+# Parameters rclpy declares and applies itself (ours never use these names): each must be a bool.
 ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+# rcl command-line options, inside --ros-args, that take one value (so the value is not an option).
+_ROS_OPTIONS_WITH_VALUE = {"-r", "--remap", "-p", "--param", "--params-file", "-e", "--enclave", "--log-level",
+                           "--log-config-file", "--log-file-name"}
+_PARAMETERS_KEY = "ros__parameters"
 
 
 def plain_value(value: Any) -> Any:
@@ -22,16 +47,83 @@ def plain_value(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
 
-def given_parameters(node: rclpy.node.Node) -> dict[str, Any]:
-    """Our parameters as given to this node by parameter files and -p arguments.
+# -- parameter files on the command line ---------------------------------------------------
 
-    rclpy keeps them in Node._parameter_overrides (every distribution from Humble to
-    Kilted); there is no public accessor, and reading them before declaring is what lets
-    an unknown name or a wrong type fail through config.from_flat with its name.
+def params_files(argv: Sequence[str]) -> list[str]:
+    """The `--params-file` paths in the `--ros-args ... [--]` sections of a command line."""
+    files: list[str] = []
+    in_ros_args = False
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--ros-args":
+            in_ros_args = True
+        elif token == "--":
+            in_ros_args = False
+        elif in_ros_args and token in _ROS_OPTIONS_WITH_VALUE:
+            value = next(tokens, None)
+            if token == "--params-file" and value is not None:
+                files.append(value)
+    return files
+
+
+def node_entries(tree: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(node name, flat parameters) for every entry of a parameter file, as rcl reads it:
+    nested keys above `ros__parameters` are namespaces joined with "/", parameter
+    mappings are flattened with "."."""
+    if not isinstance(tree, Mapping):
+        return
+    for key, value in tree.items():
+        if key == _PARAMETERS_KEY:
+            yield path or "/", config.flatten(value) if isinstance(value, Mapping) else {}
+        else:
+            yield from node_entries(value, f"{path}/{str(key).strip('/')}")
+
+
+def node_name_matches(pattern: str, fqn: str) -> bool:
+    """Whether a parameter file's node name applies to the node `fqn` ("/ns/rs_guard"), as
+    rcl matches it: a leading "/" is implied, "*" stands for exactly one name segment and
+    "**" for any number of segments (so "/**" applies to every node)."""
+    regex = "".join("(/[^/]+)*" if seg == "**" else "/[^/]+" if seg == "*" else "/" + re.escape(seg)
+                    for seg in pattern.strip("/").split("/") if seg)
+    return re.fullmatch(regex or "/", fqn) is not None
+
+
+def check_params_files(paths: Sequence[str], fqn: str, given: set[str]) -> None:
+    """ConfigError naming the file when none of a parameter file's entries applies to the
+    node `fqn`, or a parameter of an entry that applies is not among the `given` ones."""
+    for path in paths:
+        try:
+            tree = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:  # rcl read it, so this is rare (a file changed since)
+            raise ConfigError(f"parameter file {path}: {exc}") from exc
+        entries = list(node_entries(tree))
+        applying = [(name, params) for name, params in entries if node_name_matches(name, fqn)]
+        if not applying:
+            names = ", ".join(repr(name) for name, _ in entries) or "none"
+            raise ConfigError(f"parameter file {path}: none of its node names ({names}) applies to this node "
+                              f"{fqn!r}, so none of its parameters would be used; name the node as {fqn!r}, "
+                              f"'/**/{fqn.rsplit('/', 1)[-1]}' or '/**'")
+        for name, params in applying:
+            missing = sorted(set(params) - given)
+            if missing:
+                raise ConfigError(f"parameter file {path}: parameter '{missing[0]}' of {name!r} did not reach "
+                                  f"the node {fqn!r}; this ROS distribution does not match that node name "
+                                  f"(use {fqn!r} or '/**')")
+
+
+# -- declaring -----------------------------------------------------------------------------
+
+def given_parameters(node: rclpy.node.Node) -> dict[str, Any]:
+    """Every parameter the node was given, {name: value} (ROS's own checked, then left out).
+
+    Public API: the node was created with automatically_declare_parameters_from_overrides,
+    so what it was given is what is declared before `declare_parameters` runs.
     """
-    overrides = getattr(node, "_parameter_overrides", {})
-    return {name: plain_value(p.value) for name, p in overrides.items()
-            if name not in ROS_OWN_PARAMETERS and not name.startswith("qos_overrides.")}
+    given = {name: plain_value(p.value) for name, p in node.get_parameters_by_prefix("").items()}
+    for name in ROS_OWN_PARAMETERS:
+        if name in given and not isinstance(given.pop(name), bool):
+            raise ConfigError(f"parameter '{name}': expected true or false")
+    return given
 
 
 def _descriptor(spec: ParamSpec, ptype: Parameter.Type) -> ParameterDescriptor:
@@ -58,16 +150,25 @@ def _parameter_type(spec: ParamSpec) -> Parameter.Type:
             str: Parameter.Type.STRING}[spec.type]
 
 
-def declare_parameters(node: rclpy.node.Node) -> Config:
-    """Validate the given parameters (ConfigError names the bad one), then declare every
-    parameter with its validated value, description and range: commands.names first,
-    then the per-command parameters for those names."""
-    cfg = config.from_flat(given_parameters(node))
+def declare_parameters(node: rclpy.node.Node, argv: Sequence[str]) -> Config:
+    """Check the node's parameter files (`argv`: its command line), validate every given
+    parameter, then declare ours with their validated values, descriptions and ranges:
+    commands.names first, then the per-command parameters for those names. ConfigError
+    names the file or the parameter that could not be applied."""
+    given = given_parameters(node)
+    check_params_files(params_files(argv), node.get_fully_qualified_name(), set(given) | set(ROS_OWN_PARAMETERS))
+    cfg = config.from_flat(given)
     values = cfg.to_flat()
     for spec in config.param_specs(cfg.commands.names):
         ptype, value = _parameter_type(spec), values[spec.name]
         value = list(value) if isinstance(value, tuple) else value
+        if node.has_parameter(spec.name):  # given: declared as found, now with its descriptor
+            node.undeclare_parameter(spec.name)
         # rclpy infers a byte array from an empty list: declare those by type (value unset).
         node.declare_parameter(spec.name, value if value != [] else ptype, _descriptor(spec, ptype),
                                ignore_override=True)
     return cfg
+
+
+__all__ = ["declare_parameters", "given_parameters", "params_files", "node_entries", "node_name_matches",
+           "check_params_files", "plain_value", "ROS_OWN_PARAMETERS"]

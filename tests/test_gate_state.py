@@ -1,5 +1,6 @@
 """gate_state.py: the node's output state machine, staleness rule, newest-frame mailbox
 and diagnostics statistics, without ROS."""
+import hashlib
 import json
 import math
 import threading
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from rs_guard_ros.gate_state import (Level, LatestSlot, GateStats, Output, OutputGate, json_safe, reason_key,
-                                     reason_kind, stale_reason)
+from rs_guard_ros.gate_state import (INSTRUCTION_PREFIX_CHARS, FrameTime, Level, LatestSlot, GateStats, Output,
+                                     OutputGate, bounded, frame_reason, frame_time, instruction_fields, json_safe,
+                                     reason_key, reason_kind, stale_reason, ttl_reason)
 
 FORWARD = Output("forward", True, "certified")
 
@@ -63,6 +65,13 @@ def test_quiet_counts_from_the_first_check_when_the_gate_starts_abstaining():
     assert gate.quiet(4.0, quiet_after=1.0)
 
 
+def test_defect4_a_certified_commands_ttl_counts_from_its_frames_capture_time():
+    gate = OutputGate("stop")
+    gate.on_decision(FORWARD, now=10.3, valid_from=10.0)  # frame captured 0.3 s before publishing
+    assert gate.tick(10.5, command_ttl=0.5) == FORWARD
+    assert gate.tick(10.51, command_ttl=0.5).reason == "ttl_expired"  # 10.0 + 0.5, not 10.3 + 0.5
+
+
 def test_force_abstain_reports_whether_a_command_was_withdrawn():
     gate = OutputGate("stop")
     gate.on_decision(FORWARD, 0.0)
@@ -94,6 +103,83 @@ def test_a_frame_is_fresh_exactly_when_its_age_is_within_max_frame_age(now, fram
     assert (why is None) == (0.0 <= now - frame <= age)
 
 
+# -- the decided frame's age (defect 4) --------------------------------------------------
+
+def test_defect4_a_frame_time_is_its_header_stamp_unless_unstamped():
+    assert frame_time(99.5, arrival=100.0) == FrameTime(99.5, "header")
+    assert frame_time(0.0, arrival=100.0) == FrameTime(100.0, "arrival")
+
+
+@pytest.mark.parametrize("now,frame,expected", [
+    (100.0, FrameTime(99.6, "header"), None),
+    (100.0, FrameTime(90.0, "header"), "stale_frame"),  # stamped 10 s ago, however recently it arrived
+    (100.0, FrameTime(100.05, "header"), None),  # ahead, within max_stamp_lead
+    (100.0, FrameTime(100.5, "header"), "future_stamp"),
+    (100.0, FrameTime(99.6, "arrival"), None),
+    (100.0, FrameTime(99.4, "arrival"), "stale_frame"),
+    (100.0, FrameTime(100.05, "arrival"), "stale_frame"),  # arrival after now: the clock jumped back
+])
+def test_defect4_frame_reason_bounds_the_age_of_the_decided_frame(now, frame, expected):
+    why = frame_reason(now, frame, max_frame_age=0.5, max_stamp_lead=0.1, moment="publishing")
+    assert (why.split(":")[0] if why else None) == expected
+    if why:
+        assert "publishing" in why and ("max_frame_age 0.5" in why or "max_stamp_lead 0.1" in why)
+
+
+def test_defect4_a_huge_clock_offset_points_at_use_sim_time():
+    future = frame_reason(100.0, FrameTime(1.7e9, "header"), 0.5, 0.1, "deciding")
+    past = frame_reason(1.7e9, FrameTime(100.0, "header"), 0.5, 0.1, "deciding")
+    near = frame_reason(100.0, FrameTime(90.0, "header"), 0.5, 0.1, "deciding")
+    assert future.startswith("future_stamp") and "use_sim_time" in future
+    assert past.startswith("stale_frame") and "use_sim_time" in past
+    assert "use_sim_time" not in near
+
+
+@given(now=st.floats(-1e6, 1e6), back=st.floats(-20.0, 20.0), max_age=st.floats(0.0, 10.0),
+       lead=st.floats(0.0, 10.0), header=st.booleans())
+def test_defect4_a_frame_passes_exactly_when_its_age_is_within_bounds(now, back, max_age, lead, header):
+    frame = FrameTime(now - back, "header" if header else "arrival")
+    age = now - frame.t
+    fresh = age <= max_age and (-age <= lead if header else age >= 0.0)
+    assert (frame_reason(now, frame, max_age, lead, "deciding") is None) == fresh
+
+
+def test_defect4_ttl_reason_counts_from_the_capture_time():
+    assert ttl_reason(10.4, valid_from=10.0, command_ttl=0.5) is None
+    assert ttl_reason(10.6, valid_from=10.0, command_ttl=0.5).startswith("ttl_expired")
+
+
+# -- bounded text in records (defect 11) --------------------------------------------------
+
+@given(text=st.text(max_size=2000))
+def test_defect11_instruction_fields_are_bounded_and_identify_the_instruction(text):
+    fields = instruction_fields(text)
+    assert text.startswith(fields["instruction"])
+    assert len(fields["instruction"]) == min(len(text), INSTRUCTION_PREFIX_CHARS)
+    assert fields["instruction_length"] == len(text)
+    assert fields["instruction_sha256"] == hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    assert len(json.dumps(fields)) <= 12 * INSTRUCTION_PREFIX_CHARS + 200  # two \uXXXX escapes per char at worst
+
+
+@given(a=st.text(max_size=300), b=st.text(max_size=300))
+def test_defect11_instructions_with_the_same_prefix_differ_in_their_hash(a, b):
+    long_a, long_b = "x" * INSTRUCTION_PREFIX_CHARS + a, "x" * INSTRUCTION_PREFIX_CHARS + b
+    fa, fb = instruction_fields(long_a), instruction_fields(long_b)
+    assert fa["instruction"] == fb["instruction"]
+    assert (fa["instruction_sha256"] == fb["instruction_sha256"]) == (a == b)
+
+
+def test_defect11_no_instruction_is_reported_as_none():
+    assert instruction_fields(None) == {"instruction": None, "instruction_length": None, "instruction_sha256": None}
+
+
+@given(text=st.text(max_size=1000), limit=st.integers(3, 400))
+def test_defect11_bounded_text_is_short_and_marks_a_cut(text, limit):
+    out = bounded(text, limit)
+    assert len(out) <= limit
+    assert out == text if len(text) <= limit else (out.endswith("...") and text.startswith(out[:-3]))
+
+
 # -- reasons -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("reason,kind", [
@@ -108,6 +194,8 @@ def test_a_frame_is_fresh_exactly_when_its_age_is_within_max_frame_age(now, fram
     ("input: instruction is empty", "input"),
     ("malformed_image: data is truncated", "input"),
     ("stale_frame: last frame 0.7 s ago", "stale"),
+    ("future_stamp: frame stamped 3 s ahead of the node clock", "stale"),
+    ("future_stamp: frame stamped 3 s ahead of the node clock", "stale"),
     ("no_instruction", "stale"),
     ("loading", "lifecycle"),
 ])

@@ -9,7 +9,9 @@ behaviour from the instruction text, so a test can make the "model" fail on dema
 
 Loaded through the plugin backend: model.backend "plugin", model.path
 "fault_policy:make_policy", with tests/ros_peers on PYTHONPATH. Setting
-FAULT_POLICY_LOAD_S makes loading take that many seconds (a big model's start-up).
+FAULT_POLICY_LOAD_S makes loading take that many seconds (a big model's start-up);
+setting FAULT_POLICY_CALLS to a file path appends a line to it as each call starts (so a
+test knows a decision is in flight).
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ class FaultPolicy:
         self.device = torch.device("cpu")
 
     def __call__(self, frames: torch.Tensor, instruction: str) -> Sequence[Any]:
+        calls = os.environ.get("FAULT_POLICY_CALLS")
+        if calls:
+            with open(calls, "a") as f:
+                f.write(f"{len(frames)}\n")
         words = instruction.lower().split()
         first = words[0] if words else ""
         if first == "raise":

@@ -38,7 +38,8 @@ PEERS = Path(__file__).resolve().parent
 NODE_EXE = Path(sys.executable).parent / "rs_guard_node"
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
-# Small, fast settings for tests (DESIGN §1: fixed mode, n0 16 + 200 samples per decision).
+# Small, fast settings for tests: fixed mode, n0 16 + 200 samples per decision (two model calls);
+# 200 agreeing samples certify a radius of up to 0.456 at sigma 0.25, alpha 0.001.
 FAST = {"smoothing": {"mode": "fixed", "n0": 16, "n_max": 200, "batch_size": 256},
         "model": {"device": "cpu"}}
 FAULT_MODEL = {"model": {"backend": "plugin", "path": "fault_policy:make_policy", "device": "cpu"}}
@@ -117,6 +118,7 @@ class Probe:
         self.commands: list[str] = []
         self.twists: list[tuple[float, float, float]] = []
         self.certificates: list[dict] = []
+        self.certificate_bytes: list[int] = []  # the size of each record as published
         self.diagnostics: list[dict] = []
         n = self.node
         self.image_pub = n.create_publisher(CompressedImage if compressed else Image,
@@ -156,6 +158,7 @@ class Probe:
     def _on_certificate(self, msg: String) -> None:
         with self.lock:
             self.certificates.append(json.loads(msg.data))
+            self.certificate_bytes.append(len(msg.data.encode()))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -176,7 +179,8 @@ class Probe:
 
     def clear(self) -> None:
         with self.lock:
-            self.commands.clear(), self.twists.clear(), self.certificates.clear(), self.diagnostics.clear()
+            for log in (self.commands, self.twists, self.certificates, self.certificate_bytes, self.diagnostics):
+                log.clear()
 
     # -- driving ----------------------------------------------------------------------------
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0, period: float = 0.02,
@@ -206,23 +210,31 @@ class Probe:
     def say(self, text: str) -> None:
         self.instruction_pub.publish(String(data=text))
 
+    def now(self) -> float:
+        """The probe's clock in seconds: ROS time on this machine, the same clock as a node's
+        without use_sim_time (so a frame stamped with it is fresh)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
     def image_msg(self, rgb: np.ndarray, stamp_s: float = 0.0, frame_id: str = "camera") -> Image:
         fields = encode_raw(rgb)
         msg = Image(height=fields.height, width=fields.width, encoding=fields.encoding, step=fields.step)
         msg.data = fields.data
         msg.header.frame_id = frame_id
-        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = _stamp(stamp_s)
         return msg
 
-    def send_frame(self, rgb: np.ndarray, stamp_s: float = 0.0) -> None:
-        self.image_pub.publish(self.image_msg(rgb, stamp_s))
+    def send_frame(self, rgb: np.ndarray, stamp_s: float = 0.0, frame_id: str = "camera") -> float:
+        """Publish a frame stamped `stamp_s` (0 = unstamped); the stamp as the node reads it."""
+        msg = self.image_msg(rgb, stamp_s, frame_id)
+        self.image_pub.publish(msg)
+        return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
     def send(self, msg: Any) -> None:
         self.image_pub.publish(msg)
 
     def set_clock(self, t: float) -> None:
         msg = Clock()
-        msg.clock.sec, msg.clock.nanosec = int(t), int(round((t % 1) * 1e9))
+        msg.clock.sec, msg.clock.nanosec = _stamp(t)
         self.clock_pub.publish(msg)
 
     def set_parameters(self, **values: Any) -> list:
@@ -260,6 +272,12 @@ class Probe:
         if self.context.ok():
             rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5)
+
+
+def _stamp(t: float) -> tuple[int, int]:
+    """builtin_interfaces/Time (sec, nanosec) of `t` seconds."""
+    ns = int(round(t * 1e9))
+    return ns // 10**9, ns % 10**9
 
 
 def _param_msg(name: str, value: Any) -> ParameterMsg:
@@ -308,10 +326,25 @@ class Repeater:
             self._thread.join(timeout=5)
 
 
-def camera(probe: Probe, frame: np.ndarray | None = None, period: float = 0.05) -> Repeater:
-    """A camera publishing `frame` with header stamps 1, 2, 3, ... (not started)."""
+def camera(probe: Probe, frame: np.ndarray | None = None, period: float = 0.05,
+           stamp: Callable[[], float] | None = None) -> Repeater:
+    """A camera publishing `frame` (not started), each stamped `stamp()`: by default the
+    probe's clock, i.e. fresh for a node on the same machine without use_sim_time."""
     image = rgb_frame() if frame is None else frame
-    return Repeater(lambda i: probe.send_frame(image, float(i + 1)), period)
+    clock = probe.now if stamp is None else stamp
+    return Repeater(lambda i: probe.send_frame(image, clock()), period)
+
+
+def calls_file(tmp: Path) -> Path:
+    """Where the fault injector (FAULT_POLICY_CALLS in the node's environment) notes each
+    model call as it starts, so a test can tell that a decision is in flight."""
+    return tmp / "model_calls.txt"
+
+
+def model_calls(tmp: Path) -> int:
+    """How many model calls the fault injector has started."""
+    path = calls_file(tmp)
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 @contextlib.contextmanager

@@ -1,0 +1,271 @@
+"""The decision thread: a one-deep mailbox of camera frames, the freshness rules, the call
+to `Guard.decide`, and publishing each decision -- plus the two watchdogs (stale inputs
+on the node clock, a decision past its deadline on the steady clock).
+
+Freshness. A frame's time is its header stamp where set, else its arrival at the node.
+Before the model runs, and again when the result is published, the frame must be at most
+node.max_frame_age old and its stamp at most node.max_stamp_lead ahead of the node clock,
+and the instruction must be present and fresh; otherwise the decision abstains with the
+reason. A certified command is valid until its frame's time + node.command_ttl. Ages are
+measured on the node clock, which follows /clock under use_sim_time.
+
+Records. Each decision publishes one JSON record: the Decision (its `settings` are the
+ones the decision actually ran under) and the ROS side -- frame stamp and arrival, the
+frame time used and its source, the frame's age at publishing, a bounded summary of the
+instruction, latencies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Config
+from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, FrameTime, GateStats, LatestSlot,
+                         Output, bounded, frame_reason, instruction_fields, instruction_reason, reason_kind,
+                         stale_reason, ttl_reason)
+from .images import ImageError
+from .ros_io import GateIO, decode, stamp_s
+
+
+@dataclass
+class FrameJob:
+    """A camera message waiting for (or in) a decision."""
+
+    msg: Any
+    frame: FrameTime  # its capture time on the node clock, and where that came from
+    received: float  # arrival, node clock, s
+    received_mono: float  # arrival, time.monotonic(), for latency
+    job_id: int = 0
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """The latest instruction and when it arrived (node clock, s)."""
+
+    text: str
+    received: float
+
+
+@dataclass
+class GateContext:
+    """What the executor thread (subscriptions, timers, parameter and lifecycle services)
+    and the decision thread share. Read and write every field under `lock`."""
+
+    cfg: Config
+    io: GateIO
+    now: Callable[[], float]  # the node clock, s
+    logger: Any
+    stats: GateStats = field(default_factory=lambda: GateStats(time.monotonic()))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    phase: str = UNCONFIGURED
+    guard: Any = None  # rs_guard_ros.guard.Guard once loaded (torch is imported then)
+    instruction: Instruction | None = None
+    last_arrival: float | None = None  # the newest camera message, any kind (the camera watchdog)
+
+    def abstain(self, source: str, reason: str, now: float, **extra: Any) -> None:
+        """Publish the abstain action now, with a record (see GateIO.abstain)."""
+        self.io.abstain(source, reason, now, self.cfg.node.abstain_publish_timeout, **extra)
+
+
+class DecisionWorker:
+    """Decides on the newest frame, one at a time, in its own thread, so /clock,
+    parameters and timers never wait for the model."""
+
+    def __init__(self, ctx: GateContext):
+        self._ctx = ctx
+        self._slot: LatestSlot[FrameJob] = LatestSlot()
+        self._thread: threading.Thread | None = None
+        self._job_ids = itertools.count(1)
+        self._in_flight: tuple[int, float] | None = None  # (job id, monotonic start)
+        self._cancelled: set[int] = set()
+        self._stale_cause: str | None = None  # the input watchdog's active cause, if any
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced in the mailbox before a decision took them."""
+        return self._slot.dropped
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """A fresh mailbox and the decision thread that empties it."""
+        self._slot = LatestSlot()
+        self._thread = threading.Thread(target=self._work, args=(self._slot,), name="rs_guard_decide", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait_s: float = 0.0) -> bool:
+        """Release the decision thread, waiting up to `wait_s` for a decision in flight; False
+        if it is still running (a hung model is left to finish on its own)."""
+        self._slot.close()
+        thread, self._thread = self._thread, None
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout=wait_s)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """Whether a decision thread has been started and not stopped."""
+        return self._thread is not None
+
+    def offer(self, job: FrameJob) -> None:
+        """Hand a frame to the decision thread; an untaken older one is dropped (and counted)."""
+        self._slot.put(job)
+
+    def withdraw(self) -> None:
+        """Leaving ACTIVE (caller holds the lock): forget the pending frame and discard the
+        result of the decision in flight."""
+        self._slot.clear()
+        if self._in_flight is not None:
+            self._cancelled.add(self._in_flight[0])
+
+    def _work(self, slot: LatestSlot[FrameJob]) -> None:
+        """Decide on the newest frame until the slot closes; never dies."""
+        while (job := slot.take()) is not None:
+            try:
+                self._decide(job)
+            except Exception as exc:  # a bug here must not stop gating: abstain and go on
+                reason = bounded(f"error: {type(exc).__name__}: {exc}")
+                self._ctx.logger.error(f"decision failed: {reason}")
+                with self._ctx.lock:
+                    self._in_flight = None
+                    if self._ctx.phase == ACTIVE:
+                        self._ctx.abstain("watchdog", reason, self._ctx.now(), decision_id=job.job_id)
+                        self._ctx.stats.record(time.monotonic(), False, reason)
+
+    # -- one decision -------------------------------------------------------------------
+
+    def _decide(self, job: FrameJob) -> None:
+        """Decode, refuse stale inputs (the model is not run for them), run Guard.decide with
+        the deadline, publish."""
+        ctx = self._ctx
+        with ctx.lock:
+            guard = ctx.guard
+            if ctx.phase != ACTIVE or guard is None:
+                return
+            job.job_id = next(self._job_ids)
+            self._in_flight = (job.job_id, time.monotonic())
+        t0 = time.monotonic()
+        instruction = None
+        try:
+            frame = decode(job.msg)
+        except ImageError as exc:
+            decision = guard.abstain(bounded(f"{MALFORMED_IMAGE}: {exc}"))
+        else:
+            with ctx.lock:
+                cfg, instruction = ctx.cfg, ctx.instruction
+                why = _input_reason(ctx.now(), job, instruction, cfg, "deciding")
+            deadline = cfg.node.decision_deadline
+            decision = (guard.abstain(why) if why else
+                        guard.decide(frame, instruction.text, deadline_s=deadline if deadline > 0 else None))
+        self._publish(job, decision, instruction, (time.monotonic() - t0) * 1e3)
+
+    def _publish(self, job: FrameJob, decision: Any, instruction: Instruction | None, work_ms: float) -> None:
+        """Publish a decision unless it was cancelled; a certified one must still be fresh and
+        its instruction still current, else it becomes an abstain with the reason."""
+        ctx = self._ctx
+        with ctx.lock:
+            self._in_flight = None
+            if job.job_id in self._cancelled:
+                self._cancelled.discard(job.job_id)
+                ctx.stats.late_discarded += 1
+                return
+            if ctx.phase != ACTIVE:
+                return
+            now, cfg = ctx.now(), ctx.cfg
+            if decision.certified:
+                why = _publish_reason(now, job, instruction, ctx.instruction, cfg)
+                if why:
+                    decision = dataclasses.replace(decision, command=cfg.commands.abstain, certified=False,
+                                                   reason=why)
+            total_ms = (time.monotonic() - job.received_mono) * 1e3
+            record = decision.to_dict()
+            # timing_ms (from the Guard) breaks "decide" down; latency_ms is frame arrival -> publish.
+            record.update(_ros_fields(job, instruction, now), source="decision", dropped_frames=self.dropped,
+                          latency_ms={"queue": max(0.0, total_ms - work_ms), "decode_and_decide": work_ms,
+                                      "total": total_ms})
+            output = Output(decision.command, decision.certified, decision.reason)
+            ctx.io.decision(output, now, min(job.frame.t, now), cfg.node.abstain_publish_timeout, record)
+            ctx.stats.record(time.monotonic(), decision.certified, decision.reason, total_ms)
+        if reason_kind(decision.reason) == "fault":
+            ctx.logger.error(f"abstain: {decision.reason}", throttle_duration_sec=1.0)
+
+    # -- watchdogs ----------------------------------------------------------------------
+
+    def watch_inputs(self) -> None:
+        """No camera message for node.max_frame_age, or a missing or expired instruction ->
+        abstain now (once per cause), on the node clock."""
+        ctx = self._ctx
+        with ctx.lock:
+            if ctx.phase != ACTIVE:
+                return
+            now, n = ctx.now(), ctx.cfg.node
+            instruction = ctx.instruction.received if ctx.instruction else None
+            why = stale_reason(now, ctx.last_arrival, instruction, n.max_frame_age, n.max_instruction_age)
+            cause = why.split(":", 1)[0] if why else None
+            if cause is not None and cause != self._stale_cause:
+                frame = ctx.last_arrival
+                ctx.abstain("watchdog", why, now, frame_received=frame, instruction_received=instruction,
+                            frame_age=None if frame is None else now - frame,
+                            instruction_age=None if instruction is None else now - instruction)
+                ctx.stats.event(why)
+                ctx.logger.warning(f"abstain: {why}")
+            self._stale_cause = cause
+
+    def reset_watch(self) -> None:
+        """Forget the input watchdog's cause (on activation: gating starts afresh)."""
+        self._stale_cause = None
+
+    def watch_deadline(self) -> None:
+        """A decision still running past node.decision_deadline (steady time) -> abstain now;
+        its late result will be discarded."""
+        ctx = self._ctx
+        with ctx.lock:
+            deadline = ctx.cfg.node.decision_deadline
+            if ctx.phase != ACTIVE or self._in_flight is None or deadline <= 0:
+                return
+            job_id, started = self._in_flight
+            elapsed = time.monotonic() - started
+            if elapsed <= deadline or job_id in self._cancelled:
+                return
+            self._cancelled.add(job_id)
+            reason = f"deadline: decision {job_id} still running after {elapsed:.3f} s"
+            ctx.abstain("watchdog", reason, ctx.now(), in_flight_s=elapsed, decision_id=job_id)
+            ctx.stats.record(time.monotonic(), False, reason, elapsed * 1e3)  # this frame's one output
+        ctx.logger.error(f"abstain: {reason} (decision_deadline {deadline:g} s)")
+
+
+def _input_reason(now: float, job: FrameJob, instruction: Instruction | None, cfg: Config,
+                  moment: str) -> str | None:
+    """Why a frame and instruction cannot be acted on at `now`: the frame too old or
+    stamped in the future, the instruction missing or expired; None when both are fresh."""
+    n = cfg.node
+    return (frame_reason(now, job.frame, n.max_frame_age, n.max_stamp_lead, moment)
+            or instruction_reason(now, instruction.received if instruction else None, n.max_instruction_age))
+
+
+def _publish_reason(now: float, job: FrameJob, decided: Instruction | None, current: Instruction | None,
+                    cfg: Config) -> str | None:
+    """Why a certified decision must not be published at `now`: its inputs are no longer
+    fresh, its command would already have expired, or the instruction changed meanwhile."""
+    why = (_input_reason(now, job, current, cfg, "publishing")
+           or ttl_reason(now, min(job.frame.t, now), cfg.node.command_ttl))
+    if why is None and (decided is None or current.text != decided.text):
+        why = f"{SUPERSEDED}: the instruction changed during the decision"
+    return why
+
+
+def _ros_fields(job: FrameJob, instruction: Instruction | None, now: float) -> dict[str, Any]:
+    """The ROS side of a decision record: when (node clock), which frame and how old it was
+    at publishing, which instruction (bounded: a prefix, its length and hash)."""
+    return {"time": now, "stamp": stamp_s(job.msg), "frame_id": bounded(job.msg.header.frame_id),
+            "frame_received": job.received, "frame_time": job.frame.t, "frame_time_source": job.frame.source,
+            "frame_age": now - job.frame.t, **instruction_fields(instruction.text if instruction else None),
+            "instruction_received": instruction.received if instruction else None, "decision_id": job.job_id}
+
+
+__all__ = ["DecisionWorker", "GateContext", "FrameJob", "Instruction"]

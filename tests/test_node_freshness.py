@@ -1,0 +1,111 @@
+"""Issue 9, defect 4: only fresh frames can drive the robot. The age of the frame that was
+DECIDED -- from its header stamp, or its arrival when unstamped -- is checked against
+node.max_frame_age before the model runs and again at publishing; a stamp ahead of the
+node clock by more than node.max_stamp_lead is refused; a certified command lives
+node.command_ttl from its frame's capture time. Times compared are the node's own clock
+(the records' `time`, `frame_time`, `frame_age`), never the test's wall clock.
+
+The "model" is tests/ros_peers/fault_policy.py: it certifies `forward` for any real frame,
+so every abstain here is the freshness rule at work.
+"""
+import pytest
+
+from ros_peers.gate_probe import FAST, FAULT_MODEL, Repeater, merge, rgb_frame, running_gate
+
+MAX_FRAME_AGE, STAMP_LEAD, PERIOD = 0.5, 0.1, 0.1
+PARAMS = merge(FAST, FAULT_MODEL, {"node": {"max_frame_age": MAX_FRAME_AGE, "max_stamp_lead": STAMP_LEAD,
+                                            "command_ttl": 0.5, "watchdog_period": PERIOD, "publish_rate": 10.0,
+                                            "decision_deadline": 10.0, "diagnostics_period": 0.2}})
+FORWARD = (0.25, 0.0, 0.0)
+TASK = "go to the red box"
+
+
+def _decisions(probe, start=0):
+    return [c for c in probe.certs()[start:] if c.get("source") == "decision"]
+
+
+def _stream(probe, offset_s, frame_id="camera"):
+    """A camera whose frames are stamped `offset_s` from the probe's clock (None: unstamped)."""
+    frame = rgb_frame()
+    return Repeater(lambda i: probe.send_frame(frame, 0.0 if offset_s is None else probe.now() + offset_s,
+                                               frame_id), 0.05)
+
+
+def _run(probe, offset_s, predicate, timeout=30):
+    """Stream frames stamped `offset_s` until `predicate(new decisions)` holds; the new decisions
+    and the Twists published meanwhile."""
+    n_certs, n_twists = len(probe.certs()), len(probe.snapshot()[1])
+    cam = _stream(probe, offset_s).start()
+    try:
+        got = probe.wait_for(lambda: predicate(_decisions(probe, n_certs)), timeout)
+    finally:
+        cam.stop()
+    assert got, f"no decisions as expected for frames stamped {offset_s} s from now"
+    return _decisions(probe, n_certs), probe.snapshot()[1][n_twists:]
+
+
+@pytest.mark.ros
+def test_defect4_old_stamped_frames_never_drive_the_robot(ros_env, tmp_path):
+    with running_gate(ros_env, tmp_path, PARAMS) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready()
+        probe.say(TASK)
+
+        # Stamped 10 s in the past, arriving now: never decided, never motion.
+        old, twists = _run(probe, -10.0, lambda d: len(d) >= 5)
+        assert FORWARD not in twists
+        for record in old:
+            assert not record["certified"] and record["command"] == "stop"
+            assert record["reason"].startswith("stale_frame: frame captured") and "before deciding" in record["reason"]
+            assert record["frame_time_source"] == "header" and record["frame_age"] > 10.0
+            assert record["n_used"] == 0  # the model was not spent on it
+
+        # Stamped in the future beyond max_stamp_lead: refused, with a hint when the offset is huge.
+        ahead, twists = _run(probe, 5.0, lambda d: len(d) >= 3)
+        far, far_twists = _run(probe, 1e6, lambda d: len(d) >= 3)
+        assert FORWARD not in twists + far_twists
+        assert all(not r["certified"] and r["reason"].startswith("future_stamp") for r in ahead + far)
+        assert "use_sim_time" in far[-1]["reason"] and "use_sim_time" not in ahead[-1]["reason"]
+
+        # Fresh stamps, and unstamped frames (their arrival is their time), are certified.
+        fresh, twists = _run(probe, 0.0, lambda d: [r for r in d if r["certified"]])
+        assert FORWARD in twists
+        certified = [r for r in fresh if r["certified"]][0]
+        assert certified["frame_time_source"] == "header" and 0.0 <= certified["frame_age"] <= MAX_FRAME_AGE
+        assert certified["frame_time"] == certified["stamp"]
+        unstamped, _ = _run(probe, None, lambda d: [r for r in d if r["certified"]])
+        certified = [r for r in unstamped if r["certified"]][0]
+        assert certified["frame_time_source"] == "arrival" and certified["frame_time"] == certified["frame_received"]
+
+        # A frame fresh when decided but older than max_frame_age when the (slow) decision ends is
+        # not published, although the camera kept streaming fresh frames meanwhile.
+        probe.say("hang 0.4")  # two model calls of 0.4 s each: 0.8 s > max_frame_age
+        assert probe.wait_for(lambda: probe.snapshot()[1][-1] == (0.0, 0.0, 0.0), 10)  # the last command is over
+        slow, twists = _run(probe, 0.0, lambda d: [r for r in d if "before publishing" in r["reason"]])
+        late = [r for r in slow if "before publishing" in r["reason"]][0]
+        assert late["reason"].startswith("stale_frame") and not late["certified"] and late["label"] == "forward"
+        assert late["frame_age"] > MAX_FRAME_AGE
+        assert FORWARD not in twists
+
+
+@pytest.mark.ros
+def test_defect4_a_command_expires_command_ttl_after_its_frame_was_captured(ros_env, tmp_path):
+    ttl, age = 1.0, 0.6
+    params = merge(PARAMS, {"node": {"command_ttl": ttl, "max_frame_age": 2.0}})
+    with running_gate(ros_env, tmp_path, params) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready()
+        probe.say(TASK)
+        n = len(probe.certs())
+        frame = rgb_frame()
+        # One frame captured `age` s ago, re-sent (best effort) until it is decided.
+        stamp = probe.send_frame(frame, probe.now() - age)
+        got = probe.wait_for(lambda: [c for c in _decisions(probe, n) if c["certified"]], 30, 0.2,
+                             lambda: probe.send_frame(frame, stamp))
+        assert got
+        decision = got[0]
+        expired = probe.wait_for(lambda: [c for c in probe.certs()[n:] if c["source"] == "ttl"], 10)
+        assert expired, "the certified command never expired"
+        # Expiry at the frame's stamp + ttl (a republish period or two late at most), not publish time + ttl.
+        assert decision["stamp"] == pytest.approx(stamp, abs=1e-6)
+        assert ttl <= expired[0]["time"] - decision["stamp"] <= ttl + 2 * PERIOD
+        assert expired[0]["time"] - decision["time"] < ttl
+        assert decision["frame_time"] == decision["stamp"] and decision["frame_time_source"] == "header"
