@@ -132,12 +132,11 @@ def _frames(n: int) -> list[np.ndarray]:
 
 def warm_up(client: Client, rgb: np.ndarray) -> None:
     """Wait for the model to load and pay its lazy initialisation; return once the node is idle."""
-    warm = client.frame(rgb, 1.0)
     end = time.monotonic() + 180
     while not client.decisions():
         if time.monotonic() > end:
             raise SystemExit("no decision from the node")
-        client.image_pub.publish(warm)
+        client.image_pub.publish(client.frame(rgb, time.time()))
         time.sleep(0.5)
     wait_idle(client)
 
@@ -155,15 +154,15 @@ def latency(client: Client, frames: list[np.ndarray]) -> dict:
     """One frame at a time: publish, wait for its certificate."""
     end_to_end, node_decide, added, inside = [], [], [], []
     for i, rgb in enumerate(frames):
-        stamp = 1000.0 + i
-        msg = client.frame(rgb, stamp)
+        stamp = time.time()  # the gate judges a frame's age by its stamp: stamp it now
+        mine = lambda: [(t, c) for t, c in client.decisions() if abs(c["stamp"] - stamp) < 1e-6]  # noqa: E731
         t0 = time.perf_counter()
-        client.image_pub.publish(msg)
-        got = client.wait(lambda: [(t, c) for t, c in client.decisions() if c["stamp"] == stamp], 60)
-        if not got:  # best effort: republish once if the sample was lost
-            t0 = time.perf_counter()
-            client.image_pub.publish(msg)
-            got = client.wait(lambda: [(t, c) for t, c in client.decisions() if c["stamp"] == stamp], 60)
+        client.image_pub.publish(client.frame(rgb, stamp))
+        got = client.wait(mine, 60)
+        if not got:  # best effort: send it again (freshly stamped) if the sample was lost
+            stamp, t0 = time.time(), time.perf_counter()
+            client.image_pub.publish(client.frame(rgb, stamp))
+            got = client.wait(mine, 60)
         t, cert = got[0]
         time.sleep(0.02)  # the command was published first; let its arrival be recorded too
         e2e = (client.command_near(t) - t0) * 1e3
@@ -181,7 +180,7 @@ def camera_30hz(client: Client, frames: list[np.ndarray], seconds: float) -> dic
     period, sent = 1.0 / 30.0, 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        client.image_pub.publish(client.frame(frames[sent % len(frames)], 5000.0 + sent))
+        client.image_pub.publish(client.frame(frames[sent % len(frames)], time.time()))
         sent += 1
         time.sleep(max(0.0, start + sent * period - time.perf_counter()))
     wait_idle(client)  # let the last decision land
