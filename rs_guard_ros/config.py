@@ -8,6 +8,7 @@ names are dotted, as in a ROS parameter file: `smoothing.sigma`, `commands.left.
 from __future__ import annotations
 
 import math
+import string
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -17,6 +18,7 @@ import yaml
 from . import certify
 
 NODE_NAME = "rs_guard"
+TWIST_FIELDS = ("linear_x", "linear_y", "angular_z")  # the Twist fields a command sets
 
 
 class ConfigError(ValueError):
@@ -35,19 +37,38 @@ def param(default: Any, description: str, *, low: float | None = None, high: flo
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backend: str = param("demo", "VLA backend; 'demo' is the shipped demo VLA",
-                         choices=("demo", "transformers", "onnx", "plugin"))
-    path: str = param("", "model directory (transformers), .onnx file, or module:callable (plugin)")
+    backend: str = param("demo", "VLA backend; 'demo' is the shipped demo VLA, 'lerobot' a LeRobot policy (SmolVLA, "
+                         "pi0) in the user's own lerobot install", choices=("demo", "transformers", "onnx", "plugin",
+                                                                            "lerobot"))
+    path: str = param("", "model directory (transformers, lerobot), .onnx file, or module:callable (plugin); a local "
+                      "path: nothing is downloaded at run time, so a hub id is refused with the download command")
     device: str = param("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N")
-    dtype: str = param("auto", "weights dtype: auto (bf16 on CUDA, fp32 on CPU)",
-                       choices=("auto", "float32", "float16", "bfloat16"))
-    mode: str = param("generate", "generate text, or predict continuous actions (OpenVLA-style)",
-                      choices=("generate", "action"))
+    dtype: str = param("auto", "transformers weights dtype: auto (bf16 on CUDA, fp32 on CPU); a 7B model needs "
+                       "bfloat16 to fit in GPU memory", choices=("auto", "float32", "float16", "bfloat16"))
+    mode: str = param("generate", "transformers: generate text, or predict continuous actions with the model's "
+                      "predict_action (OpenVLA-style; needs oracle.kind action)", choices=("generate", "action"))
     max_new_tokens: int = param(8, "tokens generated per sample", low=1, high=512)
-    trust_remote_code: bool = param(False, "allow the model directory's own Python code (transformers)")
+    trust_remote_code: bool = param(False, "allow the model directory's own Python code (transformers; OpenVLA "
+                                    "ships its model class that way)")
     cpu_threads: int = param(0, "torch CPU threads (0 = torch's default, one per core); set fewer where other "
                              "nodes share the CPU: oversubscribed threads slow inference many-fold", low=0,
                              high=1024)
+    prompt_template: str = param("", "transformers: the prompt, with {instruction} where the instruction goes "
+                                 "(OpenVLA: 'In: What action should the robot take to {instruction}?\\nOut:'); "
+                                 "empty = the processor's chat template, else '<image>\\n{instruction}\\n'. "
+                                 "It must be the prompt the model was trained with, or its outputs mean nothing")
+    unnorm_key: str = param("", "transformers action mode: the dataset whose action statistics un-normalise the "
+                            "model's actions (OpenVLA: a key of its norm_stats, e.g. bridge_orig); empty = the "
+                            "model's only dataset. Checked at load time")
+    image_size: int = param(0, "transformers: fix the image processor to one square resolution (pixels), for "
+                            "processors that tile or resize each image dynamically (SmolVLM/Idefics3 image "
+                            "splitting): certification needs one input size. Use the vision encoder's own size "
+                            "(SmolVLM: 512); 0 = the model's fixed resolution", low=0, high=8192)
+    camera_key: str = param("", "lerobot: the policy's image feature the camera frame feeds, e.g. "
+                            "observation.images.front; empty = the policy's only image feature")
+    state: tuple[float, ...] = param((), "lerobot: the observation.state vector held fixed for every decision (raw "
+                                     "robot units; the policy normalises it); empty = zeros of the policy's state "
+                                     "size. The certificate covers this state only")
 
 
 @dataclass(frozen=True)
@@ -70,7 +91,29 @@ class OracleConfig:
                                "--alpha); required when oracle.error > 0", low=0.0, high=0.5, runtime=True)
     semantic_floor: float = param(0.7, "semantic oracle: least cosine similarity to a command", low=-1.0, high=1.0)
     semantic_margin: float = param(0.08, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
-    action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype", low=0.0)
+    action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype (or, with "
+                                    "action_*_index set, to a command's Twist)", low=0.0)
+    action_linear_x_index: int = param(-1, "action oracle: the action element read as Twist linear.x (OpenVLA: 0, "
+                                       "its forward displacement per step); -1 = unmapped. With any action_*_index "
+                                       "set, actions are compared with each command's own Twist, not with "
+                                       "commands.<c>.prototype", low=-1, high=4095)
+    action_linear_x_scale: float = param(1.0, "action oracle: that element times this is linear.x in m/s (the "
+                                         "control rate in Hz for a per-step displacement; < 0 flips the axis)",
+                                         low=-1e6, high=1e6)
+    action_linear_y_index: int = param(-1, "action oracle: the action element read as Twist linear.y (holonomic "
+                                       "bases); -1 = unmapped", low=-1, high=4095)
+    action_linear_y_scale: float = param(1.0, "action oracle: that element times this is linear.y in m/s",
+                                         low=-1e6, high=1e6)
+    action_angular_z_index: int = param(-1, "action oracle: the action element read as Twist angular.z (OpenVLA: "
+                                        "5, its yaw change per step); -1 = unmapped", low=-1, high=4095)
+    action_angular_z_scale: float = param(1.0, "action oracle: that element times this is angular.z in rad/s "
+                                          "(the control rate in Hz for a per-step angle, pi/180 for deg/s)",
+                                          low=-1e6, high=1e6)
+
+    def action_axes(self) -> dict[str, tuple[int, float]]:
+        """The mapped Twist fields of an action vector: {field: (element index, scale)}, in Twist order."""
+        return {f: (getattr(self, f"action_{f}_index"), getattr(self, f"action_{f}_scale")) for f in TWIST_FIELDS
+                if getattr(self, f"action_{f}_index") >= 0}
 
 
 @dataclass(frozen=True)
@@ -201,7 +244,7 @@ def _spec(name: str, f: Any, default: Any) -> ParamSpec:
                      meta["runtime"], item)
 
 
-_LIST_ITEM_TYPES = {"names": str, "phrases": str, "patterns": str, "prototype": float}
+_LIST_ITEM_TYPES = {"names": str, "phrases": str, "patterns": str, "prototype": float, "state": float}
 
 
 def _default(f: Any) -> Any:
@@ -292,6 +335,8 @@ def _check_consistent(cfg: Config) -> None:
     if o.error > 0.0 and o.error_alpha <= 0.0:
         raise ConfigError(f"parameter 'oracle.error_alpha': must be > 0 when oracle.error = {o.error:g} "
                           "(the alpha_O that calibrate-oracle reported with it)")
+    _check_prompt_template(cfg.model.prompt_template)
+    _check_action_outputs(cfg)
     for name, threshold in cfg.thresholds().items():
         if name == cfg.commands.abstain or certify.can_certify(threshold, s.sigma, s.alpha, s.n_max, o.error):
             continue
@@ -305,6 +350,50 @@ def _check_consistent(cfg: Config) -> None:
             f"parameter 'commands.{name}.radius_threshold': {threshold:g} {need} at smoothing.sigma={s.sigma:g}, "
             f"smoothing.alpha={s.alpha:g}, oracle.error={o.error:g}, but smoothing.n_max is {s.n_max} (the largest "
             f"radius it can certify is {largest:.4g}); lower the threshold, raise smoothing.n_max or smoothing.sigma")
+
+
+def _check_prompt_template(template: str) -> None:
+    """A prompt template must place the instruction, and nothing else, through a plain `{instruction}`."""
+    if not template:
+        return
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"parameter 'model.prompt_template': {exc} (write {{{{ and }}}} for literal braces)") from exc
+    if any(field != ("instruction", "", None) for field in fields):
+        raise ConfigError("parameter 'model.prompt_template': braces may only hold {instruction}, with no format "
+                          "spec or conversion (write {{ and }} for literal braces)")
+    if not fields:
+        raise ConfigError("parameter 'model.prompt_template': must contain {instruction}, where the instruction goes")
+
+
+def _check_action_outputs(cfg: Config) -> None:
+    """Action outputs need the action oracle, and its Twist mapping must tell every command apart."""
+    m, o = cfg.model, cfg.oracle
+    makes_actions = m.backend == "lerobot" or (m.mode == "action" and m.backend in ("demo", "transformers"))
+    if makes_actions and o.kind != "action":
+        source = "model.backend 'lerobot'" if m.backend == "lerobot" else "model.mode 'action'"
+        raise ConfigError(f"parameter 'oracle.kind': '{o.kind}' cannot read the action vectors {source} produces; "
+                          "set oracle.kind: action")
+    axes = o.action_axes()
+    if o.kind != "action" or not axes:
+        return
+    indices = [index for index, _ in axes.values()]
+    if len(set(indices)) < len(indices):
+        raise ConfigError(f"parameter 'oracle.action_{list(axes)[-1]}_index': two Twist fields read the same action "
+                          f"element ({indices})")
+    twists: dict[tuple[float, ...], str] = {}
+    for name, cmd in cfg.commands.table.items():
+        if cmd.prototype:
+            raise ConfigError(f"parameter 'commands.{name}.prototype': unused once oracle.action_*_index maps actions "
+                              "to Twists (each command's own Twist is its prototype); remove it")
+        twist = tuple(getattr(cmd, f) for f in axes)
+        if twist in twists:
+            raise ConfigError(f"parameter 'commands.{name}.{next(iter(axes))}': commands '{twists[twist]}' and "
+                              f"'{name}' have the same Twist on the mapped fields {list(axes)}, so the action oracle "
+                              "cannot tell them apart; map more fields (oracle.action_*_index) or change a Twist")
+        twists[twist] = name
 
 
 def _command_set_field(name: str) -> Any:

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from . import config as config_mod
 from .config import Config
 from .images import ImageError, Preprocessor
 from .oracles import make_oracle
+from .oracles.action import twist_prototypes
 from .policies import load_policy
 from .policies.base import Policy
 from .certify import label_name
@@ -83,11 +84,8 @@ class Guard:
         m, o = cfg.model, cfg.oracle
         if m.cpu_threads:  # process-wide: the guard's process runs one model
             torch.set_num_threads(m.cpu_threads)
-        hf_options = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens,
-                          trust_remote_code=m.trust_remote_code)
-        policy = load_policy(m.backend, m.path or None, device=m.device,
-                             **(hf_options if m.backend in ("demo", "transformers") else {}))
-        return cls(policy, make_oracle(o.kind, cfg.commands.table, **oracle_options(o, o.kind)), cfg)
+        policy = load_policy(m.backend, m.path or None, device=m.device, **model_options(m))
+        return cls(policy, make_oracle(o.kind, oracle_vocabulary(cfg, o.kind), **oracle_options(o, o.kind)), cfg)
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply a validated run-time change (thresholds, sigma, budgets); the model stays loaded."""
@@ -206,10 +204,28 @@ def settings_of(cfg: Config) -> dict[str, Any]:
             "seed": None if s.seed < 0 else s.seed}
 
 
+def model_options(m: config_mod.ModelConfig) -> dict[str, Any]:
+    """The configured options of backend `m.backend` (each backend takes only its own; an
+    empty string means "the model's own" and is passed as None)."""
+    hf = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens, trust_remote_code=m.trust_remote_code,
+              prompt_template=m.prompt_template or None, unnorm_key=m.unnorm_key or None, image_size=m.image_size)
+    lerobot = dict(camera_key=m.camera_key or None, state=m.state or None)
+    return {"demo": hf, "transformers": hf, "lerobot": lerobot, "onnx": {}, "plugin": {}}[m.backend]
+
+
 def oracle_options(o: config_mod.OracleConfig, kind: str) -> dict[str, Any]:
     """The configured options of oracle `kind` (each kind takes only its own)."""
     return {"grammar": {}, "semantic": dict(floor=o.semantic_floor, margin=o.semantic_margin),
-            "action": dict(tolerance=o.action_tolerance)}[kind]
+            "action": dict(tolerance=o.action_tolerance, axes=o.action_axes() or None)}[kind]
+
+
+def oracle_vocabulary(cfg: Config, kind: str) -> Mapping[str, Any]:
+    """What oracle `kind` reads per command: the command table, or -- when the action oracle
+    maps actions to Twists -- each command's own Twist on the mapped fields as its prototype."""
+    axes = cfg.oracle.action_axes()
+    if kind == "action" and axes:
+        return twist_prototypes(cfg.commands.table, axes)
+    return cfg.commands.table
 
 
 def _check_finite(outputs: Sequence[Any]) -> None:

@@ -109,3 +109,58 @@ def test_an_oracle_error_without_its_confidence_level_is_refused():
     with pytest.raises(ConfigError, match=r"oracle\.error_alpha"):
         cfgmod.from_flat({"oracle.error": 0.02})
     assert cfgmod.from_flat({"oracle.error": 0.02, "oracle.error_alpha": 0.001}).oracle.error_alpha == 0.001
+
+
+# ---------------------------------------------------------------- real-VLA model and action-mapping parameters
+def test_every_backend_option_a_real_vla_needs_is_a_parameter_with_a_description():
+    names = {s.name: s for s in SPECS}
+    for name in ("model.prompt_template", "model.unnorm_key", "model.image_size", "model.dtype",
+                 "model.trust_remote_code", "model.camera_key", "model.state", "oracle.action_linear_x_index",
+                 "oracle.action_linear_x_scale", "oracle.action_angular_z_index", "oracle.action_angular_z_scale"):
+        assert len(names[name].description) > 40, name
+    assert "lerobot" in names["model.backend"].choices
+    assert (names["model.image_size"].low, names["model.image_size"].high) == (0, 8192)
+    assert names["oracle.action_angular_z_index"].low == -1
+    cfg = cfgmod.from_flat({"model.state": [0, 1.5], "model.image_size": 512})
+    assert cfg.model.state == (0.0, 1.5) and cfg.model.image_size == 512
+
+
+@pytest.mark.parametrize("template,why", [
+    ("In: What action should the robot take?", "must contain {instruction}"),
+    ("{instruction} {robot}", "braces may only hold {instruction}"),
+    ("{instruction} {", "literal braces"),
+    ("{0} {instruction}", "braces may only hold {instruction}"),
+    ("{instruction.upper}", "braces may only hold {instruction}"),
+    ("{instruction!r}", "braces may only hold {instruction}"),
+])
+def test_a_prompt_template_must_place_the_instruction_and_nothing_else(template, why):
+    with pytest.raises(ConfigError, match=r"model\.prompt_template.*" + why.replace("{", r"\{").replace("}", r"\}")):
+        cfgmod.from_flat({"model.prompt_template": template})
+    ok = cfgmod.from_flat({"model.prompt_template": "In: What action should the robot take to {instruction}?\nOut:"})
+    assert ok.model.prompt_template.format(instruction="x") == "In: What action should the robot take to x?\nOut:"
+
+
+@pytest.mark.parametrize("flat,source", [({"model.mode": "action"}, "model.mode"),
+                                         ({"model.backend": "lerobot"}, "model.backend")])
+def test_action_outputs_need_the_action_oracle(flat, source):
+    with pytest.raises(ConfigError, match=rf"oracle\.kind.*{source.replace('.', '[.]')}.*oracle\.kind: action"):
+        cfgmod.from_flat(flat)
+    assert cfgmod.from_flat({**flat, "oracle.kind": "action"}).oracle.kind == "action"
+
+
+def test_the_action_to_twist_mapping_lists_the_mapped_fields_in_twist_order():
+    cfg = cfgmod.from_flat({"oracle.kind": "action", "oracle.action_angular_z_index": 5,
+                            "oracle.action_angular_z_scale": 5.0, "oracle.action_linear_x_index": 0})
+    assert cfg.oracle.action_axes() == {"linear_x": (0, 1.0), "angular_z": (5, 5.0)}
+    assert Config().oracle.action_axes() == {}
+
+
+@pytest.mark.parametrize("flat,name", [
+    ({"oracle.action_linear_x_index": 5, "oracle.action_angular_z_index": 5}, "oracle.action_angular_z_index"),
+    ({"oracle.action_angular_z_index": 5}, "commands.stop.angular_z"),  # forward and stop both turn at 0
+    ({"oracle.action_linear_x_index": 0, "oracle.action_angular_z_index": 5, "commands.left.prototype": [0.0, 0.6]},
+     "commands.left.prototype"),
+])
+def test_an_action_mapping_that_cannot_tell_commands_apart_is_refused_by_name(flat, name):
+    with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        cfgmod.from_flat({"oracle.kind": "action", **flat})

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from rs_guard_ros.oracles import UNKNOWN, Oracle, make_oracle
-from rs_guard_ros.oracles.action import ActionOracle
+from rs_guard_ros.oracles.action import ActionOracle, twist_prototypes
 from rs_guard_ros.config import DEMO_COMMANDS
 from rs_guard_ros.oracles.grammar import GrammarOracle, normalize
 from rs_guard_ros.oracles.semantic import SemanticOracle, default_model_dir, load_embedder
@@ -266,6 +266,8 @@ def test_action_config_errors_name_the_argument():
         ActionOracle(COMMANDS, prototypes={"stop": [0.0, 0.0]})
 
 
+# OpenVLA's 7-DoF action (dx, dy, dz, droll, dpitch, dyaw, gripper) per 5 Hz step, read as a Twist.
+OPENVLA_AXES = {"linear_x": (0, 5.0), "angular_z": (5, 5.0)}
 ARRAYS = hnp.arrays(dtype=st.sampled_from([np.float64, np.float32, np.int64, np.bool_, np.complex64]),
                     shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
 
@@ -274,7 +276,8 @@ ARRAYS = hnp.arrays(dtype=st.sampled_from([np.float64, np.float32, np.int64, np.
 @given(st.one_of(ARRAYS, st.lists(st.one_of(st.floats(), st.integers(), st.text(max_size=2), st.none()),
                                   max_size=5)))
 def test_arbitrary_arrays_never_raise(output):
-    for oracle in (ActionOracle(COMMANDS), ActionOracle(COMMANDS, prototypes=TWIST)):
+    for oracle in (ActionOracle(COMMANDS), ActionOracle(COMMANDS, prototypes=TWIST),
+                   ActionOracle(COMMANDS, prototypes=TWIST, axes=OPENVLA_AXES)):
         assert oracle([output])[0] in (*COMMANDS, UNKNOWN)
 
 
@@ -282,3 +285,42 @@ def test_arbitrary_arrays_never_raise(output):
 def test_finite_logits_with_a_unique_max_give_that_command(logits):
     expected = COMMANDS[int(np.argmax(logits))] if np.sum(logits == logits.max()) == 1 else UNKNOWN
     assert ActionOracle(COMMANDS)([logits]) == [expected]
+
+
+def test_actions_read_as_twists_map_to_the_command_with_the_nearest_twist():
+    oracle = ActionOracle(COMMANDS, prototypes=TWIST, tolerance=0.2, axes=OPENVLA_AXES)
+    forward = [0.1, 0.03, -0.02, 0.1, 0.1, 0.0, 1.0]  # dx 0.1 m/step -> 0.5 m/s; arm-only dims ignored
+    left = [0.0, 0.0, 0.0, 0.0, 0.0, 0.19, 0.0]  # dyaw 0.19 rad/step -> 0.95 rad/s
+    right = np.array([0.01, 0, 0, 0, 0, -0.2, 1], np.float32)
+    still = torch.zeros(7, dtype=torch.bfloat16)
+    far = [0.0, 0, 0, 0, 0, 0.1, 0]  # 0.5 rad/s: 0.5 from left and from stop
+    assert oracle([forward, left, right, still, far]) == ["forward", "left", "right", "stop", UNKNOWN]
+
+
+@pytest.mark.parametrize("action", [[0.1, 0, 0, 0, 0], [0.1] * 4, [np.nan, 0, 0, 0, 0, 0.2], [1e308, 0, 0, 0, 0, 0]])
+def test_an_action_too_short_for_a_mapped_element_or_not_finite_there_is_unknown(action):
+    assert ActionOracle(COMMANDS, prototypes=TWIST, axes=OPENVLA_AXES)([action]) == [UNKNOWN]
+
+
+def test_a_non_finite_element_outside_the_mapping_does_not_matter_to_the_oracle():
+    assert ActionOracle(COMMANDS, prototypes=TWIST, axes=OPENVLA_AXES)([[0.1, 0, 0, 0, 0, 0, np.nan]]) == ["forward"]
+
+
+def test_twist_prototypes_are_each_commands_own_twist_on_the_mapped_fields():
+    vocab = twist_prototypes(DEMO_COMMANDS, OPENVLA_AXES)
+    assert vocab == {"forward": {"prototype": [0.25, 0.0]}, "left": {"prototype": [0.0, 0.6]},
+                     "right": {"prototype": [0.0, -0.6]}, "stop": {"prototype": [0.0, 0.0]}}
+    oracle = make_oracle("action", vocab, tolerance=0.2, axes=OPENVLA_AXES)
+    assert oracle([[0.05, 0, 0, 0, 0, 0.0], [0, 0, 0, 0, 0, 0.12]]) == ["forward", "left"]
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    ({"axes": OPENVLA_AXES}, "prototypes"),  # axes without the commands' Twists
+    ({"prototypes": TWIST, "axes": {"angular_z": (5, 5.0)}}, "axes map 1"),
+    ({"prototypes": TWIST, "axes": {"linear_x": (-1, 1.0), "angular_z": (5, 1.0)}}, "linear_x"),
+    ({"prototypes": TWIST, "axes": {"linear_x": (0, 0.0), "angular_z": (5, 1.0)}}, "scale"),
+    ({"prototypes": TWIST, "axes": {"linear_x": (0, 1.0), "angular_z": (True, 1.0)}}, "angular_z"),
+])
+def test_bad_action_axes_are_refused_naming_them(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        ActionOracle(COMMANDS, **kwargs)

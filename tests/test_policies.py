@@ -545,3 +545,112 @@ def test_load_policy_builds_a_transformers_policy(tiny_vla_dir) -> None:
     policy = load_policy("transformers", str(tiny_vla_dir), device="cpu", max_new_tokens=3)
     assert isinstance(policy, TransformersPolicy)
     assert all(len(text.split()) <= 3 for text in policy(noisy_frames(4, seed=8), INSTRUCTION))
+
+
+# ------------------------------------------------------------------ real-VLA loading: model.path, remote code, checks
+def test_a_hub_id_model_path_answers_in_one_line_with_the_exact_download_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "openvla/openvla-7b" is not a directory here
+    with pytest.raises(ValueError) as err:
+        load_policy("transformers", "openvla/openvla-7b", device="cpu")
+    assert str(err.value) == (
+        "model.path 'openvla/openvla-7b' looks like a Hugging Face hub id, but nothing is downloaded at run time: "
+        "run `huggingface-cli download openvla/openvla-7b --local-dir /opt/models/openvla-7b` on a machine with "
+        "network and set model.path: /opt/models/openvla-7b")
+
+
+def test_a_missing_model_directory_is_told_apart_from_a_hub_id(tmp_path, monkeypatch) -> None:
+    missing = tmp_path / "models" / "openvla-7b"
+    with pytest.raises(ValueError) as err:
+        TransformersPolicy(missing, device="cpu")
+    text = str(err.value)
+    assert "\n" not in text and "hub id" not in text
+    assert f"model.path '{missing}' does not exist on this machine" in text
+    assert f"--local-dir {missing}" in text
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file, not a model directory"):
+        TransformersPolicy(tmp_path / "weights.bin", device="cpu")
+    # An existing relative directory shaped like "org/name" is a local model, not a hub id.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    with pytest.raises(ValueError, match="incomplete"):
+        TransformersPolicy("org/name", device="cpu")
+
+
+def test_unnorm_key_must_name_one_of_the_models_datasets_at_load_time(action_vla_dir) -> None:
+    with pytest.raises(ValueError, match=r"model\.unnorm_key 'nope'.*\['bridge'\]"):
+        TransformersPolicy(action_vla_dir, device="cpu", mode="action", unnorm_key="nope")
+    assert TransformersPolicy(action_vla_dir, device="cpu", mode="action").unnorm_key is None  # its only dataset
+
+
+def test_a_prompt_template_the_processor_cannot_encode_fails_at_load_time(tiny_vla_dir) -> None:
+    with pytest.raises(ValueError, match=r"model\.prompt_template.*'where is go forward'.*<image>"):
+        TransformersPolicy(tiny_vla_dir, device="cpu", prompt_template="where is {instruction}")  # no <image>
+    policy = TransformersPolicy(tiny_vla_dir, device="cpu", prompt_template="<image> {instruction} ?")
+    assert policy.prompts.prompt("go left") == "<image> go left ?"
+
+
+@pytest.fixture(scope="session")
+def openvla_standin_dir(tmp_path_factory) -> Path:
+    from ros_peers.openvla_standin import build
+
+    return build(tmp_path_factory.mktemp("openvla_standin"))
+
+
+OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+
+
+def test_an_openvla_style_directory_loads_its_own_code_through_auto_map(openvla_standin_dir) -> None:
+    policy = TransformersPolicy(openvla_standin_dir, device="cpu", mode="action", trust_remote_code=True,
+                                unnorm_key="standin_nav", prompt_template=OPENVLA_PROMPT)
+    assert type(policy.model).__name__ == "StandInOpenVLA"  # named only under AutoModelForVision2Seq
+    assert policy.input_size == (32, 32) and policy.normalize(torch.rand(2, 3, 32, 32)).shape == (2, 6, 32, 32)
+    green = torch.zeros(1, 3, 32, 32)
+    green[:, 1] = 1.0
+    np.testing.assert_allclose(policy(green, "go to the red box")[0][[0, 5]], [0.02, 0.0], atol=1e-3)
+
+
+def test_an_untrusted_directory_with_its_own_code_says_which_parameter_to_set(openvla_standin_dir) -> None:
+    with pytest.raises(ValueError) as err:
+        TransformersPolicy(openvla_standin_dir, device="cpu", mode="action")
+    assert "set model.trust_remote_code: true" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_image_blind_action_model_is_refused_at_load_time(openvla_standin_dir, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    blind = _copy_dir(openvla_standin_dir, tmp_path / "blind")
+    save_file({"gain": torch.zeros(2)}, str(blind / "model.safetensors"))  # the rule no longer reads the image
+    with pytest.raises(ValueError, match="same action .* ignores the image"):
+        TransformersPolicy(blind, device="cpu", mode="action", trust_remote_code=True, unnorm_key="standin_nav",
+                           prompt_template=OPENVLA_PROMPT)
+
+
+# ------------------------------------------------------------------ dynamic-resolution processors (SmolVLM/Idefics3)
+@pytest.fixture(scope="session")
+def smolvlm_standin_dir(tmp_path_factory) -> Path:
+    from ros_peers.idefics3_standin import build
+
+    return build(tmp_path_factory.mktemp("smolvlm_standin"))
+
+
+def test_a_processor_that_tiles_images_is_refused_naming_model_image_size(smolvlm_standin_dir) -> None:
+    with pytest.raises(ValueError) as err:
+        TransformersPolicy(smolvlm_standin_dir, device="cpu")
+    assert str(err.value).startswith("model.image_size: image processor Idefics3ImageProcessorPil picks its "
+                                     "resolution per image (do_image_splitting)")
+    assert "set model.image_size (e.g. 64" in str(err.value)
+    with pytest.raises(ValueError, match=r"model\.image_size 512: the vision encoder takes 64 x 64"):
+        TransformersPolicy(smolvlm_standin_dir, device="cpu", image_size=512)
+
+
+def test_a_fixed_image_size_reproduces_the_processor_with_its_image_axis(smolvlm_standin_dir) -> None:
+    policy = TransformersPolicy(smolvlm_standin_dir, device="cpu", image_size=64, max_new_tokens=3)
+    ip = policy.processor.image_processor
+    assert policy.input_size == (64, 64) and not ip.do_image_splitting
+    frames = noisy_frames(3, seed=11)
+    pixels = policy.normalize(frames)
+    assert pixels.shape == (3, 1, 3, 64, 64)  # one image per prompt, as Idefics3 lays it out
+    assert torch.allclose(pixels[:, 0], (frames - 0.5) / 0.5, atol=1e-6)
+    outputs = policy(frames, "go to the red box")
+    assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
+    assert policy(frames[:1], "go to the red box")[0] == outputs[0]

@@ -5,8 +5,12 @@ Two modes, fixed by the configuration:
   argmax command. Exact (eps_O = 0): the command IS the argmax.
 - continuous action (prototypes given): a 1-D action vector -> the command whose
   prototype vector is nearest (Euclidean), if within `tolerance`.
-Anything malformed -- wrong shape or length, non-numeric, NaN, +inf, an exact tie --
-is UNKNOWN (fail closed).
+  With `axes` ({Twist field: (action element, scale)}), the action is first read as a
+  Twist -- e.g. OpenVLA's 7-DoF end-effector delta (dx, dy, dz, droll, dpitch, dyaw,
+  gripper) as linear.x = rate * dx and angular.z = rate * dyaw -- and the prototypes are
+  the commands' own Twists on those fields (`twist_prototypes`).
+Anything malformed -- wrong shape or length, non-numeric, NaN, +inf, an exact tie, an
+action too short for a mapped element -- is UNKNOWN (fail closed).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import UNKNOWN, check_command_names, classify_distinct
+from . import UNKNOWN, check_command_names, classify_distinct, vocab_field
 
 _MALFORMED = object()  # one cache key for every output that is not a numeric array
 
@@ -76,28 +80,57 @@ def default_tolerance(vectors: np.ndarray) -> float:
     return gap / 2.0
 
 
+def twist_prototypes(commands: Mapping[str, Any], axes: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Each command's vocabulary with its own Twist on the mapped fields as its prototype
+    (`commands`: name -> vocabulary with linear_x / linear_y / angular_z, as in config.py)."""
+    return {name: {"prototype": [float(vocab_field(vocab, f) or 0.0) for f in axes]}
+            for name, vocab in commands.items()}
+
+
+def _check_axes(axes: Mapping[str, Sequence[float]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate {field: (element index, scale)} against the prototype width; return (indices, scales)."""
+    if len(axes) != width:
+        raise ValueError(f"axes map {len(axes)} action elements, but the prototypes have {width}")
+    indices, scales = [], []
+    for field, (index, scale) in axes.items():
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise ValueError(f"axes[{field!r}]: the action element must be an int >= 0, got {index!r}")
+        if not (np.isfinite(scale) and scale != 0.0):
+            raise ValueError(f"axes[{field!r}]: the scale must be finite and non-zero, got {scale!r}")
+        indices.append(int(index))
+        scales.append(float(scale))
+    return np.asarray(indices), np.asarray(scales)
+
+
 class ActionOracle:
     """Logits -> argmax command, or continuous action -> nearest prototype within tolerance.
 
     `commands` orders the logits. With `prototypes` (command -> action vector, e.g. the
     command's (v, omega)) the oracle reads action vectors; `tolerance` defaults to half
     the smallest distance between two prototypes, so each output is near at most one;
-    it is ignored for logits (one configuration can carry it for either mode).
+    it is ignored for logits (one configuration can carry it for either mode). `axes`
+    ({field: (element index, scale)}, one per prototype element) reads each action as
+    those scaled elements before the comparison.
     """
 
     def __init__(self, commands: Sequence[str], prototypes: Mapping[str, Sequence[float]] | None = None,
-                 tolerance: float | None = None) -> None:
+                 tolerance: float | None = None, axes: Mapping[str, Sequence[float]] | None = None) -> None:
         self.commands = check_command_names(commands)
         self.mode = "logits" if prototypes is None else "action"
         self._names: list[str] = []
         self._vectors = np.zeros((0, 0))
         self.tolerance = None
+        self._axes: tuple[np.ndarray, np.ndarray] | None = None
         if prototypes is not None:
             self._names, self._vectors = _check_prototypes(self.commands, prototypes)
             tol = default_tolerance(self._vectors) if tolerance is None else float(tolerance)
             if not (np.isfinite(tol) and tol > 0.0):
                 raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
             self.tolerance = tol
+        if axes:
+            if prototypes is None:
+                raise ValueError("axes read actions as Twists: prototypes (the commands' Twists) are needed too")
+            self._axes = _check_axes(axes, self._vectors.shape[1])
 
     def _from_logits(self, vec: np.ndarray) -> str | None:
         """Argmax command; UNKNOWN on wrong length, NaN, +inf, no finite max or a tie.
@@ -113,6 +146,12 @@ class ActionOracle:
 
     def _from_action(self, vec: np.ndarray) -> str | None:
         """Nearest prototype if within tolerance; UNKNOWN on wrong length, non-finite or a tie."""
+        if self._axes is not None:
+            indices, scales = self._axes
+            if vec.size <= indices.max():
+                return UNKNOWN
+            with np.errstate(over="ignore", invalid="ignore"):  # a huge element scales to inf: UNKNOWN below
+                vec = vec[indices] * scales
         if vec.size != self._vectors.shape[1] or not np.isfinite(vec).all():
             return UNKNOWN
         with np.errstate(over="ignore"):  # a huge action overflows to an infinite distance: UNKNOWN

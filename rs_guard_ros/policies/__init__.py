@@ -10,14 +10,15 @@ from typing import Any
 
 from .base import Policy
 
-BACKENDS = ("demo", "transformers", "onnx", "plugin")
+BACKENDS = ("demo", "transformers", "onnx", "plugin", "lerobot")
 
 __all__ = ["BACKENDS", "Policy", "load_policy"]
 
 
 def load_policy(backend: str, path: str | None = None, *, device: str = "auto", **options: Any) -> Policy:
     """Build a policy: "demo" (shipped demo VLA, no path), "transformers" (model directory),
-    "onnx" (exported .onnx file), "plugin" ("package.module:factory")."""
+    "onnx" (exported .onnx file), "plugin" ("package.module:factory"), "lerobot" (a LeRobot
+    pretrained policy directory)."""
     if backend not in BACKENDS:
         raise ValueError(f"policy backend {backend!r} is not one of {BACKENDS}")
     if backend == "demo":
@@ -36,6 +37,10 @@ def load_policy(backend: str, path: str | None = None, *, device: str = "auto", 
         from .onnx_policy import OnnxPolicy
 
         return OnnxPolicy(path, device=device, **options)
+    if backend == "lerobot":
+        from .lerobot_policy import LeRobotPolicy
+
+        return LeRobotPolicy(path, device=device, **options)
     from .plugin import load_plugin
 
     return load_plugin(path, device=device, **options)

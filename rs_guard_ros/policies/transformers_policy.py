@@ -10,11 +10,20 @@ copies of one frame with one instruction: the prompt is tokenised once per instr
 expanded to the batch without copies, and pixel values are computed from the noisy float
 frames on the model's device by the processor's own mean/std normalisation (no PIL, no
 uint8 re-quantisation, no CPU round trip). Models whose processor is not a per-channel
-mean/std normalisation at a fixed resolution are refused at load time with a clear error.
+mean/std normalisation at a fixed resolution are refused at load time with a clear error;
+processors that tile or resize each image dynamically (SmolVLM/Idefics3 image splitting)
+run once `image_size` fixes them to one square resolution.
+
+Everything that decides what the model computes is checked at load time, not at the first
+decision: the prompt template encodes, `unnorm_key` names one of the model's datasets, and
+in "action" mode the actions depend on the image at all (OpenVLA's own code is reported
+to ignore the image silently on transformers >= 4.50, openvla/openvla#346; a gate over an
+image-blind model would certify every command it emits).
 """
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -24,6 +33,7 @@ import torch
 
 from ..devices import resolve_device
 from .hf_inputs import build_prompt, pixel_normalizer
+from .model_path import local_model_dir
 
 MODES = ("generate", "action")
 _DTYPES = {
@@ -42,13 +52,20 @@ _REQUIRED_FILES = {
 }
 # Distinct per-channel values k/255: exact in uint8, so the processor sees the same image.
 _CHECK_RGB = (51, 102, 153)
+# Load-time probes of the action path: an instruction, and uniform frames no image-conditioned
+# model maps to one identical action vector (black, white, red, green, blue).
+_CHECK_INSTRUCTION = "go forward"
+_CHECK_COLOURS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+# Image-processor settings that make the resolution depend on the image.
+_DYNAMIC_RESOLUTION = ("do_image_splitting", "image_grid_pinpoints", "max_pixels")
+# Auto classes a vision-language model directory may name, newest first.
+_AUTO_CLASS_NAMES = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
 
 
 def check_model_dir(path: str | Path, required: dict[str, tuple[str, ...]] = _REQUIRED_FILES) -> Path:
-    """Return `path` as a Path, or raise ValueError naming it and every missing file group."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"model directory {str(root)!r} does not exist or is not a directory")
+    """Return `path` as a Path, or raise ValueError naming it and every missing file group
+    (a hub id or a missing directory: see model_path.local_model_dir)."""
+    root = local_model_dir(path)
     missing = [what for what, patterns in required.items() if not any(any(root.glob(p)) for p in patterns)]
     if missing:
         raise ValueError(f"model directory {str(root)!r} is incomplete: missing {'; '.join(missing)}")
@@ -92,13 +109,56 @@ def model_input_size(image_processor: Any, config: Any = None) -> tuple[int, int
     raise ValueError(f"cannot tell the input resolution of image processor {type(image_processor).__name__}")
 
 
-def frame_normalizer(image_processor: Any, device: torch.device, dtype: torch.dtype) -> Callable:
+def dynamic_resolution(image_processor: Any) -> str | None:
+    """The image-processor setting that makes its output resolution depend on the image, if any."""
+    return next((name for name in _DYNAMIC_RESOLUTION if getattr(image_processor, name, None)), None)
+
+
+def _square(entry: Any, size: int) -> Any:
+    """A processor size entry (dict or SizeDict) with each of its edges set to `size`."""
+    get = entry.get if isinstance(entry, dict) else lambda key: getattr(entry, key, None)
+    square = {key: size for key in ("height", "width", "longest_edge", "shortest_edge") if get(key)}
+    return square if isinstance(entry, dict) else type(entry)(**square)
+
+
+def fix_resolution(image_processor: Any, size: int) -> None:
+    """Make the processor turn every image into ONE size x size image: image splitting off,
+    every resize target `size` (whether that reproduces the processor is checked after)."""
+    if getattr(image_processor, "do_image_splitting", None):
+        image_processor.do_image_splitting = False
+    for name in ("size", "crop_size", "max_image_size"):
+        if getattr(image_processor, name, None) is not None:
+            setattr(image_processor, name, _square(getattr(image_processor, name), size))
+
+
+def input_resolution(image_processor: Any, config: Any, image_size: int) -> tuple[int, int]:
+    """The (H, W) the gate feeds the model: `image_size` square once the processor is fixed
+    to it, else the model's own resolution. A dynamic processor needs `image_size`, and a
+    vision encoder with a fixed size must be fed that size."""
+    native = getattr(getattr(config, "vision_config", None), "image_size", None)
+    if not image_size:
+        if setting := dynamic_resolution(image_processor):
+            hint = f"e.g. {native}, the vision encoder's size" if isinstance(native, int) else "a square size"
+            raise ValueError(f"model.image_size: image processor {type(image_processor).__name__} picks its "
+                             f"resolution per image ({setting}), but certification needs one input size: set "
+                             f"model.image_size ({hint})")
+        return model_input_size(image_processor, config)
+    if isinstance(native, int) and native != image_size:
+        raise ValueError(f"model.image_size {image_size}: the vision encoder takes {native} x {native}; set "
+                         f"model.image_size: {native}")
+    fix_resolution(image_processor, image_size)
+    return image_size, image_size
+
+
+def frame_normalizer(image_processor: Any, device: torch.device, dtype: torch.dtype,
+                     image_axis: bool = False) -> Callable:
     """Noisy [0, 1] frames -> the model's pixel_values, on `device`, in `dtype`.
 
     Normalisation runs in float32 and is cast afterwards, so a bf16 model still sees the
     noise at full precision until its first layer. Fused-backbone processors (Prismatic /
     OpenVLA: lists `means`, `stds`) get one normalised copy per backbone, concatenated on
-    the channel axis as their processor does.
+    the channel axis as their processor does. `image_axis` gives each frame its own image
+    axis, (B, 1, 3, H, W), as Idefics3/SmolVLM processors lay out one image per prompt.
     """
     if all(getattr(image_processor, name, None) is not None for name in ("image_mean", "image_std")):
         parts = [pixel_normalizer(image_processor, device, torch.float32)]
@@ -110,7 +170,8 @@ def frame_normalizer(image_processor: Any, device: torch.device, dtype: torch.dt
                          "per-channel mean/std normalisation (image_mean/image_std or means/stds)")
 
     def normalize(frames: torch.Tensor) -> torch.Tensor:
-        return torch.cat([part(frames) for part in parts], dim=1).to(dtype)
+        pixels = torch.cat([part(frames) for part in parts], dim=1).to(dtype)
+        return pixels.unsqueeze(1) if image_axis else pixels
 
     return normalize
 
@@ -123,20 +184,23 @@ def _check_image(input_size: tuple[int, int]):
     return Image.new("RGB", (width, height), _CHECK_RGB)
 
 
-def check_pixel_path(image_processor: Any, input_size: tuple[int, int]) -> None:
-    """Raise ValueError unless `frame_normalizer` reproduces the processor on a test image.
+def check_pixel_path(image_processor: Any, input_size: tuple[int, int]) -> bool:
+    """Raise ValueError unless `frame_normalizer` reproduces the processor on a test image;
+    return whether it does so with an image axis (B, 1, 3, H, W).
 
     Catches processors whose pixel format is not what `frame_normalizer` assumes
     (image tiling, extra resizing, other scalings) before they silently corrupt inputs.
     Checked in float32 on the CPU, so a bf16 model's rounding is not mistaken for a mismatch.
     """
-    normalize = frame_normalizer(image_processor, torch.device("cpu"), torch.float32)
     expected = image_processor(images=[_check_image(input_size)], return_tensors="pt")["pixel_values"]
+    image_axis = expected.ndim == 5
+    normalize = frame_normalizer(image_processor, torch.device("cpu"), torch.float32, image_axis)
     frame = torch.tensor(_CHECK_RGB, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, *input_size) / 255.0
     got = normalize(frame)
     if tuple(expected.shape) != tuple(got.shape) or not torch.allclose(expected.float(), got, atol=1e-3):
         raise ValueError(f"unsupported pixel format: {type(image_processor).__name__} produces pixel_values of shape "
                          f"{tuple(expected.shape)} that mean/std normalisation at {input_size} does not reproduce")
+    return image_axis
 
 
 class PromptCache:
@@ -187,24 +251,68 @@ def check_frames(frames: Any, input_size: tuple[int, int], device: torch.device)
     return frames.to(device, non_blocking=True)
 
 
-def _model_classes() -> list[Any]:
-    """Auto classes to try, newest first; AutoModelForVision2Seq only where it still exists."""
+def _remote_model_class(root: Path) -> Any | None:
+    """The model class that the directory's own code provides (config.json's auto_map) under a
+    vision-language auto class name, loaded directly: OpenVLA names only
+    AutoModelForVision2Seq, which transformers 5 no longer has."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    auto_map = json.loads((root / "config.json").read_text()).get("auto_map", {})
+    reference = next((auto_map[name] for name in _AUTO_CLASS_NAMES if name in auto_map), None)
+    if reference is None:
+        return None
+    try:
+        return get_class_from_dynamic_module(reference, str(root), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 -- re-raised naming the path and the class
+        raise ValueError(f"cannot import {reference!r}, the model class {str(root / 'config.json')!r} names: "
+                         f"{_first_line(exc)}") from exc
+
+
+def _model_classes(root: Path, trust_remote_code: bool) -> list[Any]:
+    """Classes to try, in order: the directory's own (remote code, when trusted), then the
+    auto classes this transformers has, newest first."""
     import transformers
 
-    names = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
-    return [getattr(transformers, name) for name in names if hasattr(transformers, name)]
+    auto_classes = [getattr(transformers, name) for name in _AUTO_CLASS_NAMES if hasattr(transformers, name)]
+    own = _remote_model_class(root) if trust_remote_code else None
+    return auto_classes if own is None else [own, *auto_classes]
 
 
 def _load_model(root: Path, dtype: torch.dtype, trust_remote_code: bool) -> Any:
-    """Load the model with the first auto class that knows its config; errors name the path."""
+    """Load the model with the first class that knows its config; errors name the path."""
     errors = []
-    for auto_class in _model_classes():
+    for model_class in _model_classes(root, trust_remote_code):
         try:
-            return auto_class.from_pretrained(root, dtype=dtype, local_files_only=True,
-                                              trust_remote_code=trust_remote_code)
+            return model_class.from_pretrained(root, dtype=dtype, local_files_only=True,
+                                               trust_remote_code=trust_remote_code)
         except Exception as exc:  # noqa: BLE001 -- collected and re-raised with the path below
-            errors.append(f"{auto_class.__name__}: {exc}")
-    raise ValueError(f"cannot load a vision-language model from {str(root)!r}: " + " | ".join(errors))
+            errors.append(f"{model_class.__name__}: {_first_line(exc)}")
+    raise ValueError(f"cannot load a vision-language model from {str(root)!r}: " + " | ".join(errors)
+                     + _remote_code_hint(root, trust_remote_code))
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line (library messages often run over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _remote_code_hint(root: Path, trust_remote_code: bool) -> str:
+    """What to set when a directory that ships its own Python code failed to load untrusted."""
+    if trust_remote_code or not any(root.glob("*.py")):
+        return ""
+    return "; the directory ships its own code (*.py): if you trust it, set model.trust_remote_code: true"
+
+
+def check_unnorm_key(model: Any, unnorm_key: str | None) -> None:
+    """An OpenVLA-style model un-normalises actions with one dataset's statistics
+    (`norm_stats`); `unnorm_key` must name one of them, or be None when there is only one."""
+    stats = getattr(model, "norm_stats", None) or getattr(model.config, "norm_stats", None)
+    if not isinstance(stats, dict) or not stats:
+        return
+    if (unnorm_key is None and len(stats) > 1) or (unnorm_key is not None and unnorm_key not in stats):
+        raise ValueError(f"model.unnorm_key {unnorm_key or ''!r}: set it to the dataset whose action statistics "
+                         f"fit your robot, one of {sorted(stats)}")
 
 
 def load_processor(root: Path, trust_remote_code: bool) -> Any:
@@ -214,7 +322,8 @@ def load_processor(root: Path, trust_remote_code: bool) -> Any:
     try:
         processor = AutoProcessor.from_pretrained(root, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 -- re-raised with the path
-        raise ValueError(f"cannot load the processor from {str(root)!r}: {exc}") from exc
+        raise ValueError(f"cannot load the processor from {str(root)!r}: {_first_line(exc)}"
+                         + _remote_code_hint(root, trust_remote_code)) from exc
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
         raise ValueError(f"the processor in {str(root)!r} ({type(processor).__name__}) lacks an image processor "
                          "or a tokenizer: not a vision-language model processor")
@@ -226,7 +335,8 @@ class TransformersPolicy:
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 8,
                  do_sample: bool = False, temperature: float = 1.0, trust_remote_code: bool = False,
-                 mode: str = "generate", unnorm_key: str | None = None, prompt_template: str | None = None) -> None:
+                 mode: str = "generate", unnorm_key: str | None = None, prompt_template: str | None = None,
+                 image_size: int = 0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -245,12 +355,38 @@ class TransformersPolicy:
         self.name = f"transformers:{root.name}"
         self.mode = mode
         self.output_kind = "action" if mode == "action" else "text"
-        self.input_size = model_input_size(self.processor.image_processor, self.model.config)
-        self.normalize = frame_normalizer(self.processor.image_processor, self.device, self.model.dtype)
-        check_pixel_path(self.processor.image_processor, self.input_size)
+        image_processor = self.processor.image_processor
+        self.input_size = input_resolution(image_processor, self.model.config, image_size)
+        image_axis = check_pixel_path(image_processor, self.input_size)
+        self.normalize = frame_normalizer(image_processor, self.device, self.model.dtype, image_axis)
         self.prompts = PromptCache(self.processor, self.input_size, self.device, prompt_template)
+        self._check_prompt(root)
         self.unnorm_key = unnorm_key
         self.generate_kwargs = self._generate_kwargs(max_new_tokens, do_sample, temperature)
+        if mode == "action":
+            check_unnorm_key(self.model, unnorm_key)
+            self._check_image_dependence(root)
+
+    def _check_prompt(self, root: Path) -> None:
+        """Encode one instruction now, so a template the processor cannot use fails at load time."""
+        try:
+            self.prompts(_CHECK_INSTRUCTION, 1)
+        except Exception as exc:  # noqa: BLE001 -- re-raised naming the parameter and the prompt
+            prompt = self.prompts.prompt(_CHECK_INSTRUCTION)
+            raise ValueError(f"model.prompt_template: the processor in {str(root)!r} cannot encode the prompt "
+                             f"{prompt!r}: {_first_line(exc)}") from exc
+
+    def _check_image_dependence(self, root: Path) -> None:
+        """Refuse an action model that gives one identical action for very different frames
+        (uniform black, white, red, green, blue): it ignores the image, and smoothing would
+        certify whatever it emits."""
+        colours = torch.tensor(_CHECK_COLOURS, dtype=torch.float32).view(-1, 3, 1, 1)
+        actions = self(colours.expand(-1, -1, *self.input_size).to(self.device), _CHECK_INSTRUCTION)
+        if all(np.array_equal(actions[0], action) for action in actions[1:]):
+            raise ValueError(f"model {str(root)!r} returns the same action {actions[0].tolist()} for black, white, "
+                             "red, green and blue frames: it ignores the image (as OpenVLA's own code is reported "
+                             "to on transformers >= 4.50, openvla/openvla#346); refusing to certify an image-blind "
+                             "model")
 
     def _generate_kwargs(self, max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
         """generate() options; temperature only when sampling (greedy ignores it and warns)."""
