@@ -17,13 +17,20 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*")),
         (f"share/{PACKAGE}/config/scenarios", glob("config/scenarios/*.yaml")),
+        # twist_mux / collision_monitor / SROS2 examples for a real velocity chain (docs/robot.md)
+        (f"share/{PACKAGE}/config/robot_chain", glob("config/robot_chain/*.*")),
     ],
+    # 3.10: Humble and JetPack 6; 3.12: Jazzy and Kilted (Ubuntu 24.04).
     python_requires=">=3.10",
-    # Loose ranges on purpose: a robot brings its own torch (CUDA/Jetson build) and
-    # ROS 2; the exact pins used in development live in requirements-dev.txt.
+    # Loose ranges on purpose: they must resolve on Python 3.10 (the dev pins of
+    # requirements-dev.txt do not) and leave a robot's own torch alone: a CUDA desktop build
+    # (2.x+cu12x) or NVIDIA's JetPack wheel (2.xa0+nv..., a pre-release pip accepts when it
+    # is installed) satisfies torch>=2.1,<3, so pip keeps it. A robot installs the ranges of
+    # requirements-robot.txt (NumPy < 2 for ROS 2's apt packages); see docs/install.md.
     install_requires=["setuptools", "numpy>=1.24", "scipy>=1.11", "pyyaml>=6", "torch>=2.1,<3"],
     extras_require={
-        "models": ["transformers>=4.45", "safetensors>=0.4", "tokenizers>=0.19"],
+        # from_pretrained(dtype=...) needs transformers >= 4.56
+        "models": ["transformers>=4.56", "safetensors>=0.4.3", "tokenizers>=0.19"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "sim": ["mujoco>=3.1", "matplotlib>=3.7", "opencv-python-headless>=4.8", "tqdm>=4.60"],
         "attack": ["adversarial-robustness-toolbox>=1.17"],
@@ -35,6 +42,19 @@ setup(
     maintainer_email="rs-guard-ros@example.org",
     description="Certified safety gate for VLA-driven robots: randomized smoothing on ROS 2.",
     license="Apache-2.0",
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Intended Audience :: Developers",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Software Development :: Embedded Systems",
+    ],
     entry_points={
         "console_scripts": [
             "rs_guard_node = rs_guard_ros.node:main",
