@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,13 +288,13 @@ def goals(table: Sequence[dict[str, Any]], max_wrong_pct: float = 1.0, min_foole
 def evaluate(guard: Guard, scenes: Sequence[Scene], specs: Sequence[AttackSpec], *, steps: int, eot_samples: int,
              seed: int, out_dir: str | Path, progress: bool = True, check_guarantee: bool = True) -> dict[str, Any]:
     """Clean row, every spec x mode, the guarantee check; writes attack.csv/.json/.md, returns the summary."""
-    from tqdm import tqdm
+    from .evaluate import progress_bar
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     total = len(scenes) * (1 + len(specs) * len(MODES)) + (len(scenes) if check_guarantee else 0)
-    with tqdm(total=total, desc="rs-guard attack", unit="decision", disable=not progress, file=sys.stderr) as bar:
+    with progress_bar(total, "rs-guard attack", "decision", enabled=progress) as bar:
         ev = Evaluator(guard, steps, eot_samples, seed, bar)
         targets = [TARGET] * len(scenes)
         clean_x = np.stack([s.x.transpose(2, 0, 1) for s in scenes])

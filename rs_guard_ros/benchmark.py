@@ -1,15 +1,15 @@
 """Measured speed of the Guard on its own policy: raw model throughput vs the whole
 certified decision, latency, samples per decision, and memory over many decisions.
 
-Used by `rs-guard bench` and benchmarks/bench_guard.py. Every figure comes with the
-baseline it is compared to, measured in the same run on the same device.
+Used by `rs-guard bench` and `rs-guard doctor` (rs_guard_ros.doctor). Every figure comes
+with the baseline it is compared to, measured in the same run on the same device.
 """
 from __future__ import annotations
 
 import dataclasses
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import psutil
@@ -17,6 +17,8 @@ import torch
 
 from . import certify
 from .guard import Guard
+
+LEAK_DECISIONS = 1000  # one-sample decisions between the two memory readings of `run`
 
 
 def _with_smoothing(cfg: Any, **changes: Any):
@@ -29,23 +31,89 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def raw_throughput(guard: Guard, frame: np.ndarray, instruction: str, batches: int) -> float:
+Progress = Optional[Callable[[int], None]]  # called with the samples just evaluated (a progress bar's update)
+
+
+def raw_throughput(guard: Guard, frame: np.ndarray, instruction: str, batches: int,
+                   progress: Progress = None) -> float:
     """Samples/s of the bare policy on pre-made noisy batches: no noise, oracle or statistics."""
     x, _ = guard.prepare(frame)
     size, sigma = guard.cfg.smoothing.batch_size, guard.cfg.smoothing.sigma
     batch = x + sigma * torch.randn((size, *x.shape), device=x.device, dtype=x.dtype)
     guard.policy(batch, instruction)  # warm-up (prompt cache, kernels)
     _sync(x.device)
-    t0 = time.perf_counter()
+    _tick(progress, size)
+    elapsed = 0.0
     for _ in range(batches):
+        t0 = time.perf_counter()
         guard.policy(batch, instruction)
-    _sync(x.device)
-    return batches * size / (time.perf_counter() - t0)
+        _sync(x.device)
+        elapsed += time.perf_counter() - t0
+        _tick(progress, size)
+    return batches * size / elapsed
 
 
-def decisions_for(guard: Guard, frame: np.ndarray, instruction: str, count: int) -> list[Any]:
+def decisions_for(guard: Guard, frame: np.ndarray, instruction: str, count: int,
+                  progress: Progress = None) -> list[Any]:
     """`count` decisions on the same input (each carries its own timing_ms)."""
-    return [guard.decide(frame, instruction) for _ in range(count)]
+    out = []
+    for _ in range(count):
+        out.append(guard.decide(frame, instruction))
+        _tick(progress, out[-1].n_used)
+    return out
+
+
+def cost_sizes(cfg: Any) -> tuple[tuple[int, int], ...]:
+    """(n0, n_max) of the fixed-mode decisions `decision_cost` times: n0 a quarter, one and three
+    batches, n_max the configured n0. The sizes differ even where the model's output is UNKNOWN
+    and a decision stops after its selection samples, and the smallest is as small as a real
+    sequential decision, so the line's intercept is not extrapolated far."""
+    b, n0 = cfg.smoothing.batch_size, cfg.smoothing.n0
+    return tuple((m, n0) for m in (max(1, b // 4), b, 3 * b))
+
+
+def decision_cost_samples(cfg: Any, repeats: int) -> int:
+    """Samples `decision_cost` evaluates (for a progress bar's total; fewer where the output is UNKNOWN)."""
+    sizes = [a + b for a, b in cost_sizes(cfg)]
+    return sizes[0] + repeats * sum(sizes)
+
+
+def decision_cost(guard: Guard, frame: np.ndarray, instruction: str, repeats: int = 3,
+                  progress: Progress = None) -> dict[str, Any]:
+    """What one certified decision (`Guard.decide`, the whole path: preprocessing, noise, model,
+    oracle, statistics) costs at the configured batch size: t(n) = overhead_s + n / samples_per_s.
+
+    Fixed-mode decisions at the three `cost_sizes`, `repeats` of each after one warm-up
+    decision, and a least-squares line through (n_used, seconds): its slope is the cost per
+    sample, its intercept the per-decision overhead (clipped at 0; it includes the per-call
+    cost of the few model calls a small decision makes). `whole_path_samples_per_s` is samples
+    over seconds of the largest decisions, overhead included. The guard's configuration is
+    restored afterwards.
+    """
+    original = guard.cfg
+    sizes = cost_sizes(original)
+    timed = []
+    try:
+        for i, (n0, n_max) in enumerate(sizes):
+            guard.reconfigure(_with_smoothing(original, mode="fixed", n0=n0, n_max=n_max))
+            if i == 0:
+                decisions_for(guard, frame, instruction, 1, progress)  # warm-up
+            timed.append(decisions_for(guard, frame, instruction, repeats, progress))
+    finally:
+        guard.reconfigure(original)
+    every = [d for group in timed for d in group]
+    if not any(d.n_used for d in every):
+        raise ValueError(f"the model never ran on the probe frame: {every[0].reason}")
+    whole = sum(d.n_used for d in timed[-1]) / sum(d.timing_ms["total"] / 1e3 for d in timed[-1])
+    n, t = np.array([(d.n_used, d.timing_ms["total"] / 1e3) for d in every], dtype=float).T
+    slope, intercept = np.polyfit(n, t, 1) if len(set(n.tolist())) > 1 else (0.0, 0.0)
+    if slope > 0.0:
+        rate, overhead = 1.0 / slope, max(float(intercept), 0.0)
+    else:  # no usable line (noise, or one size only): no overhead term
+        rate, overhead = float(n.sum() / t.sum()), 0.0
+    return {"samples_per_s": float(rate), "overhead_s": overhead, "whole_path_samples_per_s": float(whole),
+            "decisions": len(every), "sizes": sorted({int(v) for v in n}),
+            "reasons": sorted({d.reason for d in every})}
 
 
 def rss_mb() -> float:
@@ -53,42 +121,72 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 10) -> dict[str, Any]:
-    """All figures of `rs-guard bench` in one run; the guard's config is restored afterwards."""
+def memory(device: torch.device) -> dict[str, float | None]:
+    """Process RSS now and, on CUDA, the most GPU memory torch has allocated on `device` so far."""
+    cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"rss_mb": rss_mb(), "cuda_max_allocated_mb": cuda}
+
+
+def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 10,
+        progress: bool = False) -> dict[str, Any]:
+    """All figures of `rs-guard bench` in one run; the guard's config is restored afterwards.
+
+    With `progress`, a bar on stderr counts the samples evaluated against the run's estimate.
+    """
+    from .evaluate import progress_bar
+
     original = guard.cfg
-    size = original.smoothing.batch_size
+    s = original.smoothing
+    size, full = s.batch_size, s.n0 + s.n_max
+    raw_batches, repeats = max(4, decisions), max(3, decisions // 2)
+    estimate = ((raw_batches + 1) * size + decision_cost_samples(original, repeats) + 2 * decisions * full
+                + 2 * LEAK_DECISIONS)
+    bar = progress_bar(estimate, "rs-guard bench", "sample", enabled=progress, unit_scale=True)
     try:
-        raw = raw_throughput(guard, frame, instruction, batches=max(4, decisions))
-        guard.reconfigure(_with_smoothing(original, mode="fixed", n0=size, n_max=4 * size))
-        fixed = decisions_for(guard, frame, instruction, max(3, decisions // 2))
-        guard_rate = sum(d.n_used for d in fixed) / (sum(d.timing_ms["total"] for d in fixed) / 1e3)
+        bar.set_postfix_str("raw policy")
+        raw = raw_throughput(guard, frame, instruction, batches=raw_batches, progress=bar.update)
+        bar.set_postfix_str("decision cost")
+        cost = decision_cost(guard, frame, instruction, repeats, progress=bar.update)
+        bar.set_postfix_str("fixed mode")
         guard.reconfigure(_with_smoothing(original, mode="fixed"))
-        fixed_full = decisions_for(guard, frame, instruction, decisions)
+        fixed_full = decisions_for(guard, frame, instruction, decisions, bar.update)
+        bar.set_postfix_str("sequential mode")
         guard.reconfigure(_with_smoothing(original, mode="sequential"))
-        sequential = decisions_for(guard, frame, instruction, decisions)
+        sequential = decisions_for(guard, frame, instruction, decisions, bar.update)
+        bar.update(max(0, decisions * full - sum(d.n_used for d in sequential)))  # its share of the estimate
+        bar.set_postfix_str("memory over 1000 decisions")
         guard.reconfigure(_with_smoothing(original, mode="fixed", n0=1, n_max=1, batch_size=1))
-        decisions_for(guard, frame, instruction, 100)
+        decisions_for(guard, frame, instruction, 100, bar.update)
         rss_100 = rss_mb()
-        decisions_for(guard, frame, instruction, 900)
+        decisions_for(guard, frame, instruction, LEAK_DECISIONS - 100, bar.update)
         rss_1000 = rss_mb()
     finally:
         guard.reconfigure(original)
+        bar.close()
     label = statistics.mode(d.label for d in sequential)
     threshold = original.thresholds().get(label, 0.0) if label is not None else 0.0
-    s = original.smoothing
+    guard_rate = cost["whole_path_samples_per_s"]
     return {
         "device": str(guard.policy.device), "model": guard.policy.name, "batch_size": size,
         "raw_samples_per_s": raw, "guard_samples_per_s": guard_rate, "throughput_ratio": guard_rate / raw,
+        "path_samples_per_s": cost["samples_per_s"], "decision_overhead_ms": 1e3 * cost["overhead_s"],
+        "guard_n": cost["sizes"][-1],
         "latency_p50_ms": _percentile(sequential, 50), "latency_p99_ms": _percentile(sequential, 99),
         "fixed_latency_p50_ms": _percentile(fixed_full, 50), "fixed_latency_p99_ms": _percentile(fixed_full, 99),
-        "fixed_n": s.n0 + s.n_max, "decisions": decisions, "command": label, "threshold": threshold,
+        "fixed_n": full, "decisions": decisions, "command": label, "threshold": threshold,
         "certified_fraction_sequential": sum(d.certified for d in sequential) / len(sequential),
         "median_n_used_sequential": statistics.median(d.n_used for d in sequential),
         "n_min": certify.samples_needed(threshold, s.sigma, s.alpha, original.oracle.error), "n0": s.n0,
         "rss_mb_after_100": rss_100, "rss_mb_after_1000": rss_1000,
+        "cuda_max_allocated_mb": memory(guard.policy.device)["cuda_max_allocated_mb"],
         "timing_ms_sequential_median": {k: statistics.median(d.timing_ms[k] for d in sequential)
                                         for k in sequential[0].timing_ms},
     }
+
+
+def _tick(progress: Progress, samples: int) -> None:
+    if progress is not None:
+        progress(samples)
 
 
 def _percentile(decisions: list[Any], q: float) -> float:
@@ -101,12 +199,17 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join([
         f"device {r['device']}, model {r['model']}, batch {r['batch_size']}",
         f"raw policy throughput    {r['raw_samples_per_s']:9.1f} samples/s (no noise, oracle or statistics)",
-        f"guard throughput         {r['guard_samples_per_s']:9.1f} samples/s  ratio {r['throughput_ratio']:.3f}",
+        f"guard throughput         {r['guard_samples_per_s']:9.1f} samples/s  ratio {r['throughput_ratio']:.3f} "
+        f"(whole decision path, fixed mode, n = {r['guard_n']})",
+        f"decision cost            t(n) = {r['decision_overhead_ms']:.1f} ms + n / {r['path_samples_per_s']:.1f} "
+        "samples/s (least squares over fixed-mode decisions of three sizes)",
         f"sequential decision      p50 {r['latency_p50_ms']:.0f} ms  p99 {r['latency_p99_ms']:.0f} ms  "
         f"(command {r['command']}, R* {r['threshold']}, certified {100 * r['certified_fraction_sequential']:.0f}%)",
         f"  median samples         {r['median_n_used_sequential']:.0f} incl. n0={r['n0']} vs n_min {r['n_min']}",
         "  median breakdown (ms)  " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
         f"fixed n={r['fixed_n']} decision  p50 {r['fixed_latency_p50_ms']:.0f} ms  "
         f"p99 {r['fixed_latency_p99_ms']:.0f} ms",
-        f"RSS after 100 decisions {r['rss_mb_after_100']:.0f} MB, after 1000 {r['rss_mb_after_1000']:.0f} MB",
+        f"RSS after 100 decisions {r['rss_mb_after_100']:.0f} MB, after 1000 {r['rss_mb_after_1000']:.0f} MB"
+        + (f"; CUDA max allocated {r['cuda_max_allocated_mb']:.0f} MB" if r["cuda_max_allocated_mb"] is not None
+           else ""),
     ])

@@ -1,24 +1,36 @@
-"""The `rs-guard` command: plan, certify, calibrate-oracle, bench, eval, attack, examples, demo.
+"""The `rs-guard` command: plan, certify, calibrate-oracle, bench, doctor, eval, attack, examples, demo.
 
-Every subcommand has --help and --json (one JSON object on stdout). Model and smoothing
-flags are generated from config.py (`--smoothing.sigma 0.5`, `--model.path DIR`), so
-they carry the same names, defaults, ranges and descriptions as the ROS parameters.
+Every subcommand has --help and --json (one JSON object on stdout; progress bars go to
+stderr). Model and smoothing flags are generated from config.py (`--smoothing.sigma 0.5`,
+`--model.path DIR`), so they carry the same names, defaults, ranges and descriptions as the
+ROS parameters. Errors are one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import attack, certify, config, evaluate
+from . import __version__, attack, certify, config, doctor, evaluate
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
+
+# Exit status of every subcommand (the parser's epilog says the same).
+EXIT_OK = 0
+EXIT_ABSTAIN = 1  # certify: the gate abstained (published the abstain command)
+EXIT_ERROR = 2  # usage, configuration or input error (argparse uses 2 for usage errors too)
+EXIT_TOO_SLOW = doctor.EXIT_TOO_SLOW  # 3, doctor: some command's threshold cannot be certified before the deadline
+EXIT_INTERRUPTED = 130
+EXIT_STATUS = (f"exit status: {EXIT_OK} success; {EXIT_ERROR} error (usage, configuration or input: one line on "
+               f"stderr); certify: {EXIT_ABSTAIN} when the gate abstained; doctor: {EXIT_TOO_SLOW} when some "
+               "threshold cannot be certified before node.decision_deadline")
 
 PLAN_P_TRUE = (0.999, 0.99, 0.95)
 PLAN_SIZES = (1_000, 10_000, 100_000)
@@ -82,13 +94,14 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan(args.sigma, args.radius, args.alpha, args.oracle_error)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """--config FILE plus one flag per model/smoothing/oracle parameter, from config.py."""
+def add_config_flags(parser: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
+    """--config FILE plus one flag per model/smoothing/oracle parameter (and each `extra`
+    parameter, e.g. node.decision_deadline), from config.py."""
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="ROS 2 parameter file(s) (config/<robot>.yaml); later files override earlier")
     group = parser.add_argument_group("parameters (as in config/default.yaml)")
     for spec in config.param_specs(()):
-        if spec.name.split(".")[0] in CLI_GROUPS:
+        if spec.name.split(".")[0] in CLI_GROUPS or spec.name in extra:
             kind = _flag_type(spec)
             group.add_argument(f"--{spec.name}", dest=spec.name, type=kind, default=None, choices=spec.choices,
                                metavar=None if spec.choices else spec.type.__name__.upper(),
@@ -104,24 +117,65 @@ def _flag_type(spec: config.ParamSpec) -> Callable[[str], Any]:
 def config_from_args(args: argparse.Namespace) -> config.Config:
     """Parameter files, then the flags given on the command line (validated by config.py)."""
     flags = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    return config.load_config(*args.config, overrides=flags)
+    return config.load_config(*check_files(args.config, "--config"), overrides=flags)
 
 
-def read_rgb(path: str | Path):
-    """An image file as an RGB uint8 array (ValueError naming the path if unreadable)."""
+def check_files(paths: list[str], flag: str) -> list[str]:
+    """`paths`, each an existing file; else ValueError naming the flag and the path."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
+    return paths
+
+
+def quiet_model_loading() -> None:
+    """No "Loading weights" progress bar or library warnings from transformers on every command
+    (its public switches; errors still raise). A no-op where transformers is not installed."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_guard(args: argparse.Namespace):
+    """The Guard the flags configure, loaded quietly."""
+    from .guard import Guard
+
+    cfg = config_from_args(args)
+    quiet_model_loading()
+    return Guard.from_config(cfg)
+
+
+def read_rgb(path: str | Path, flag: str = "--image"):
+    """An image file as an RGB uint8 array (ValueError naming the flag and path if unreadable).
+
+    The file is checked before OpenCV reads it, and OpenCV's own warnings are silenced, so a
+    bad path is this one-line error and nothing else on stderr."""
     import cv2
 
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{flag} {path}: {'is a directory' if path.is_dir() else 'no such file'}")
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # an OpenCV build without its logging module
+        pass
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"--image {path}: not a readable image file")
+        raise ValueError(f"{flag} {path}: not a readable image file (PNG, JPEG, ...)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    from .guard import Guard
-
     frame = read_rgb(args.image)
-    return Guard.from_config(config_from_args(args)).decide(frame, args.instruction).to_dict()
+    return load_guard(args).decide(frame, args.instruction).to_dict()
+
+
+def certify_status(decision: dict[str, Any]) -> int:
+    """certify's exit status: 0 certified, 1 abstained."""
+    return EXIT_OK if decision["certified"] else EXIT_ABSTAIN
 
 
 def format_decision(d: dict[str, Any]) -> str:
@@ -136,7 +190,8 @@ def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from .guard import oracle_options
     from .oracles.calibrate import run_calibration
 
-    cfg = config.load_config(*args.config)
+    cfg = config.load_config(*check_files(args.config, "--config"))
+    quiet_model_loading()
     result = run_calibration(args.oracle, args.labels, cfg.commands.table, args.alpha,
                              **oracle_options(cfg.oracle, args.oracle))
     return {**result.to_dict(), "table": result.format_table()}
@@ -153,12 +208,12 @@ def load_examples(folder: Path) -> list[dict[str, str]]:
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from . import benchmark
-    from .guard import Guard
 
     row = load_examples(args.examples)[0] if args.image is None else {"image": args.image,
                                                                        "instruction": args.instruction}
-    guard = Guard.from_config(config_from_args(args))
-    return benchmark.run(guard, read_rgb(row["image"]), row["instruction"], decisions=args.decisions)
+    frame = read_rgb(row["image"])
+    return benchmark.run(load_guard(args), frame, row["instruction"], decisions=args.decisions,
+                         progress=not args.no_progress)
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -167,23 +222,52 @@ def format_bench(result: dict[str, Any]) -> str:
     return format_report(result)
 
 
-def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from .guard import Guard
+def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
+    """Can this gate keep up here? Measure the configured model, then judge every threshold
+    against node.decision_deadline (rs_guard_ros.doctor)."""
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.image is not None:
+        frame_path, instruction = args.image, args.instruction or doctor.DEFAULT_INSTRUCTION
+    elif (args.examples / "frames.csv").is_file():
+        first = load_examples(args.examples)[0]
+        frame_path, instruction = first["image"], args.instruction or first["instruction"]
+    else:  # no example frames here (an installed package): a grey frame of the model's input size
+        frame_path, instruction = None, args.instruction or doctor.DEFAULT_INSTRUCTION
+    frame = read_rgb(frame_path) if frame_path is not None else None
+    guard = load_guard(args)
+    bar = evaluate.progress_bar(doctor.measured_samples(guard.cfg, args.repeats), "rs-guard doctor", "sample",
+                                enabled=not args.no_progress, unit_scale=True)
+    try:
+        result = doctor.run(guard, frame, instruction, repeats=args.repeats, progress=bar.update)
+        bar.update(max(0, bar.total - bar.n))  # the estimate assumed the slowest command: end at 100 %
+    finally:
+        bar.close()
+    return {**result, "frame": str(frame_path) if frame_path is not None else "grey probe frame",
+            "instruction": instruction, "version": __version__}
 
-    return evaluate.run_eval(args, Guard.from_config(config_from_args(args)))
+
+def format_doctor(result: dict[str, Any]) -> str:
+    return (f"rs-guard doctor {result['version']}: frame {result['frame']}, \"{result['instruction']}\"\n"
+            + doctor.format_report(result))
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    return evaluate.run_eval(args, load_guard(args))
 
 
 def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
     """Certify every example frame with the demo VLA; report what the gate published."""
-    from .guard import Guard
-
-    guard = Guard.from_config(config_from_args(args))
+    examples = load_examples(args.examples)
+    guard = load_guard(args)
     rows = []
-    for row in load_examples(args.examples):
-        d = guard.decide(read_rgb(row["image"]), row["instruction"])
-        rows.append({"image": Path(row["image"]).name, "instruction": row["instruction"], "correct": row["command"],
-                     "published": d.command, "certified": d.certified, "radius": d.radius, "n_used": d.n_used,
-                     "reason": d.reason, "ms": d.timing_ms["total"]})
+    with evaluate.progress_bar(len(examples), "rs-guard examples", "frame", enabled=not args.no_progress) as bar:
+        for row in examples:
+            d = guard.decide(read_rgb(row["image"], "--examples"), row["instruction"])
+            rows.append({"image": Path(row["image"]).name, "instruction": row["instruction"],
+                         "correct": row["command"], "published": d.command, "certified": d.certified,
+                         "radius": d.radius, "n_used": d.n_used, "reason": d.reason, "ms": d.timing_ms["total"]})
+            bar.update(1)
     wrong = [r for r in rows if r["certified"] and r["published"] != r["correct"]]
     return {"frames": rows, "certified": sum(r["certified"] for r in rows), "wrong_certified": len(wrong),
             "abstained": sum(not r["certified"] for r in rows), "device": str(guard.policy.device)}
@@ -216,6 +300,8 @@ def format_demo(result: dict[str, Any]) -> str:
 
 
 def cmd_attack(args: argparse.Namespace) -> dict[str, Any]:
+    check_files(getattr(args, "config", None) or [], "--config")
+    quiet_model_loading()
     return attack.run_attack(args)
 
 
@@ -224,8 +310,17 @@ def emit(result: dict[str, Any], as_json: bool, formatter: Callable[[dict[str, A
     print(json.dumps(result, default=str) if as_json else formatter(result))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the message and where to look, not the whole usage
+    (a subcommand's usage lists every generated parameter flag)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rs-guard", description=__doc__)
+    parser = Parser(prog="rs-guard", description=__doc__, epilog=EXIT_STATUS)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="samples needed to certify a radius (the planning law)")
     p.add_argument("--sigma", type=float, required=True, help="noise standard deviation ([0,1] intensity units)")
@@ -235,10 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_plan, formatter=format_plan)
 
-    p = sub.add_parser("certify", help="certify the command for one image and instruction")
+    p = sub.add_parser("certify", help="certify the command for one image and instruction",
+                       epilog=f"exit status: {EXIT_OK} the command was certified (the gate publishes it), "
+                              f"{EXIT_ABSTAIN} the gate abstained (it publishes the abstain command), {EXIT_ERROR} "
+                              "error (usage, configuration, unreadable image: one line on stderr)")
     p.add_argument("--image", required=True, help="image file (PNG/JPEG), any size: it is preprocessed")
     p.add_argument("--instruction", required=True, help="the instruction given to the VLA")
     _finish(p, cmd_certify, format_decision)
+    p.set_defaults(status=certify_status)
 
     p = sub.add_parser("calibrate-oracle", help="measure an oracle's error bound eps_O on labelled outputs")
     p.add_argument("--oracle", required=True, choices=("grammar", "semantic", "action"))
@@ -253,7 +352,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruction", default="go to the red box")
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
     p.add_argument("--decisions", type=int, default=10, help="decisions per latency figure")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _finish(p, cmd_bench, format_bench)
+
+    p = sub.add_parser("doctor", help="can this gate keep up here? measured speed vs every threshold and the deadline",
+                       description="Measures the configured model on the configured device at the configured batch "
+                                   "size (raw policy, and the whole certified decision path), then prints per "
+                                   "command the threshold, n_min, the sequential test's first look and expected "
+                                   "samples (p = 1 and 0.99), the latency and decision rate they imply, whether "
+                                   "the threshold can be certified before node.decision_deadline, the memory in "
+                                   "use, and advice where it cannot.",
+                       epilog=f"exit status: {EXIT_OK} every command's threshold can be certified in time by a "
+                              f"consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), {EXIT_ERROR} "
+                              "error (usage, configuration, model loading: one line on stderr)")
+    p.add_argument("--image", help="frame to measure on (default: the first example frame, or a grey frame of the "
+                   "model's input size where there is no examples folder)")
+    p.add_argument("--instruction", default=None, help="instruction (default: the example frame's)")
+    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    p.add_argument("--repeats", type=int, default=3, help="timed decisions per decision size (three sizes, then "
+                   "the configured decision as a check)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _finish(p, cmd_doctor, format_doctor, extra=("node.decision_deadline",))
+    p.set_defaults(status=lambda r: r["exit_code"])
 
     p = sub.add_parser("eval", help="decide every frame of an image folder, video or bag; write rows, plots, report")
     evaluate.add_eval_arguments(p)
@@ -264,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     _finish(p, cmd_attack, attack.format_summary)
     p = sub.add_parser("examples", help="certify the shipped example frames with the demo VLA")
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _finish(p, cmd_examples, format_examples)
     p = sub.add_parser("demo", help="closed loop: the MuJoCo robot driven only by certified commands (ROS 2)")
     p.add_argument("--scenarios", type=Path, default=None,
@@ -278,21 +399,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _finish(p: argparse.ArgumentParser, run: Callable, formatter: Callable) -> None:
-    add_config_flags(p)
+def _finish(p: argparse.ArgumentParser, run: Callable, formatter: Callable, extra: tuple[str, ...] = ()) -> None:
+    add_config_flags(p, extra)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run, formatter=formatter)
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one line: a YAML syntax error as "parameter file F line L, column C: problem",
+    anything else with its whitespace (newlines included) collapsed."""
+    text = str(exc)
+    cause = exc.__cause__
+    mark = getattr(cause, "problem_mark", None)
+    if mark is not None and text.endswith(str(cause)):
+        prefix = text[: len(text) - len(str(cause))].rstrip(": ")
+        problem = " ".join(str(getattr(cause, "problem", None) or getattr(cause, "context", None) or "").split())
+        text = f"{prefix} line {mark.line + 1}, column {mark.column + 1}: {problem or 'invalid YAML'}"
+    if isinstance(exc, ImportError) and getattr(exc, "name", None):
+        text = f"needs the Python package '{exc.name}' ({text}); see setup.py's extras_require"
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"rs-guard {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    emit(result, args.json, args.formatter)
-    return 0
+    except KeyboardInterrupt:
+        print(f"rs-guard {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
+        print(f"rs-guard {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        emit(result, args.json, args.formatter)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `rs-guard ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return getattr(args, "status", lambda _: EXIT_OK)(result)
 
 
 if __name__ == "__main__":

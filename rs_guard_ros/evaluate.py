@@ -143,6 +143,16 @@ def _label_key(kind: str, cell: str, where: str) -> Any:
     return value
 
 
+# ----------------------------------------------------------------------------- progress
+def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True, **options: Any) -> tqdm:
+    """The progress bar every long `rs-guard` command draws: on stderr (stdout stays for the result,
+    one JSON object with --json), refreshed twice a second on a terminal and every 5 s into a log
+    file or pipe, so a captured log is not flooded. `enabled=False` draws nothing."""
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                mininterval=0.5 if interactive else 5.0, dynamic_ncols=interactive, **options)
+
+
 # ----------------------------------------------------------------------------- evaluation
 def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
                  deadline_s: float | None = None) -> dict[str, Any]:
@@ -183,8 +193,7 @@ def evaluate(guard: Guard, frames: Iterable[Frame], out_dir: str | Path, labels:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields = ROW_FIELDS + (("ground_truth",) if labels is not None else ())
-    bar = tqdm(total=getattr(frames, "total", None), disable=not progress, desc="rs-guard eval", unit="frame",
-               file=sys.stderr)
+    bar = progress_bar(getattr(frames, "total", None), "rs-guard eval", "frame", enabled=progress)
     rows: list[dict[str, Any]] = []
     certified = 0
     with (out / "decisions.csv").open("w", newline="") as csv_file, (out / "decisions.jsonl").open("w") as jsonl:
@@ -373,5 +382,5 @@ def run_eval(args: argparse.Namespace, guard: Guard) -> dict[str, Any]:
     return evaluate(guard, frames, args.out, labels, progress=not args.no_progress, deadline_s=args.deadline)
 
 
-__all__ = ["Labels", "load_labels", "parse_labels", "evaluate",
+__all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate",
            "decide_frame", "certified_accuracy", "summarize", "add_eval_arguments", "run_eval", "format_summary"]

@@ -38,7 +38,8 @@ def test_plan_of_an_uncertifiable_radius_fails_with_a_message_not_a_traceback():
     assert out.returncode == 2 and "not certifiable" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("sub", ["plan", "certify", "calibrate-oracle", "bench", "eval", "attack", "examples", "demo"])
+@pytest.mark.parametrize("sub", ["plan", "certify", "calibrate-oracle", "bench", "doctor", "eval", "attack", "examples",
+                                 "demo"])
 def test_every_subcommand_has_help(sub):
     out = run(sub, "--help")
     assert out.returncode == 0 and "--json" in out.stdout
@@ -68,3 +69,88 @@ def test_defect1_plan_answers_for_every_sigma_and_radius_up_to_ten_sigma(sigma, 
 def test_plan_of_a_radius_beyond_every_budget_says_so_and_gives_the_largest_certifiable_radius():
     out = run("plan", "--sigma", "0.25", "--radius", "2.0", "--alpha", "5e-4")
     assert out.returncode == 0 and "exceeds the largest sample budget" in out.stdout
+
+
+# ----------------------------------------------------------------------------- version, exit status, errors
+DEMO = ("--model.cpu_threads", "1", "--model.device", "cpu", "--smoothing.seed", "0")
+
+
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    import rs_guard_ros
+
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"rs-guard {version('rs_guard_ros')}"
+    assert rs_guard_ros.__version__ == version("rs_guard_ros")
+
+
+def test_exit_status_is_documented_in_help():
+    assert "1 when the gate abstained" in run("--help").stdout and "doctor: 3" in run("--help").stdout
+    certify_help = " ".join(run("certify", "--help").stdout.split())
+    assert "exit status: 0 the command was certified" in certify_help and "1 the gate abstained" in certify_help
+    assert "2 error" in certify_help
+    assert "3 some cannot" in " ".join(run("doctor", "--help").stdout.split())
+
+
+@pytest.mark.timeout(300)
+def test_certify_exits_0_when_certified_and_1_when_it_abstains_printing_the_decision_both_times():
+    ok = run("certify", "--image", "examples/left_2.png", "--instruction", "go to the red box", "--json", *DEMO)
+    assert ok.returncode == cli.EXIT_OK == 0, ok.stderr
+    assert json.loads(ok.stdout)["certified"] is True
+    assert "Loading weights" not in ok.stderr and ok.stderr == ""  # transformers' loading bar is silenced
+    abstain = run("certify", "--image", "examples/noise.png", "--instruction", "go to the red box", *DEMO)
+    assert abstain.returncode == cli.EXIT_ABSTAIN == 1 and abstain.stdout.startswith("stop: ABSTAIN")
+
+
+def one_line_error(out: subprocess.CompletedProcess, sub: str = "certify") -> str:
+    """The run failed with exit status 2 and exactly one line on stderr (no traceback, no usage dump)."""
+    assert out.returncode == cli.EXIT_ERROR == 2 and out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rs-guard {sub}: error: "), out.stderr
+    return lines[0]
+
+
+def test_invalid_yaml_in_config_is_one_line_naming_the_file_and_line(tmp_path):
+    bad = tmp_path / "robot.yaml"
+    bad.write_text("rs_guard:\n  ros__parameters:\n    smoothing:\n      sigma: 0.25\n     alpha: 0.1\n")
+    line = one_line_error(run("certify", "--image", "examples/left_2.png", "--instruction", "go",
+                              "--config", str(bad)))
+    assert f"parameter file {bad} line 5, column 6: " in line
+
+
+def test_a_missing_config_file_is_one_line():
+    line = one_line_error(run("certify", "--image", "examples/left_2.png", "--instruction", "go",
+                              "--config", "/nonexistent/robot.yaml"))
+    assert line.endswith("--config /nonexistent/robot.yaml: no such file")
+
+
+@pytest.mark.parametrize("image, why", [("/nonexistent/frame.png", "no such file"),
+                                        ("examples", "is a directory"),
+                                        ("examples/frames.csv", "not a readable image file")])
+def test_a_missing_or_unreadable_image_is_one_line_without_opencv_warnings(image, why):
+    line = one_line_error(run("certify", "--image", image, "--instruction", "go"))
+    assert f"--image {image}: {why}" in line  # and no "[ WARN" line from OpenCV: one_line_error saw one line
+
+
+def test_a_usage_error_is_one_line_not_the_whole_usage():
+    line = one_line_error(run("certify", "--image", "x.png"))
+    assert "--instruction" in line and "see rs-guard certify --help" in line
+    line = one_line_error(run("doctor", "--smoothing.sigma", "abc"), "doctor")
+    assert "invalid float value: 'abc'" in line
+
+
+def test_error_line_flattens_any_multi_line_message():
+    assert cli.error_line(ValueError("first\n  second\tthird")) == "first second third"
+    assert "needs the Python package 'art'" in cli.error_line(ModuleNotFoundError("No module named 'art'", name="art"))
+
+
+@pytest.mark.timeout(300)
+def test_examples_json_is_one_object_on_stdout_with_progress_on_stderr():
+    out = run("examples", "--json", *DEMO)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["frames"]) == 13 and result["wrong_certified"] == 0
+    assert "rs-guard examples: 100%" in out.stderr and "13/13" in out.stderr
+    quiet = run("examples", "--no-progress", *DEMO)
+    assert quiet.returncode == 0 and quiet.stderr == ""

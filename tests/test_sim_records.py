@@ -81,7 +81,19 @@ def test_expect_no_motion_fails_even_when_target_reached_by_moving():
     traj = [(0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.0, 0.0)]
     ep = episode([step(0.0)], trajectory=traj, expect_reach=False, reached_at=1.0)
     m = rec.episode_metrics(ep)
-    assert m["success"] is False and m["time_to_goal"] == 1.0
+    assert m["success"] is False and m["time_to_goal"] is None  # a "stay" goal has no time to goal
+
+
+def test_a_stay_episode_that_starts_at_the_target_has_no_time_to_goal():
+    """attacker_at_target: the robot starts inside the reach circle (reached at the first frame,
+    0.1 s) and must stay; that is not a time to goal."""
+    traj = [(0.0, 1.0, 0.5, 0.0), (0.1, 1.0, 0.5, 0.0), (5.0, 1.0, 0.5, 0.0)]
+    ep = episode([step(0.1, truth="stop", command="stop")], scenario="attacker_at_target", trajectory=traj,
+                 expect_reach=False, reached_at=0.1)
+    m = rec.episode_metrics(ep)
+    assert m["success"] is True and m["time_to_goal"] is None
+    reach = rec.episode_metrics(episode(known_steps(), reached_at=0.1))
+    assert reach["time_to_goal"] == 0.1  # the same reach time counts where the goal is to reach
 
 
 def test_empty_episode_has_undefined_rates_not_nan():

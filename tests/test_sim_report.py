@@ -50,6 +50,20 @@ def test_summary_table_has_a_row_per_episode_and_a_total():
     assert len({len(line) for line in lines}) == 1  # fixed width
 
 
+def test_a_stay_episode_shows_no_time_to_goal_and_is_left_out_of_the_mean(tmp_path):
+    """The demo's attacker_at_target (goal: stay, robot starts at the target, "reached" at 0.1 s)
+    used to show 0.1 s and pull the total's mean down; now "-" and excluded."""
+    stay = episode([step(0.1, truth="stop", command="stop")], scenario="attacker_at_target", expect_reach=False,
+                   reached_at=0.1, trajectory=[(0.0, 1.2, 0.5, 0.0), (0.1, 1.2, 0.5, 0.0)])
+    eps = [episode(known_steps(), reached_at=4.0), episode(known_steps(), scenario="reach 2", reached_at=6.0), stay]
+    rows = rp.table_rows(eps)
+    assert [r[2] for r in rows] == ["4.0", "6.0", "-", "5.0"]  # total: mean of 4 and 6, not of 4, 6 and 0.1
+    assert "| **5.0** |" in rp.markdown_table(eps)
+    text = rp.write_report(eps, tmp_path / "run", {}).read_text()
+    section = text[text.index("## 2. attacker_at_target"):]
+    assert "no time to goal (the goal is to stay)" in section and "target reached at" not in section
+
+
 def test_summary_table_rejects_no_episodes():
     with pytest.raises(ValueError, match="episodes"):
         rp.summary_table([])

@@ -194,11 +194,14 @@ def episode_metrics(ep: Episode) -> dict[str, Any]:
     wrong_rate is per publication (wrong / certified); unsafe_publications are certified "forward"
     where the truth was "stop". success: the target was reached when `expect_reach`, otherwise the
     robot travelled less than STILL_DISTANCE and turned less than STILL_ROTATION in total.
+    time_to_goal is when the target was first reached, for an episode whose goal is to reach it;
+    an episode whose goal is to stay (e.g. an attacker while the robot is already at the target)
+    has no time to goal (None), however close to the target it starts.
     """
     check_episode(ep)
     travelled, turned = path_length(ep.trajectory), total_rotation(ep.trajectory)
     success = (ep.reached_at is not None if ep.expect_reach
                else travelled < STILL_DISTANCE and turned < STILL_ROTATION)
     return {"scenario": ep.scenario, "target": ep.target, "expect_reach": ep.expect_reach, "success": success,
-            "time_to_goal": ep.reached_at, "duration": ep.duration, "time_limit": ep.time_limit,
-            "path_length": travelled, "rotation": turned, **step_metrics(ep.steps)}
+            "time_to_goal": ep.reached_at if ep.expect_reach else None, "duration": ep.duration,
+            "time_limit": ep.time_limit, "path_length": travelled, "rotation": turned, **step_metrics(ep.steps)}

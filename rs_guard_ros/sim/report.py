@@ -51,7 +51,7 @@ def table_rows(episodes: Sequence[Episode]) -> list[tuple[str, ...]]:
     """Rows of the summary table: one per episode, then a total row.
 
     The total pools every step of every episode; its success is "k/N" and its time to goal is the
-    mean over the episodes that reached their target.
+    mean over the episodes that had to reach their target and did ("stay" episodes have none).
     """
     if not episodes:
         raise ValueError("episodes must not be empty")
@@ -312,7 +312,8 @@ HOW_TO_READ = (
     "the robot's pose at each abstention, the arrow its start pose and the open circle its end pose. In the radius "
     "plots the grey step line is the threshold the top command had to clear, magenta diamonds are wrong "
     "publications and shaded bands are camera faults or attacks. The total row "
-    "pools every decision of every run; its time to goal is the mean over the runs that reached the target."
+    "pools every decision of every run; its time to goal is the mean over the runs that had to reach the target and "
+    "did (a run whose goal is to stay has no time to goal: \"-\")."
 )
 
 
@@ -328,7 +329,12 @@ def _episode_section(index: int, ep: Episode, files: Mapping[str, str]) -> list[
     m = episode_metrics(ep)
     goal = f"reach the {ep.target}" if ep.expect_reach else "stay still (do not move)"
     outcome = "SUCCESS" if m["success"] else "FAILURE"
-    reached = f"target reached at {m['time_to_goal']:.1f} s" if m["time_to_goal"] is not None else "target not reached"
+    if not ep.expect_reach:
+        reached = "no time to goal (the goal is to stay)"
+    elif m["time_to_goal"] is not None:
+        reached = f"target reached at {m['time_to_goal']:.1f} s"
+    else:
+        reached = "target not reached"
     lines = [f"## {index}. {ep.scenario}", ""]
     if ep.description:
         lines += [ep.description, ""]

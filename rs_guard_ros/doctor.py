@@ -1,0 +1,321 @@
+"""`rs-guard doctor`: can this gate keep up on this robot?
+
+Two halves, so that the node can log the same summary at start-up without measuring twice:
+
+* `measure(guard, frame, instruction)` times the configured model on the configured
+  device at the configured batch size (rs_guard_ros.benchmark's measurements: the raw
+  policy, and the whole certified decision path, `Guard.decide`, as
+  t(n) = overhead_s + n / samples_per_s), and reads the memory in use;
+* `summary(cfg, samples_per_s, overhead_s)` needs no model: per command, the threshold,
+  n_min (`certify.samples_needed`), the sequential test's first look and its exact sample
+  counts for a consistent model (p = 1) and for p = 0.99 (`certify.sequential_outlook`),
+  the latency and decision rate they imply, whether the command can be certified before
+  `node.decision_deadline`, and concrete advice where it cannot.
+
+`run` does both; `format_report` renders the result for people; `EXIT_TOO_SLOW` is the
+exit code of `rs-guard doctor` when some command cannot be certified in time.
+
+The latency model t(n) = overhead_s + n / samples_per_s is a line through decisions of a
+quarter, one and three batches (`benchmark.decision_cost`), and `measure` checks it against
+real decisions as configured (`check`: their latency beside the line's prediction). It fits
+where a model call costs in proportion to its batch (the CPU); on a GPU a partial batch
+costs nearly a full one, so there the figure for a decision smaller than a batch can be
+optimistic by up to one batch's time: compare it with the check.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from . import certify
+from .config import Config, param_specs
+
+if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the guard
+    import numpy as np
+
+    from .guard import Guard
+
+EXIT_OK = 0
+EXIT_TOO_SLOW = 3  # some command's threshold cannot be certified before node.decision_deadline
+P_TRUE = (1.0, 0.99)  # true probabilities the outlook is given for: a consistent model, and a slightly noisy one
+DEADLINE_MARGIN = 1.2  # a suggested deadline leaves this factor over the expected latency
+RECOMMENDED_CPU_THREADS = 1  # benchmarks/bench_cpu_threads.py: fastest on a CPU shared with other processes
+DEFAULT_INSTRUCTION = "go to the red box"
+SIGMA_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.sigma")  # no advice beyond its range
+
+
+# ----------------------------------------------------------------------------- measuring
+def probe_frame(guard: Guard) -> np.ndarray:
+    """A mid-grey RGB frame the guard accepts (its expected camera size, else the model input
+    size), for measuring where no camera frame is at hand (e.g. at node start-up)."""
+    import numpy as np
+
+    (oh, ow), expected = guard.preprocessor.out_size, guard.preprocessor.expected_size or (0, 0)
+    return np.full((expected[0] or oh, expected[1] or ow, 3), 128, np.uint8)
+
+
+def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
+            repeats: int = 3, raw_batches: int = 3,
+            progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """Measured speed and memory of `guard` on this machine (warm-up first; config restored).
+
+    samples_per_s and overhead_s describe the whole decision path (`benchmark.decision_cost`);
+    raw_samples_per_s is the bare policy on pre-made noisy batches (`benchmark.raw_throughput`).
+    Evaluates about `measured_samples(guard.cfg, repeats, raw_batches)` samples; `progress` is
+    called with the samples evaluated.
+    """
+    import torch
+
+    from . import benchmark
+
+    frame = probe_frame(guard) if frame is None else frame
+    raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress)
+    cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress)
+    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress)  # as configured: the check
+    check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
+             "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
+             "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real)}
+    return {"device": str(guard.policy.device), "model": guard.policy.name, "torch_threads": torch.get_num_threads(),
+            "batch_size": guard.cfg.smoothing.batch_size, "raw_samples_per_s": raw, **cost, "check": check,
+            "memory": benchmark.memory(guard.policy.device)}
+
+
+def measured_samples(cfg: Config, repeats: int = 3, raw_batches: int = 3) -> int:
+    """How many samples `measure` evaluates (fewer where the probe frame's output is UNKNOWN)."""
+    from . import benchmark
+
+    s, eps = cfg.smoothing, cfg.oracle.error
+    if s.mode == "fixed":
+        check = s.n_max
+    else:  # a consistent model stops at its command's first look; take the largest
+        check = max((looks[0].n for t in cfg.thresholds().values()
+                     if (looks := certify.sequential_looks(t, s.sigma, s.alpha, s.n_max, eps))), default=s.n_max)
+    return (raw_batches + 1) * s.batch_size + benchmark.decision_cost_samples(cfg, repeats) + repeats * (s.n0 + check)
+
+
+def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
+        repeats: int = 3, deadline_s: float | None = None,
+        progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """`measure`, then `summary` from the measured figures: the whole of `rs-guard doctor`."""
+    measured = measure(guard, frame, instruction, repeats=repeats, progress=progress)
+    result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
+                     device=measured["device"])
+    check = measured["check"]
+    predicted = _latency(check["n_used"], measured)  # the line's prediction for the real decisions' size
+    check["predicted_latency_s"] = predicted
+    return {**result, "measured": measured}
+
+
+# ----------------------------------------------------------------------------- the summary
+def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadline_s: float | None = None,
+            device: str | None = None) -> dict[str, Any]:
+    """Per command, can its threshold be certified before the deadline at this speed? No model needed.
+
+    `samples_per_s` and `overhead_s`: the decision path's cost, t(n) = overhead_s + n / samples_per_s
+    (from `measure`, or any other source). `deadline_s` defaults to cfg.node.decision_deadline
+    (0 = no deadline). `device` ("cpu", "cuda:0"; None = unknown) only shapes the advice.
+    A command is `in_time` when a consistent model (p = 1) certifies it in time: n0 + the
+    sequential test's first look (fixed mode: n0 + n_max) samples fit in the deadline. The
+    abstain command is listed but never needs to be in time: publishing it is what abstaining does.
+    """
+    samples_per_s = certify.check_positive(samples_per_s, "samples_per_s")
+    overhead_s = float(overhead_s)
+    if not (math.isfinite(overhead_s) and overhead_s >= 0.0):
+        raise ValueError(f"overhead_s must be a finite number >= 0, got {overhead_s!r}")
+    deadline = cfg.node.decision_deadline if deadline_s is None else float(deadline_s)
+    if not (math.isfinite(deadline) and deadline >= 0.0):
+        raise ValueError(f"deadline must be a finite number >= 0 (0 = none), got {deadline!r}")
+    s = cfg.smoothing
+    budget = None if deadline == 0.0 else max(0, math.floor((deadline - overhead_s) * samples_per_s + 1e-9))
+    speed = {"samples_per_s": samples_per_s, "overhead_s": overhead_s}
+    commands = [_command(cfg, name, threshold, speed, deadline, budget)
+                for name, threshold in cfg.thresholds().items()]
+    late = [c for c in commands if not c["abstain"] and not c["in_time"]]
+    result = {"device": device, "samples_per_s": samples_per_s, "overhead_s": overhead_s,
+              "decision_deadline": deadline, "samples_in_deadline": budget,
+              "mode": s.mode, "sigma": s.sigma, "alpha": s.alpha, "oracle_error": cfg.oracle.error, "n0": s.n0,
+              "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
+              "dtype": cfg.model.dtype, "commands": commands, "feasible": not late,
+              "exit_code": EXIT_OK if not late else EXIT_TOO_SLOW}
+    result["advice"] = advice(cfg, result)
+    return result
+
+
+def _latency(samples: float, speed: dict[str, float]) -> float:
+    return speed["overhead_s"] + samples / speed["samples_per_s"]
+
+
+def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], deadline: float,
+             budget: int | None) -> dict[str, Any]:
+    """One command's row of the summary (sample counts include the n0 selection samples)."""
+    s, eps = cfg.smoothing, cfg.oracle.error
+    n_min = certify.samples_needed(threshold, s.sigma, s.alpha, eps)
+    if s.mode == "sequential":
+        looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, eps)
+        first = looks[0].n if looks else s.n_max
+    else:
+        first = s.n_max
+    row: dict[str, Any] = {"command": name, "threshold": threshold, "abstain": name == cfg.commands.abstain,
+                           "n_min": n_min, "first_look": first, "samples_first_look": s.n0 + first}
+    for p in P_TRUE:
+        if s.mode == "sequential":
+            seq = certify.sequential_outlook(p, threshold, s.sigma, s.alpha, s.n_max, eps)
+            expected, median, prob = seq.expected_samples, seq.median_samples, seq.certify_probability
+        else:  # fixed mode always spends n_max
+            expected = median = s.n_max
+            prob = certify.outlook(p, s.n_max, s.sigma, s.alpha, threshold, eps).certify_probability
+        row[f"p={p}"] = {"expected_samples": s.n0 + expected, "median_samples": s.n0 + median,
+                         "certify_probability": prob, "latency_s": _latency(s.n0 + expected, speed)}
+    consistent = row[f"p={P_TRUE[0]}"]
+    row["latency_s"] = consistent["latency_s"]
+    row["decisions_per_s"] = 1.0 / row["latency_s"]
+    row["latency_first_look_s"] = _latency(s.n0 + first, speed)
+    row["latency_n_min_s"] = _latency(s.n0 + n_min, speed)
+    row["in_time"] = budget is None or s.n0 + first <= budget
+    row["n_min_in_time"] = budget is None or s.n0 + n_min <= budget
+    return row
+
+
+def max_threshold_in_time(cfg: Config, budget: int) -> float | None:
+    """The largest radius threshold (2 decimals, rounded down) a consistent model certifies within
+    `budget` samples (n0 included) in sequential mode; None when none can."""
+    s, eps = cfg.smoothing, cfg.oracle.error
+    available = budget - s.n0
+    if available < 1:
+        return None
+    if available >= s.n_max:  # the whole test fits: any threshold n_max can certify
+        return math.floor(100 * certify.max_certifiable_radius(s.n_max, s.sigma, s.alpha, eps)) / 100
+    radius = math.floor(100 * certify.max_certifiable_radius(
+        available, s.sigma, certify.FIRST_LOOK_SHARE * s.alpha, eps)) / 100
+    while radius > 0.0:  # guard against rounding at the boundary: check it with the test's own looks
+        looks = certify.sequential_looks(radius, s.sigma, s.alpha, s.n_max, eps)
+        if looks and looks[0].n <= available:
+            return radius
+        radius = round(radius - 0.01, 2)
+    return None
+
+
+def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
+    """Concrete lines: per command that cannot be certified in time, what would make it fit; then
+    settings worth knowing about even when everything fits."""
+    lines: list[str] = []
+    s, m = cfg.smoothing, cfg.model
+    device = result["device"] or ""
+    on_cpu, on_cuda = device == "cpu", device.startswith("cuda")
+    deadline, budget, rate = result["decision_deadline"], result["samples_in_deadline"], result["samples_per_s"]
+    for c in result["commands"]:
+        if c["abstain"] or c["in_time"]:
+            continue
+        fixes = []
+        if s.mode == "sequential":
+            lower = max_threshold_in_time(cfg, budget)
+            if lower is not None and lower < c["threshold"]:
+                fixes.append(f"lower the threshold to {lower:g} (commands.{c['command']}.radius_threshold)")
+        else:
+            fixes.append(f"use smoothing.mode sequential (a consistent model stops after "
+                         f"{_sequential_first(cfg, c['threshold'])} samples instead of n_max {s.n_max})")
+        fixes.append(f"raise node.decision_deadline to {_round_up(DEADLINE_MARGIN * c['latency_first_look_s'])}")
+        if on_cpu:
+            fixes.append("use CUDA (model.device cuda)")
+        if on_cuda and m.dtype == "float32":
+            fixes.append("set model.dtype bfloat16")
+        # A partial batch costs nearly a full one on a GPU; on a CPU only tiny batches waste much.
+        if s.batch_size < c["samples_first_look"] and (on_cuda or s.batch_size < 64):
+            fixes.append(f"raise smoothing.batch_size to {min(_next_power_of_two(c['samples_first_look']), 65_536)} "
+                         "(fewer model calls per decision)")
+        if on_cpu and m.cpu_threads == 0:
+            fixes.append(f"set model.cpu_threads {RECOMMENDED_CPU_THREADS} if other processes share the CPU")
+        wider = _sigma_for(cfg, c["threshold"], budget)
+        if wider is not None:
+            fixes.append(f"or raise smoothing.sigma to {wider:g} (only if the model stays accurate under that noise)")
+        lines.append(f"{c['command']}: threshold {c['threshold']:g} needs {c['samples_first_look']} samples "
+                     f"(n0 {s.n0} + {'first look' if s.mode == 'sequential' else 'n_max'} {c['first_look']}) = "
+                     f"{c['latency_first_look_s']:.2f} s > decision_deadline {deadline:g} s at {rate:.0f} samples/s: "
+                     + ", ".join(fixes))
+    if deadline == 0.0:
+        lines.append("node.decision_deadline is 0: no decision is ever cut short, however late its command")
+    if on_cpu and m.cpu_threads == 0:
+        lines.append(f"model.cpu_threads is 0 (torch's default, one thread per core): where other processes share "
+                     f"the CPU, set it to {RECOMMENDED_CPU_THREADS}; oversubscribed threads slow inference many-fold")
+    return lines
+
+
+def _sequential_first(cfg: Config, threshold: float) -> int:
+    s = cfg.smoothing
+    looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
+    return s.n0 + (looks[0].n if looks else s.n_max)
+
+
+def _sigma_for(cfg: Config, threshold: float, budget: int | None) -> float | None:
+    """The sigma (2 decimals, rounded up) at which `threshold` fits the budget as the largest
+    in-time threshold does at the current sigma (n_min depends on R / sigma only)."""
+    if budget is None or cfg.smoothing.mode != "sequential":
+        return None
+    lower = max_threshold_in_time(cfg, budget)
+    if lower is None or lower <= 0.0:
+        return None
+    sigma = math.ceil(100 * cfg.smoothing.sigma * threshold / lower) / 100
+    return sigma if sigma <= SIGMA_MAX else None
+
+
+def _and(items: list[Any]) -> str:
+    words = [str(i) for i in items]
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def _round_up(seconds: float) -> float:
+    return math.ceil(10 * seconds - 1e-9) / 10
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+# ----------------------------------------------------------------------------- output
+def format_report(r: dict[str, Any]) -> str:
+    """Human-readable `rs-guard doctor` output (also for a node's start-up log)."""
+    deadline = r["decision_deadline"]
+    lines = []
+    m = r.get("measured")
+    if m:
+        lines.append(f"model {m['model']} on {m['device']} (torch threads {m['torch_threads']}), "
+                     f"batch {m['batch_size']}")
+        lines.append(f"measured: raw policy {m['raw_samples_per_s']:.0f} samples/s; whole decision path "
+                     f"{r['samples_per_s']:.0f} samples/s + {1e3 * r['overhead_s']:.1f} ms per decision "
+                     f"({m['decisions']} decisions of {_and(m['sizes'])} samples)")
+        c = m["check"]
+        lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
+                     f"({c['reason']}), median {c['n_used']:.0f} samples in {c['latency_s']:.2f} s; the line "
+                     f"predicts {c['predicted_latency_s']:.2f} s for that many")
+        mem = m["memory"]
+        cuda = mem["cuda_max_allocated_mb"]
+        lines.append(f"memory: RSS {mem['rss_mb']:.0f} MB"
+                     + (f", CUDA max allocated {cuda:.0f} MB" if cuda is not None else ", CUDA n/a"))
+    else:
+        lines.append(f"speed: {r['samples_per_s']:.0f} samples/s + {1e3 * r['overhead_s']:.1f} ms per decision")
+    lines.append(f"smoothing: {r['mode']}, sigma {r['sigma']:g}, alpha {r['alpha']:g}, oracle error "
+                 f"{r['oracle_error']:g}, n0 {r['n0']}, n_max {r['n_max']}")
+    lines.append(f"decision_deadline {deadline:g} s: " + (
+        "none" if r["samples_in_deadline"] is None else f"room for {r['samples_in_deadline']} samples per decision"))
+    lines += ["", "n_min: the fewest estimation samples that can ever certify R*; the other sample counts include the "
+              f"n0 = {r['n0']} selection samples", "p = 1: a consistent model; p = 0.99: one output in 100 differs; "
+              "P[c]: probability to certify; latency and dec/s at p = 1",
+              f"{'command':<10} {'R*':>5} {'n_min':>6} {'1st look':>8} {'E[n] p=1':>8} {'med p=1':>7} "
+              f"{'E[n] .99':>8} {'P[c] .99':>8} {'latency':>8} {'dec/s':>6}  in time"]
+    for c in r["commands"]:
+        p1, p99 = c["p=1.0"], c["p=0.99"]
+        verdict = "(abstain)" if c["abstain"] else "yes" if c["in_time"] else "NO"
+        lines.append(f"{c['command']:<10} {c['threshold']:>5g} {c['n_min']:>6} {c['samples_first_look']:>8} "
+                     f"{p1['expected_samples']:>8.0f} {p1['median_samples']:>7} {p99['expected_samples']:>8.0f} "
+                     f"{p99['certify_probability']:>8.3f} {c['latency_s']:>7.2f}s {c['decisions_per_s']:>6.1f}  "
+                     f"{verdict}")
+    lines.append("")
+    lines.append("every threshold can be certified within the deadline by a consistent model" if r["feasible"]
+                 else "some thresholds cannot be certified within the deadline: those decisions will abstain")
+    lines += [f"advice: {a}" for a in r["advice"]]
+    return "\n".join(lines)
+
+
+__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "measure", "run", "summary", "advice", "max_threshold_in_time",
+           "probe_frame", "format_report"]

@@ -1,0 +1,194 @@
+"""rs-guard doctor (rs_guard_ros.doctor): the summary is the exact statistics of certify.py at a
+given speed, its verdict and advice follow from the deadline, the measurement recovers a known
+cost, and the command reports JSON and a documented exit status on the demo VLA."""
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from rs_guard_ros import certify, config, doctor
+from rs_guard_ros import guard as guard_mod
+from test_guard import left_bright_frame, make_guard
+
+SLOW_FORWARD = {"commands.forward.radius_threshold": 0.5}  # n0 32 + first look 375 = 407 samples
+
+
+def rows(result):
+    return {c["command"]: c for c in result["commands"]}
+
+
+def test_summary_is_the_exact_sequential_outlook_of_each_threshold():
+    cfg = config.from_flat(SLOW_FORWARD)
+    r = doctor.summary(cfg, 200.0, 0.05)
+    s = cfg.smoothing
+    for name, threshold in cfg.thresholds().items():
+        c = rows(r)[name]
+        first = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max)[0].n
+        assert c["n_min"] == certify.samples_needed(threshold, s.sigma, s.alpha)
+        assert (c["first_look"], c["samples_first_look"]) == (first, s.n0 + first)
+        for p in doctor.P_TRUE:
+            exact = certify.sequential_outlook(p, threshold, s.sigma, s.alpha, s.n_max)
+            assert c[f"p={p}"]["expected_samples"] == pytest.approx(s.n0 + exact.expected_samples)
+            assert c[f"p={p}"]["median_samples"] == s.n0 + exact.median_samples
+            assert c[f"p={p}"]["certify_probability"] == pytest.approx(exact.certify_probability)
+        # a consistent model stops at the first look, so its latency is that of the first look
+        assert c["p=1.0"]["expected_samples"] == pytest.approx(s.n0 + first)
+        assert c["latency_s"] == pytest.approx(0.05 + (s.n0 + first) / 200.0)
+        assert c["decisions_per_s"] == pytest.approx(1.0 / c["latency_s"])
+    assert rows(r)["forward"]["n_min"] == 301 and rows(r)["forward"]["samples_first_look"] == 407
+
+
+def test_a_threshold_whose_first_look_misses_the_deadline_fails_with_exit_code_3_and_concrete_advice():
+    cfg = config.from_flat(SLOW_FORWARD)
+    r = doctor.summary(cfg, 200.0, 0.05, device="cpu")  # 2.0 s deadline: room for floor(1.95 * 200) = 390 samples
+    assert r["samples_in_deadline"] == 390
+    assert not rows(r)["forward"]["in_time"] and rows(r)["forward"]["n_min_in_time"]  # 333 fits, 407 does not
+    assert rows(r)["left"]["in_time"] and rows(r)["stop"]["abstain"]
+    assert r["feasible"] is False and r["exit_code"] == doctor.EXIT_TOO_SLOW == 3
+    line = next(a for a in r["advice"] if a.startswith("forward:"))
+    assert "threshold 0.5 needs 407 samples" in line and "2.08 s > decision_deadline 2 s" in line
+    lower = doctor.max_threshold_in_time(cfg, 390)
+    assert f"lower the threshold to {lower:g}" in line
+    assert "raise node.decision_deadline to 2.6" in line  # 1.2 x 2.085 s, rounded up
+    assert "use CUDA" in line and "model.cpu_threads" in line and "smoothing.sigma" in line
+    # The suggested threshold fits and the next one up does not: the suggestion is the largest.
+    assert rows(doctor.summary(config.from_flat({"commands.forward.radius_threshold": lower}), 200.0, 0.05))[
+        "forward"]["in_time"]
+    assert not rows(doctor.summary(config.from_flat({"commands.forward.radius_threshold": lower + 0.01}), 200.0,
+                                   0.05))["forward"]["in_time"]
+    # So do the suggested deadline and sigma.
+    assert doctor.summary(cfg, 200.0, 0.05, deadline_s=2.5)["exit_code"] == 0
+    sigma = float(line.split("raise smoothing.sigma to ")[1].split()[0])
+    assert doctor.summary(config.from_flat({**SLOW_FORWARD, "smoothing.sigma": sigma}), 200.0, 0.05)["feasible"]
+
+
+def test_every_threshold_in_time_gives_exit_code_0_and_no_deadline_means_always_in_time():
+    cfg = config.from_flat(SLOW_FORWARD)
+    assert doctor.summary(cfg, 1000.0, 0.01)["exit_code"] == doctor.EXIT_OK
+    r = doctor.summary(cfg, 1.0, 0.0, deadline_s=0.0)
+    assert r["feasible"] and r["samples_in_deadline"] is None
+    assert any("decision_deadline is 0" in a for a in r["advice"])
+
+
+def test_the_abstain_command_never_makes_the_gate_too_slow():
+    cfg = config.from_flat({})
+    r = doctor.summary(cfg, 1000.0, 0.0, deadline_s=0.050)  # room for 50 samples: stop (n0 + 13) fits, left does not
+    assert rows(r)["stop"]["abstain"] and not rows(r)["left"]["in_time"]
+    assert r["exit_code"] == doctor.EXIT_TOO_SLOW
+    assert not any(a.startswith("stop:") for a in r["advice"])
+
+
+def test_fixed_mode_spends_n_max_and_is_advised_to_go_sequential():
+    cfg = config.from_flat({"smoothing.mode": "fixed", "smoothing.n_max": 1000})
+    r = doctor.summary(cfg, 300.0, 0.0, device="cuda:0")
+    assert rows(r)["left"]["samples_first_look"] == 1032 and rows(r)["left"]["p=0.99"]["expected_samples"] == 1032
+    assert r["exit_code"] == doctor.EXIT_TOO_SLOW
+    line = next(a for a in r["advice"] if a.startswith("left:"))
+    assert "use smoothing.mode sequential" in line and "use CUDA" not in line
+
+
+@pytest.mark.parametrize("bad", [dict(samples_per_s=0.0), dict(samples_per_s=float("nan")), dict(overhead_s=-1.0),
+                                 dict(deadline_s=-0.5)])
+def test_summary_refuses_meaningless_speeds(bad):
+    args = {"samples_per_s": 100.0, "overhead_s": 0.0, **bad}
+    with pytest.raises(ValueError):
+        doctor.summary(config.from_flat({}), args.pop("samples_per_s"), args.pop("overhead_s"), **args)
+
+
+def test_measure_recovers_a_known_per_sample_cost_and_per_decision_overhead(monkeypatch):
+    """On a simulated clock: each decision costs 50 ms of preprocessing plus 2 ms per sample, so the
+    line through the timed decisions must give exactly 500 samples/s + 50 ms (no wall-clock)."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(guard_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(doctor_benchmark(), "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    guard = make_guard(**{"smoothing.mode": "sequential", "smoothing.n0": 10, "smoothing.n_max": 2000,
+                          "smoothing.batch_size": 64})
+    policy, preprocess = guard.policy, guard.preprocessor
+
+    def timed_policy(frames, instruction):
+        clock.now += 0.002 * len(frames)
+        return type(policy).__call__(policy, frames, instruction)
+
+    def timed_preprocess(frame):
+        clock.now += 0.05
+        return preprocess(frame)
+
+    timed_preprocess.operator_norm = preprocess.operator_norm
+    guard.policy = _Callable(timed_policy, policy)
+    guard.preprocessor = timed_preprocess
+    before = guard.cfg
+    m = doctor.measure(guard, left_bright_frame(), "go", repeats=2)
+    assert guard.cfg == before
+    assert m["samples_per_s"] == pytest.approx(500.0) and m["overhead_s"] == pytest.approx(0.05)
+    assert m["raw_samples_per_s"] == pytest.approx(500.0)
+    assert m["sizes"] == [26, 74, 202] and m["decisions"] == 6
+    check = m["check"]  # the configured sequential decision: left certified at n0 + first look
+    assert check["command"] == "left" and check["certified"]
+    assert check["latency_s"] == pytest.approx(0.05 + check["n_used"] * 0.002)
+    r = doctor.run(guard, left_bright_frame(), "go", repeats=1)
+    assert r["measured"]["check"]["predicted_latency_s"] == pytest.approx(r["measured"]["check"]["latency_s"])
+    assert r["measured"]["memory"]["rss_mb"] > 0 and r["measured"]["memory"]["cuda_max_allocated_mb"] is None
+
+
+class _Callable:
+    """A policy wrapper that keeps the policy's attributes."""
+
+    def __init__(self, fn, policy):
+        self._fn, self.name, self.input_size, self.device = fn, policy.name, policy.input_size, policy.device
+        self.output_kind = policy.output_kind
+
+    def __call__(self, frames, instruction):
+        return self._fn(frames, instruction)
+
+
+def doctor_benchmark():
+    from rs_guard_ros import benchmark
+
+    return benchmark
+
+
+def test_the_formatter_prints_every_command_and_the_verdict_without_a_measurement():
+    r = doctor.summary(config.from_flat(SLOW_FORWARD), 200.0, 0.05, device="cpu")
+    text = doctor.format_report(r)
+    assert "200 samples/s + 50.0 ms per decision" in text and "room for 390 samples" in text
+    for name in ("forward", "left", "right", "stop"):
+        assert any(line.startswith(name) for line in text.splitlines())
+    assert "(abstain)" in text and " NO" in text and "advice: forward: threshold 0.5" in text
+
+
+def test_probe_frame_is_accepted_by_the_guard():
+    guard = make_guard(**{"preprocess.expected_width": 64, "preprocess.expected_height": 40})
+    frame = doctor.probe_frame(guard)
+    assert frame.shape == (40, 64, 3)
+    guard.prepare(frame)
+
+
+# ----------------------------------------------------------------------------- the command, on the demo VLA
+def doctor_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rs_guard_ros.cli", "doctor", "--model.cpu_threads", "1",
+                           "--model.device", "cpu", "--smoothing.batch_size", "32", "--repeats", "1", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.timeout(300)
+def test_doctor_json_on_the_demo_vla_reports_its_speed_and_every_command_in_time():
+    out = doctor_cli("--json", "--node.decision_deadline", "600")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)  # stdout is one JSON object; the progress bar went to stderr
+    assert r["measured"]["raw_samples_per_s"] > 0 and r["samples_per_s"] > 0 and r["overhead_s"] >= 0
+    assert r["measured"]["device"] == "cpu" and r["measured"]["torch_threads"] == 1
+    assert r["decision_deadline"] == 600 and r["feasible"] and r["exit_code"] == 0
+    assert {c["command"] for c in r["commands"]} == {"forward", "left", "right", "stop"}
+    assert all(c["in_time"] and c["latency_s"] > 0 for c in r["commands"])
+    assert r["measured"]["memory"]["rss_mb"] > 0 and r["measured"]["memory"]["cuda_max_allocated_mb"] is None
+    assert "rs-guard doctor" in out.stderr and "Loading weights" not in out.stderr
+
+
+@pytest.mark.timeout(300)
+def test_doctor_exits_3_when_the_deadline_leaves_too_few_samples():
+    out = doctor_cli("--node.decision_deadline", "0.000001", "--no-progress")
+    assert out.returncode == 3, out.stderr
+    assert "NO" in out.stdout and "advice: forward: threshold 0.25 needs" in out.stdout
+    assert out.stderr == ""  # no progress bar (--no-progress), no library noise
