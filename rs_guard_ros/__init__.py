@@ -2,7 +2,12 @@
 
 `Guard` is imported lazily so that `rs_guard_ros.certify` stays usable without torch.
 """
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("rs_guard_ros")  # setup.py's version, as pip or colcon installed it
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 __all__ = ["Guard", "__version__"]
 
 

@@ -94,24 +94,34 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan(args.sigma, args.radius, args.alpha, args.oracle_error)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, extra: tuple[str, ...] = ()) -> None:
-    """--config FILE plus one flag per model/smoothing/oracle parameter (and each `extra`
-    parameter, e.g. node.decision_deadline), from config.py."""
+def add_config_flags(parser: argparse.ArgumentParser, extra: tuple[str, ...] = (),
+                     command_names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> None:
+    """--config FILE plus one flag per model/smoothing/oracle parameter, per parameter of
+    each command (`--commands.forward.radius_threshold 0.5`) and per `extra` parameter
+    (e.g. node.decision_deadline), from config.py."""
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="ROS 2 parameter file(s) (config/<robot>.yaml); later files override earlier")
     group = parser.add_argument_group("parameters (as in config/default.yaml)")
-    for spec in config.param_specs(()):
-        if spec.name.split(".")[0] in CLI_GROUPS or spec.name in extra:
+    for spec in config.param_specs(command_names):
+        per_command = spec.name.startswith("commands.") and spec.name.count(".") == 2
+        if spec.name.split(".")[0] in CLI_GROUPS or per_command or spec.name in extra:
             kind = _flag_type(spec)
             group.add_argument(f"--{spec.name}", dest=spec.name, type=kind, default=None, choices=spec.choices,
-                               metavar=None if spec.choices else spec.type.__name__.upper(),
+                               metavar=None if spec.choices else _flag_metavar(spec),
                                help=f"{spec.description} (default: {spec.default})")
 
 
 def _flag_type(spec: config.ParamSpec) -> Callable[[str], Any]:
+    """How a flag's text becomes the parameter's value: true/false, a number, or a comma-separated list."""
     if spec.type is bool:
         return lambda text: {"true": True, "false": False}[text.lower()]
+    if spec.type is tuple:
+        return lambda text: tuple(spec.item_type(v.strip()) for v in text.split(",") if v.strip())
     return spec.type
+
+
+def _flag_metavar(spec: config.ParamSpec) -> str:
+    return f"{spec.item_type.__name__.upper()},..." if spec.type is tuple else spec.type.__name__.upper()
 
 
 def config_from_args(args: argparse.Namespace) -> config.Config:
@@ -187,12 +197,12 @@ def format_decision(d: dict[str, Any]) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    from .guard import oracle_options
+    from .guard import oracle_options, oracle_vocabulary
     from .oracles.calibrate import run_calibration
 
     cfg = config.load_config(*check_files(args.config, "--config"))
     quiet_model_loading()
-    result = run_calibration(args.oracle, args.labels, cfg.commands.table, args.alpha,
+    result = run_calibration(args.oracle, args.labels, oracle_vocabulary(cfg, args.oracle), args.alpha,
                              **oracle_options(cfg.oracle, args.oracle))
     return {**result.to_dict(), "table": result.format_table()}
 
@@ -318,7 +328,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names(argv: list[str]) -> tuple[str, ...]:
+    """commands.names as the --config files on a command line set it (the demo set without
+    one), so that every command gets its --commands.<name>.* flags. A file that cannot be
+    read leaves the names as they are: the real parse reports it."""
+    files = [b for a, b in zip(argv, argv[1:]) if a == "--config"] + \
+        [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    names = tuple(config.DEMO_COMMANDS)
+    for path in files:
+        try:
+            names = tuple(config.read_param_file(path).get("commands.names", names))
+        except (config.ConfigError, TypeError):
+            pass
+    return names
+
+
+def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argparse.ArgumentParser:
+    """The rs-guard parser; `names` are the commands that get --commands.<name>.* flags."""
     parser = Parser(prog="rs-guard", description=__doc__, epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -336,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "error (usage, configuration, unreadable image: one line on stderr)")
     p.add_argument("--image", required=True, help="image file (PNG/JPEG), any size: it is preprocessed")
     p.add_argument("--instruction", required=True, help="the instruction given to the VLA")
-    _finish(p, cmd_certify, format_decision)
+    _finish(p, cmd_certify, format_decision, names=names)
     p.set_defaults(status=certify_status)
 
     p = sub.add_parser("calibrate-oracle", help="measure an oracle's error bound eps_O on labelled outputs")
@@ -353,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
     p.add_argument("--decisions", type=int, default=10, help="decisions per latency figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    _finish(p, cmd_bench, format_bench)
+    _finish(p, cmd_bench, format_bench, names=names)
 
     p = sub.add_parser("doctor", help="can this gate keep up here? measured speed vs every threshold and the deadline",
                        description="Measures the configured model on the configured device at the configured batch "
@@ -372,20 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed decisions per decision size (three sizes, then "
                    "the configured decision as a check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    _finish(p, cmd_doctor, format_doctor, extra=("node.decision_deadline",))
+    _finish(p, cmd_doctor, format_doctor, extra=("node.decision_deadline",), names=names)
     p.set_defaults(status=lambda r: r["exit_code"])
 
     p = sub.add_parser("eval", help="decide every frame of an image folder, video or bag; write rows, plots, report")
     evaluate.add_eval_arguments(p)
-    _finish(p, cmd_eval, evaluate.format_summary)
+    _finish(p, cmd_eval, evaluate.format_summary, names=names)
 
     p = sub.add_parser("attack", help="attack the demo VLA (ART PGD, patch, EOT) and report what the gate published")
     attack.add_attack_arguments(p)
-    _finish(p, cmd_attack, attack.format_summary)
+    _finish(p, cmd_attack, attack.format_summary, names=names)
     p = sub.add_parser("examples", help="certify the shipped example frames with the demo VLA")
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    _finish(p, cmd_examples, format_examples)
+    _finish(p, cmd_examples, format_examples, names=names)
     p = sub.add_parser("demo", help="closed loop: the MuJoCo robot driven only by certified commands (ROS 2)")
     p.add_argument("--scenarios", type=Path, default=None,
                    help="scenario file (default: config/scenarios/demo.yaml)")
@@ -399,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _finish(p: argparse.ArgumentParser, run: Callable, formatter: Callable, extra: tuple[str, ...] = ()) -> None:
-    add_config_flags(p, extra)
+def _finish(p: argparse.ArgumentParser, run: Callable, formatter: Callable, extra: tuple[str, ...] = (),
+            names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> None:
+    add_config_flags(p, extra, names)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run, formatter=formatter)
 
@@ -421,7 +448,8 @@ def error_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_names(argv)).parse_args(argv)
     try:
         result = args.run(args)
     except KeyboardInterrupt:

@@ -8,16 +8,22 @@ names are dotted, as in a ROS parameter file: `smoothing.sigma`, `commands.left.
 from __future__ import annotations
 
 import math
+import re
 import string
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
 from . import certify
 
 NODE_NAME = "rs_guard"
+DEFAULT_FQN = f"/{NODE_NAME}"  # the node's fully qualified name without a namespace
+PARAMETERS_KEY = "ros__parameters"
+# The node name the shipped parameter files use: rcl applies "/**" to the node in any
+# namespace on every distribution (Humble's rcl matches no other wildcard pattern).
+FILE_NODE_KEY = "/**"
 TWIST_FIELDS = ("linear_x", "linear_y", "angular_z")  # the Twist fields a command sets
 
 
@@ -50,9 +56,10 @@ class ModelConfig:
     max_new_tokens: int = param(8, "tokens generated per sample", low=1, high=512)
     trust_remote_code: bool = param(False, "allow the model directory's own Python code (transformers; OpenVLA "
                                     "ships its model class that way)")
-    cpu_threads: int = param(0, "torch CPU threads (0 = torch's default, one per core); set fewer where other "
-                             "nodes share the CPU: oversubscribed threads slow inference many-fold", low=0,
-                             high=1024)
+    cpu_threads: int = param(1, "torch CPU threads for the model (0 = torch's default, one per core). 1 is fastest "
+                             "where other processes share the CPU (benchmarks/bench_cpu_threads.py: 0.1-0.2 s vs "
+                             "2-2.4 s per demo decision on 2 shared cores); raise it only on cores reserved for the "
+                             "gate", low=0, high=1024)
     prompt_template: str = param("", "transformers: the prompt, with {instruction} where the instruction goes "
                                  "(OpenVLA: 'In: What action should the robot take to {instruction}?\\nOut:'); "
                                  "empty = the processor's chat template, else '<image>\\n{instruction}\\n'. "
@@ -419,22 +426,63 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read_param_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """The flat parameters for `node_name` in a ROS 2 parameter file (`/**` entries apply too)."""
+def param_file_entries(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """(node name, flat parameters) for every entry of a ROS 2 parameter file, as rcl reads
+    it: keys above `ros__parameters` are namespaces joined with "/", parameters flattened
+    with ".". ConfigError (one line, naming the file and, for bad YAML, the line) otherwise."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"parameter file {path}: {exc}") from exc
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"parameter file {path}{where}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"parameter file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not isinstance(doc, Mapping):
         raise ConfigError(f"parameter file {path}: expected a mapping of node names")
+    return list(_node_entries(doc, "", path))
+
+
+def _node_entries(tree: Mapping[str, Any], prefix: str, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, value in tree.items():
+        if key == PARAMETERS_KEY:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"parameter file {path}: '{prefix or '/'}' has no {PARAMETERS_KEY} mapping")
+            yield prefix or "/", flatten(value)
+        elif isinstance(value, Mapping):
+            yield from _node_entries(value, f"{prefix}/{str(key).strip('/')}", path)
+        else:
+            raise ConfigError(f"parameter file {path}: '{prefix}/{key}' is neither a namespace nor {PARAMETERS_KEY}")
+
+
+def node_name_matches(pattern: str, fqn: str) -> bool:
+    """Whether a parameter file's node name applies to the node `fqn` ("/ns/rs_guard"), as
+    rcl matches it: a leading "/" is implied, "*" stands for exactly one name segment and
+    "**" for any number of segments (so "/**" applies to every node)."""
+    regex = "".join("(/[^/]+)*" if seg == "**" else "/[^/]+" if seg == "*" else "/" + re.escape(seg)
+                    for seg in pattern.strip("/").split("/") if seg)
+    return re.fullmatch(regex or "/", fqn) is not None
+
+
+def applying_entries(path: str | Path, fqn: str = DEFAULT_FQN) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of a parameter file that apply to the node `fqn`; ConfigError naming the
+    file when none does (rcl would silently run the node without any of them)."""
+    entries = param_file_entries(path)
+    applying = [(name, params) for name, params in entries if node_name_matches(name, fqn)]
+    if not applying:
+        names = ", ".join(repr(name) for name, _ in entries) or "none"
+        raise ConfigError(f"parameter file {path}: none of its node names ({names}) applies to the node {fqn!r}, "
+                          f"so none of its parameters would be used; name it '/**' (any namespace) or {fqn!r}")
+    return applying
+
+
+def read_param_file(path: str | Path, fqn: str = DEFAULT_FQN) -> dict[str, Any]:
+    """The flat parameters a parameter file gives the node `fqn`, entries applied in file order."""
     flat: dict[str, Any] = {}
-    for node, body in doc.items():
-        if str(node).lstrip("/") in ("**", node_name) or str(node).endswith(f"/{node_name}"):
-            params = body.get("ros__parameters") if isinstance(body, Mapping) else None
-            if not isinstance(params, Mapping):
-                raise ConfigError(f"parameter file {path}: '{node}' has no ros__parameters mapping")
-            flat.update(flatten(params))
+    for _, params in applying_entries(path, fqn):
+        flat.update(params)
     flat.pop("use_sim_time", None)  # a standard ROS parameter, not ours
     return flat
 
@@ -469,11 +517,11 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def dump_yaml(cfg: Config, node_name: str = NODE_NAME) -> str:
+def dump_yaml(cfg: Config, node_name: str = FILE_NODE_KEY) -> str:
     """The whole configuration as a ROS 2 parameter file (empty lists left out: ROS 2's
     parameter-file parser cannot type an empty array, and they are the defaults)."""
     flat = {k: v for k, v in cfg.to_flat().items() if v != ()}
-    return yaml.safe_dump({node_name: {"ros__parameters": unflatten(flat)}}, sort_keys=False,
+    return yaml.safe_dump({node_name: {PARAMETERS_KEY: unflatten(flat)}}, sort_keys=False,
                           default_flow_style=None, width=120)
 
 

@@ -21,13 +21,10 @@ could not apply never leaves it running on defaults.
 from __future__ import annotations
 
 import array
-import re
 import sys
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Sequence
 
 import rclpy.node
-import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
@@ -39,7 +36,6 @@ ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 # rcl command-line options, inside --ros-args, that take one value (so the value is not an option).
 _ROS_OPTIONS_WITH_VALUE = {"-r", "--remap", "-p", "--param", "--params-file", "-e", "--enclave", "--log-level",
                            "--log-config-file", "--log-file-name"}
-_PARAMETERS_KEY = "ros__parameters"
 
 
 def plain_value(value: Any) -> Any:
@@ -66,44 +62,12 @@ def params_files(argv: Sequence[str]) -> list[str]:
     return files
 
 
-def node_entries(tree: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """(node name, flat parameters) for every entry of a parameter file, as rcl reads it:
-    nested keys above `ros__parameters` are namespaces joined with "/", parameter
-    mappings are flattened with "."."""
-    if not isinstance(tree, Mapping):
-        return
-    for key, value in tree.items():
-        if key == _PARAMETERS_KEY:
-            yield path or "/", config.flatten(value) if isinstance(value, Mapping) else {}
-        else:
-            yield from node_entries(value, f"{path}/{str(key).strip('/')}")
-
-
-def node_name_matches(pattern: str, fqn: str) -> bool:
-    """Whether a parameter file's node name applies to the node `fqn` ("/ns/rs_guard"), as
-    rcl matches it: a leading "/" is implied, "*" stands for exactly one name segment and
-    "**" for any number of segments (so "/**" applies to every node)."""
-    regex = "".join("(/[^/]+)*" if seg == "**" else "/[^/]+" if seg == "*" else "/" + re.escape(seg)
-                    for seg in pattern.strip("/").split("/") if seg)
-    return re.fullmatch(regex or "/", fqn) is not None
-
-
 def check_params_files(paths: Sequence[str], fqn: str, given: set[str]) -> None:
     """ConfigError naming the file when none of a parameter file's entries applies to the
-    node `fqn`, or a parameter of an entry that applies is not among the `given` ones."""
+    node `fqn` (config.applying_entries), or a parameter of an entry that applies is not
+    among the `given` ones."""
     for path in paths:
-        try:
-            tree = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:  # rcl read it, so this is rare (a file changed since)
-            raise ConfigError(f"parameter file {path}: {exc}") from exc
-        entries = list(node_entries(tree))
-        applying = [(name, params) for name, params in entries if node_name_matches(name, fqn)]
-        if not applying:
-            names = ", ".join(repr(name) for name, _ in entries) or "none"
-            raise ConfigError(f"parameter file {path}: none of its node names ({names}) applies to this node "
-                              f"{fqn!r}, so none of its parameters would be used; name the node as {fqn!r}, "
-                              f"'/**/{fqn.rsplit('/', 1)[-1]}' or '/**'")
-        for name, params in applying:
+        for name, params in config.applying_entries(path, fqn):
             missing = sorted(set(params) - given)
             if missing:
                 raise ConfigError(f"parameter file {path}: parameter '{missing[0]}' of {name!r} did not reach "
@@ -170,5 +134,5 @@ def declare_parameters(node: rclpy.node.Node, argv: Sequence[str]) -> Config:
     return cfg
 
 
-__all__ = ["declare_parameters", "given_parameters", "params_files", "node_entries", "node_name_matches",
-           "check_params_files", "plain_value", "ROS_OWN_PARAMETERS"]
+__all__ = ["declare_parameters", "given_parameters", "params_files", "check_params_files", "plain_value",
+           "ROS_OWN_PARAMETERS"]

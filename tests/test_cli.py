@@ -154,3 +154,17 @@ def test_examples_json_is_one_object_on_stdout_with_progress_on_stderr():
     assert "rs-guard examples: 100%" in out.stderr and "13/13" in out.stderr
     quiet = run("examples", "--no-progress", *DEMO)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_each_command_has_flags_for_its_parameters_even_from_a_config_files_command_set(tmp_path):
+    args = cli.build_parser().parse_args(["certify", "--image", "x.png", "--instruction", "go",
+                                          "--commands.forward.radius_threshold", "0.5"])
+    assert cli.config_from_args(args).thresholds()["forward"] == 0.5
+    params = tmp_path / "robot.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    commands:\n      names: [go, halt]\n      abstain: halt\n"
+                      "      go: {linear_x: 0.2, phrases: [go]}\n      halt: {phrases: [halt]}\n")
+    argv = ["certify", "--image", "x.png", "--instruction", "go", "--config", str(params),
+            "--commands.go.radius_threshold", "0.3", "--model.state", "0.5, 1"]
+    args = cli.build_parser(cli.command_names(argv)).parse_args(argv)
+    cfg = cli.config_from_args(args)
+    assert cfg.thresholds() == {"go": 0.3, "halt": 0.0} and cfg.model.state == (0.5, 1.0)

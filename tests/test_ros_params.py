@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rs_guard_ros.config import ConfigError
-from rs_guard_ros.ros_params import check_params_files, node_entries, node_name_matches, params_files
+from rs_guard_ros.config import ConfigError, node_name_matches, param_file_entries, read_param_file
+from rs_guard_ros.ros_params import check_params_files, params_files
 
 
 def test_params_files_are_read_from_ros_args_sections_only():
@@ -20,11 +20,14 @@ def test_an_option_value_is_not_mistaken_for_an_option():
     assert params_files(["x", "--ros-args", "-p", "--params-file", "--params-file", "c.yaml"]) == ["c.yaml"]
 
 
-def test_node_entries_join_nested_namespaces_and_flatten_parameters():
-    tree = {"/**": {"ros__parameters": {"use_sim_time": True}},
-            "tb1": {"rs_guard": {"ros__parameters": {"smoothing": {"sigma": 0.3}, "a.b": 1}}}}
-    assert list(node_entries(tree)) == [("/**", {"use_sim_time": True}),
+def test_node_entries_join_nested_namespaces_and_flatten_parameters(tmp_path):
+    path = _file(tmp_path, {"/**": {"ros__parameters": {"use_sim_time": True}},
+                            "tb1": {"rs_guard": {"ros__parameters": {"smoothing": {"sigma": 0.3}, "a.b": 1}}}})
+    assert param_file_entries(path) == [("/**", {"use_sim_time": True}),
                                         ("/tb1/rs_guard", {"smoothing.sigma": 0.3, "a.b": 1})]
+    assert read_param_file(path, "/tb1/rs_guard") == {"smoothing.sigma": 0.3, "a.b": 1}
+    with pytest.raises(ConfigError, match="none of its node names"):  # the CLI refuses what the node would not get
+        read_param_file(_file(tmp_path, {"other_node": {"ros__parameters": {"smoothing": {"n0": 4}}}}))
 
 
 @pytest.mark.parametrize("pattern,fqn,applies", [
