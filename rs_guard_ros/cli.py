@@ -138,20 +138,10 @@ def check_files(paths: list[str], flag: str) -> list[str]:
     return paths
 
 
-def quiet_model_loading() -> None:
-    """No "Loading weights" progress bar or library warnings from transformers on every command
-    (its public switches; errors still raise). A no-op where transformers is not installed."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def load_guard(args: argparse.Namespace):
     """The Guard the flags configure, loaded quietly."""
     from .guard import Guard
+    from .policies import quiet_model_loading
 
     cfg = config_from_args(args)
     quiet_model_loading()
@@ -199,6 +189,7 @@ def format_decision(d: dict[str, Any]) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from .guard import oracle_options, oracle_vocabulary
     from .oracles.calibrate import run_calibration
+    from .policies import quiet_model_loading
 
     cfg = config.load_config(*check_files(args.config, "--config"))
     quiet_model_loading()
@@ -310,6 +301,8 @@ def format_demo(result: dict[str, Any]) -> str:
 
 
 def cmd_attack(args: argparse.Namespace) -> dict[str, Any]:
+    from .policies import quiet_model_loading
+
     check_files(getattr(args, "config", None) or [], "--config")
     quiet_model_loading()
     return attack.run_attack(args)

@@ -165,6 +165,9 @@ class NodeConfig:
     watchdog_period: float = param(0.1, "s between watchdog checks", low=0.001, high=10.0)
     diagnostics_period: float = param(1.0, "s between /diagnostics messages", low=0.01, high=60.0)
     managed: bool = param(False, "run as a lifecycle (managed) node")
+    startup_report: bool = param(True, "after loading the model, measure its speed once (about 2000 samples: "
+                                 "seconds on a CPU, abstaining meanwhile) and log rs-guard doctor's summary, with a "
+                                 "warning for every threshold that cannot be certified before decision_deadline")
 
 
 @dataclass(frozen=True)
@@ -517,12 +520,50 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def dump_yaml(cfg: Config, node_name: str = FILE_NODE_KEY) -> str:
+def dump_yaml(cfg: Config, node_name: str = FILE_NODE_KEY, *, comments: bool = False) -> str:
     """The whole configuration as a ROS 2 parameter file (empty lists left out: ROS 2's
-    parameter-file parser cannot type an empty array, and they are the defaults)."""
+    parameter-file parser cannot type an empty array, and they are the defaults). With
+    `comments`, every parameter is preceded by its description and range or choices."""
     flat = {k: v for k, v in cfg.to_flat().items() if v != ()}
-    return yaml.safe_dump({node_name: {PARAMETERS_KEY: unflatten(flat)}}, sort_keys=False,
-                          default_flow_style=None, width=120)
+    if not comments:
+        return yaml.safe_dump({node_name: {PARAMETERS_KEY: unflatten(flat)}}, sort_keys=False,
+                              default_flow_style=None, width=120)
+    specs = {s.name: s for s in param_specs(cfg.commands.names)}
+    lines = [f"{_yaml_scalar(node_name)}:", f"  {PARAMETERS_KEY}:"]
+    opened: list[str] = []
+    for name in [s.name for s in specs.values()]:
+        *parents, leaf = name.split(".")
+        common = next((i for i, (a, b) in enumerate(zip(opened, parents)) if a != b), min(len(opened), len(parents)))
+        opened = opened[:common]
+        for depth, part in enumerate(parents[common:], start=common):
+            lines.append(f"{'  ' * (depth + 2)}{part}:")
+            opened.append(part)
+        indent = "  " * (len(parents) + 2)
+        spec = specs[name]
+        lines.append(f"{indent}# {spec.description}{_range_text(spec)}")
+        if name in flat:
+            lines.append(f"{indent}{leaf}: {_yaml_scalar(list(flat[name]) if spec.type is tuple else flat[name])}")
+        else:
+            lines.append(f"{indent}# {leaf}: []   (empty list: left out, ROS 2 cannot type an empty array)")
+    return "\n".join(lines) + "\n"
+
+
+def _range_text(spec: ParamSpec) -> str:
+    """" (range [low, high])", " (one of: ...)" or "", plus whether it can change at run time."""
+    if spec.choices:
+        text = f" (one of: {', '.join(spec.choices)})"
+    elif spec.low is not None or spec.high is not None:
+        low = "-inf" if spec.low is None else f"{spec.low:g}"
+        high = "inf" if spec.high is None else f"{spec.high:g}"
+        text = f" (range [{low}, {high}])"
+    else:
+        text = ""
+    return text + ("; changeable at run time" if spec.runtime else "")
+
+
+def _yaml_scalar(value: Any) -> str:
+    """One value in YAML flow style, on one line."""
+    return yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip().removesuffix("\n...").strip()
 
 
 __all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat", "load_config",

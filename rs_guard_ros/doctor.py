@@ -95,10 +95,11 @@ def measured_samples(cfg: Config, repeats: int = 3, raw_batches: int = 3) -> int
 
 
 def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
-        repeats: int = 3, deadline_s: float | None = None,
+        repeats: int = 3, raw_batches: int = 3, deadline_s: float | None = None,
         progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
-    """`measure`, then `summary` from the measured figures: the whole of `rs-guard doctor`."""
-    measured = measure(guard, frame, instruction, repeats=repeats, progress=progress)
+    """`measure`, then `summary` from the measured figures: the whole of `rs-guard doctor`
+    (and of the node's start-up report)."""
+    measured = measure(guard, frame, instruction, repeats=repeats, raw_batches=raw_batches, progress=progress)
     result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
                      device=measured["device"])
     check = measured["check"]

@@ -66,7 +66,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from . import config
+from . import __version__, config
 from .config import Config, ConfigError
 from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PHASE, MODEL_LOAD_FAILED, SHUTDOWN,
                          UNCONFIGURED, Level, frame_time)
@@ -136,12 +136,17 @@ class RsGuardNode(LifecycleNode):
         ctx = self._ctx
         try:
             from .guard import Guard  # torch is imported here, after the publishers exist
+            from .policies import quiet_model_loading
 
+            quiet_model_loading()  # no progress bars in the node's log
             guard = Guard.from_config(ctx.cfg)
         except Exception as exc:  # any load failure (missing files, bad plugin, CUDA) is reported
             self.get_logger().fatal(f"{MODEL_LOAD_FAILED}: {type(exc).__name__}: {exc}")
             ctx.stats.note(f"{MODEL_LOAD_FAILED}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"model loaded: {ctx.cfg.model.backend} {guard.policy.name} on {guard.policy.device}")
+        if ctx.cfg.node.startup_report:
+            self._report_speed(guard)
         with ctx.lock:
             if ctx.phase == FINALIZED:
                 return TransitionCallbackReturn.FAILURE
@@ -149,8 +154,23 @@ class RsGuardNode(LifecycleNode):
                 guard.reconfigure(ctx.cfg)
             ctx.guard, ctx.phase = guard, INACTIVE_PHASE
             self._worker.start()
-        self.get_logger().info(f"model loaded: {ctx.cfg.model.backend} {guard.policy.name} on {guard.policy.device}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _report_speed(self, guard: Any) -> None:
+        """Measure the loaded model once and log what `rs-guard doctor` would print: whether
+        every threshold can be certified before decision_deadline on this machine (a warning
+        per threshold that cannot). Runs before gating starts; a failure is only logged."""
+        from . import doctor
+
+        log = self.get_logger()
+        try:
+            report = doctor.run(guard, repeats=1, raw_batches=1)
+            lines = doctor.format_report(report).splitlines()
+        except Exception as exc:  # a speed report must never keep the gate from starting
+            log.warning(f"start-up speed report failed: {type(exc).__name__}: {exc}")
+            return
+        for line in lines:
+            (log.info if report["feasible"] else log.warning)(line)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start gating: abstain until the first decision."""
@@ -299,10 +319,39 @@ def _install_signal_handlers(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
+USAGE = """usage: rs_guard_node [--help] [--version] --ros-args --params-file FILE [-r image:=TOPIC] [-p NAME:=VALUE]
+
+The rs_guard certified command gate: publishes a command on cmd_vel only when randomized
+smoothing certifies the VLA's output for the camera frame, else the abstain action.
+
+  --params-file FILE   config/<robot>.yaml (every parameter, range and description:
+                       config/default.yaml); -r remaps the topics image, image/compressed,
+                       instruction and cmd_vel
+  can it keep up?      rs-guard doctor --config FILE   (measures the model against the deadline)
+
+exit status: 0 after SIGINT/SIGTERM (the abstain action is the last word), 1 the model failed
+to load, 2 a parameter or parameter file could not be applied (the log line names it)
+"""
+
+
+def _own_flags(argv: Sequence[str]) -> list[str]:
+    """The arguments before --ros-args (the node's own, not ROS's)."""
+    args = list(argv[1:])
+    return args[:args.index("--ros-args")] if "--ros-args" in args else args
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script `rs_guard_node`: exit 0 after a signal, 1 if the model fails to load,
-    2 for parameters that cannot be applied (the log line names the parameter or file)."""
+    2 for parameters that cannot be applied (the log line names the parameter or file);
+    --help and --version answer without starting ROS."""
     argv = sys.argv if args is None else args
+    own = _own_flags(argv)
+    if "--version" in own:
+        print(f"rs_guard_node {__version__}")
+        return 0
+    if "-h" in own or "--help" in own:
+        print(USAGE, end="")
+        return 0
     if SignalHandlerOptions is not None:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     else:  # pragma: no cover

@@ -19,7 +19,7 @@ def test_every_parameter_has_a_description_and_a_valid_default():
 
 def test_shipped_default_yaml_is_generated_from_config_py():
     text = (ROOT / "config" / "default.yaml").read_text()
-    assert text.endswith(cfgmod.dump_yaml(Config())), "run scripts/write_default_config.py"
+    assert text.endswith(cfgmod.dump_yaml(Config(), comments=True)), "run scripts/write_default_config.py"
     assert cfgmod.load_config(ROOT / "config" / "default.yaml") == Config()
 
 
@@ -164,3 +164,12 @@ def test_the_action_to_twist_mapping_lists_the_mapped_fields_in_twist_order():
 def test_an_action_mapping_that_cannot_tell_commands_apart_is_refused_by_name(flat, name):
     with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
         cfgmod.from_flat({"oracle.kind": "action", **flat})
+
+
+def test_default_yaml_documents_every_parameter_with_its_description_and_range():
+    text = (ROOT / "config" / "default.yaml").read_text()
+    for spec in SPECS:
+        assert f"# {spec.description}" in text, spec.name
+        if spec.choices:
+            assert f"(one of: {', '.join(spec.choices)})" in text, spec.name
+    assert "(range [0.0001, 4]); changeable at run time" in text  # smoothing.sigma

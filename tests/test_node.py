@@ -345,3 +345,27 @@ def test_managed_node_loads_on_configure_gates_when_active_and_abstains_on_deact
             assert not _decisions(probe, n)  # inactive: the camera is ignored
         finally:
             cam.stop()
+
+
+# ---------------------------------------------------------------------------
+# Start-up: --help/--version without ROS, and the speed report
+# ---------------------------------------------------------------------------
+
+def test_node_help_and_version_answer_without_starting_ros(ros_env):
+    from rs_guard_ros import __version__
+
+    version = subprocess.run([NODE_EXE, "--version"], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"rs_guard_node {__version__}"
+    usage = subprocess.run([NODE_EXE, "--help"], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--params-file" in usage.stdout and "rs-guard doctor" in usage.stdout
+    assert "rs_guard" not in usage.stderr  # no node came up, nothing was logged
+
+
+@pytest.mark.ros
+def test_the_node_logs_the_doctor_summary_at_start_up_and_warns_for_a_threshold_it_cannot_meet(ros_env, tmp_path):
+    params = merge(FAST, FAULT_MODEL, {"node": {"startup_report": True, "decision_deadline": 0.001}})
+    with running_gate(ros_env, tmp_path, params) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready(), "the node did not come up"
+        log = node.log()
+    assert "samples/s" in log and "n_min" in log
+    assert any("WARN" in line and "advice: forward" in line for line in log.splitlines()), log[-3000:]

@@ -12,7 +12,18 @@ from .base import Policy
 
 BACKENDS = ("demo", "transformers", "onnx", "plugin", "lerobot")
 
-__all__ = ["BACKENDS", "Policy", "load_policy"]
+__all__ = ["BACKENDS", "Policy", "load_policy", "quiet_model_loading"]
+
+
+def quiet_model_loading() -> None:
+    """No "Loading weights" progress bar or library warnings from transformers when a model
+    loads (its public switches; errors still raise). A no-op where transformers is not installed."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def load_policy(backend: str, path: str | None = None, *, device: str = "auto", **options: Any) -> Policy:

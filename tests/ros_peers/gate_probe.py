@@ -41,7 +41,7 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Small, fast settings for tests: fixed mode, n0 16 + 200 samples per decision (two model calls);
 # 200 agreeing samples certify a radius of up to 0.456 at sigma 0.25, alpha 0.001.
 FAST = {"smoothing": {"mode": "fixed", "n0": 16, "n_max": 200, "batch_size": 256},
-        "model": {"device": "cpu"}}
+        "model": {"device": "cpu"}, "node": {"startup_report": False}}
 FAULT_MODEL = {"model": {"backend": "plugin", "path": "fault_policy:make_policy", "device": "cpu"}}
 
 
