@@ -35,6 +35,8 @@ setup(
         "sim": ["mujoco>=3.1", "matplotlib>=3.7", "opencv-python-headless>=4.8", "tqdm>=4.60"],
         "attack": ["adversarial-robustness-toolbox>=1.17"],
         "eval": ["rosbags>=0.9", "matplotlib>=3.7", "opencv-python-headless>=4.8", "tqdm>=4.60"],
+        # --ray: Ray Core, with the Ray Client's grpcio for --ray ray://HOST:10001 (no dashboard, no torch)
+        "scale": ["ray[client]>=2.40,<3"],
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "psutil>=5"],
     },
     zip_safe=False,

@@ -22,6 +22,10 @@ Every attacked frame then goes through the real gate (`Guard.decide`): published
 correct, abstain, or wrong (and wrong == the attacker's target). The guarantee check
 attacks each certified clean scene inside 0.9 x its certified radius and counts
 certified flips, which the certificate allows with probability <= alpha per decision.
+
+Scenes are rendered here and attacked in chunks by `attack_scenes`: in process one chunk of
+every scene (batched by instruction), on Ray workers (`--ray`, :mod:`rs_guard_ros.scale`)
+one chunk per scene; each chunk draws patch places from seed + its first scene's index.
 """
 from __future__ import annotations
 
@@ -29,13 +33,14 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from . import adversarial
+from . import adversarial, scale
 from .adversarial import art_classifier, patch_mask, pgd
 
 if TYPE_CHECKING:  # importing this module (the CLI parser does) must not load torch
@@ -106,16 +111,29 @@ class Scene:
     truth: str
 
 
-def render_scenes(count: int, seed: int, preprocess: Any, truths: Sequence[str] = SCENE_COMMANDS) -> list[Scene]:
-    """`count` demo-world scenes, balanced over `truths`, target visible (as scripts/eval_demo_vla.py),
-    each passed through `preprocess` (the gate's Preprocessor) into the certified space."""
+@dataclass
+class CameraScene:
+    """One held-out scene as the camera sees it (H, W, 3 uint8): what the driver renders and
+    sends; the model input is made where the gate (and its preprocessing) is."""
+
+    index: int
+    frame: np.ndarray
+    instruction: str
+    truth: str
+
+    def at_model_input(self, preprocess: Any) -> Scene:
+        return Scene(self.index, np.asarray(preprocess(self.frame), dtype=np.float32), self.instruction, self.truth)
+
+
+def render_frames(count: int, seed: int, truths: Sequence[str] = SCENE_COMMANDS) -> list[CameraScene]:
+    """`count` demo-world scenes, balanced over `truths`, target visible (as scripts/eval_demo_vla.py)."""
     from .sim.world import OBJECTS, World
 
     if count < 1:
         raise ValueError(f"--scenes must be >= 1, got {count}")
     rng = np.random.default_rng(seed)
     want = {c: count // len(truths) + (i < count % len(truths)) for i, c in enumerate(truths)}
-    scenes: list[Scene] = []
+    scenes: list[CameraScene] = []
     with World(seed=seed) as world:
         while any(want.values()):
             world.reset(rng=rng)
@@ -124,9 +142,13 @@ def render_scenes(count: int, seed: int, preprocess: Any, truths: Sequence[str] 
             if not world.visible(target) or want.get(command, 0) == 0:
                 continue
             want[command] -= 1
-            x = np.asarray(preprocess(world.render()), dtype=np.float32)
-            scenes.append(Scene(len(scenes), x, f"go to the {target}", command))
+            scenes.append(CameraScene(len(scenes), world.render(), f"go to the {target}", command))
     return scenes
+
+
+def render_scenes(count: int, seed: int, preprocess: Any, truths: Sequence[str] = SCENE_COMMANDS) -> list[Scene]:
+    """`render_frames`, each passed through `preprocess` (the gate's Preprocessor) into the certified space."""
+    return [scene.at_model_input(preprocess) for scene in render_frames(count, seed, truths)]
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -285,36 +307,93 @@ def goals(table: Sequence[dict[str, Any]], max_wrong_pct: float = 1.0, min_foole
                                   if r["undefended_success_pct"] < min_fooled_pct]}
 
 
-def evaluate(guard: Guard, scenes: Sequence[Scene], specs: Sequence[AttackSpec], *, steps: int, eot_samples: int,
-             seed: int, out_dir: str | Path, progress: bool = True, check_guarantee: bool = True) -> dict[str, Any]:
-    """Clean row, every spec x mode, the guarantee check; writes attack.csv/.json/.md, returns the summary."""
+@dataclass
+class ChunkResult:
+    """What `attack_scenes` found on a chunk of scenes (or why it could not: `failed`)."""
+
+    rows: list[dict[str, Any]]  # CSV rows
+    pairs: int = 0  # guarantee check: certified clean scenes attacked inside their radius
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {"scene", "reason"} of scenes given up on
+
+
+def attack_scenes(guard: Guard, chunk: Sequence[CameraScene], *, specs: Sequence[AttackSpec], steps: int,
+                  eot_samples: int, seed: int, check_guarantee: bool, progress: Any = None) -> ChunkResult:
+    """Clean row, every spec x mode and the guarantee check for the scenes of one chunk: the
+    per-scene work of the attack evaluation, in process and on Ray workers alike. Patch places
+    are drawn from seed + the chunk's first scene index (all scenes in one chunk: `seed`)."""
+    scenes = [scene.at_model_input(guard.preprocessor) for scene in chunk]
+    ev = Evaluator(guard, steps, eot_samples, seed + scenes[0].index, progress)
+    targets = [TARGET] * len(scenes)
+    clean_x = np.stack([s.x.transpose(2, 0, 1) for s in scenes])
+    clean_rows = ev.judge(scenes, clean_x, "clean", 0.0, "-", targets)
+    rows = list(clean_rows)
+    for spec in specs:
+        for mode in MODES:
+            if progress is not None:
+                progress.set_postfix_str(f"{spec.kind} {spec.label} {mode}")
+            rows += ev.judge(scenes, ev.attack(scenes, spec, mode, targets), spec.kind, spec.budget, mode, targets)
+    if progress is not None:
+        progress.set_postfix_str("guarantee check")
+    guarantee = ev.guarantee_check(scenes, clean_rows) if check_guarantee else {"pairs": 0, "violating_scenes": []}
+    return ChunkResult([{k: v for k, v in r.items() if k != "_decision"} for r in rows], guarantee["pairs"],
+                       guarantee["violating_scenes"])
+
+
+def failed_chunk(chunk: Sequence[CameraScene], reason: str) -> ChunkResult:
+    """A chunk no Ray worker could attack (each one it was sent to died): no rows, the reason."""
+    return ChunkResult([], failed=[{"scene": scene.index, "reason": reason} for scene in chunk])
+
+
+def merge_guarantee(parts: Sequence[ChunkResult], alpha: float) -> dict[str, Any]:
+    """The guarantee check over every chunk: pairs and flips added up, against 2 alpha per pair."""
+    pairs = sum(p.pairs for p in parts)
+    violations = sorted((v for p in parts for v in p.violations), key=lambda v: v["scene"])
+    return {"pairs": pairs, "violations": len(violations), "violating_scenes": violations,
+            "allowed_rate": 2 * alpha, "expected_at_most": 2 * alpha * pairs}
+
+
+def _table_order(specs: Sequence[AttackSpec]) -> dict[tuple[str, float, str], int]:
+    """Position of each (attack, budget, mode) block in attack.csv: clean first, then specs x modes."""
+    blocks = [("clean", 0.0, "-")] + [(spec.kind, spec.budget, mode) for spec in specs for mode in MODES]
+    return {block: i for i, block in enumerate(blocks)}
+
+
+def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, scenes: Sequence[CameraScene],
+             specs: Sequence[AttackSpec], *, steps: int, eot_samples: int, seed: int, out_dir: str | Path,
+             progress: bool = True, check_guarantee: bool = True) -> dict[str, Any]:
+    """Clean row, every spec x mode, the guarantee check, by a Guard in this process or by Ray
+    workers; writes attack.csv/.json/.md (rows in the same order either way), returns the summary."""
     from .evaluate import progress_bar
 
+    workers = scale.as_workers(gate)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    total = len(scenes) * (1 + len(specs) * len(MODES)) + (len(scenes) if check_guarantee else 0)
-    with progress_bar(total, "rs-guard attack", "decision", enabled=progress) as bar:
-        ev = Evaluator(guard, steps, eot_samples, seed, bar)
-        targets = [TARGET] * len(scenes)
-        clean_x = np.stack([s.x.transpose(2, 0, 1) for s in scenes])
-        clean_rows = ev.judge(scenes, clean_x, "clean", 0.0, "-", targets)
-        rows = list(clean_rows)
-        for spec in specs:
-            for mode in MODES:
-                bar.set_postfix_str(f"{spec.kind} {spec.label} {mode}")
-                rows += ev.judge(scenes, ev.attack(scenes, spec, mode, targets), spec.kind, spec.budget, mode,
-                                 targets)
-        bar.set_postfix_str("guarantee check")
-        guarantee = ev.guarantee_check(scenes, clean_rows) if check_guarantee else None
+    per_scene = 1 + len(specs) * len(MODES) + (1 if check_guarantee else 0)
+    with progress_bar(len(scenes) * per_scene, "rs-guard attack", "decision", enabled=progress) as bar:
+        job = partial(attack_scenes, specs=tuple(specs), steps=steps, eot_samples=eot_samples, seed=seed,
+                      check_guarantee=check_guarantee, progress=bar if workers.in_process else None)
+        chunks = [list(scenes)] if workers.in_process else [[scene] for scene in scenes]
+        parts = []
+        for chunk, part in workers.map(job, chunks, failed_chunk):
+            parts.append(part)
+            if not workers.in_process:
+                bar.update(len(chunk) * per_scene)
+    order = _table_order(specs)
+    rows = sorted((r for p in parts for r in p.rows), key=lambda r: (order[r["attack"], r["budget"], r["mode"]],
+                                                                     r["scene"]))
     table = summarize(rows)
-    cfg = guard.cfg.smoothing
+    cfg = workers.cfg.smoothing
     summary = {"scenes": len(scenes), "seed": seed, "steps": steps, "eot_samples": eot_samples, "target": TARGET,
                "smoothing": {"sigma": cfg.sigma, "alpha": cfg.alpha, "mode": cfg.mode, "n0": cfg.n0,
                              "n_max": cfg.n_max},
-               "thresholds": guard.cfg.thresholds(), "device": str(guard.policy.device), "wall_s": time.perf_counter() - start,
-               "table": table, "goals": goals(table), "guarantee": guarantee,
+               "thresholds": workers.cfg.thresholds(), "device": workers.device, "wall_s": time.perf_counter() - start,
+               "table": table, "goals": goals(table),
+               "guarantee": merge_guarantee(parts, cfg.alpha) if check_guarantee else None,
                "files": {name: str(out / name) for name in ("attack.csv", "attack.json", "attack.md")}}
+    if workers.stats is not None:
+        summary["ray"] = {**workers.stats.to_dict(), "failed_scenes": [f for p in parts for f in p.failed]}
     write_csv(rows, out / "attack.csv")
     (out / "attack.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "attack.md").write_text(markdown(summary))
@@ -359,6 +438,10 @@ def markdown(s: dict[str, Any]) -> str:
         lines += ["", f"Guarantee check (l2 EOT PGD at 0.9 x certified radius): {gc['violations']} violations in "
                   f"{gc['pairs']} pairs (the certificate allows rate <= {gc['allowed_rate']:g}, i.e. about "
                   f"{gc['expected_at_most']:.2f} expected)."]
+    failed = s.get("ray", {}).get("failed_scenes")
+    if failed:
+        lines += ["", f"Not evaluated: {len(failed)} scenes whose Ray workers died on every try "
+                  f"({', '.join(str(f['scene']) for f in failed)}; first reason: {failed[0]['reason']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -379,6 +462,7 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attack kinds to run (every budget of each)")
     parser.add_argument("--no-guarantee-check", action="store_true", help="skip the 0.9 x radius check")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    scale.add_ray_arguments(parser, "scenes")
 
 
 def attack_config(args: argparse.Namespace) -> Any:
@@ -390,19 +474,20 @@ def attack_config(args: argparse.Namespace) -> Any:
     return config.load_config(*files, overrides=flags if files else {"smoothing.n_max": 1000, **flags})
 
 
-def run_attack(args: argparse.Namespace, guard: Guard | None = None) -> dict[str, Any]:
-    """`rs-guard attack`: render scenes, attack, gate, write the report; returns the summary."""
+def run_attack(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.RayWorkers | None = None
+               ) -> dict[str, Any]:
+    """`rs-guard attack`: render scenes, attack, gate, write the report; returns the summary.
+    Without `gate`, a Guard of the attack configuration in this process."""
     from .guard import Guard
 
     if args.scenes < 1:
         raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
-    guard = guard or Guard.from_config(attack_config(args))
-    scenes = render_scenes(args.scenes, args.seed, guard.preprocessor)
-    return evaluate(guard, scenes, parse_attacks(args.attacks), steps=args.steps, eot_samples=args.eot_samples,
-                    seed=args.seed, out_dir=args.out, progress=not args.no_progress,
+    gate = gate or Guard.from_config(attack_config(args))
+    return evaluate(gate, render_frames(args.scenes, args.seed), parse_attacks(args.attacks), steps=args.steps,
+                    eot_samples=args.eot_samples, seed=args.seed, out_dir=args.out, progress=not args.no_progress,
                     check_guarantee=not args.no_guarantee_check)
 
 
-__all__ = ["AttackSpec", "parse_attacks", "render_scenes",
+__all__ = ["AttackSpec", "parse_attacks", "render_frames", "render_scenes", "attack_scenes", "merge_guarantee",
            "outcome", "guarantee_violated", "evaluate", "summarize", "add_attack_arguments", "run_attack",
            "format_summary"]

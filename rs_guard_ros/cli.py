@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import __version__, attack, certify, config, doctor, evaluate
+from . import __version__, attack, certify, config, doctor, evaluate, scale
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
@@ -254,7 +255,11 @@ def format_doctor(result: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    return evaluate.run_eval(args, load_guard(args))
+    """In this process (one Guard here), or with --ray on Ray workers that each load their own."""
+    if args.ray is None:
+        return evaluate.run_eval(args, load_guard(args))
+    with scale.connected(args.ray):
+        return evaluate.run_eval(args, scale.RayWorkers(config_from_args(args), args.ray_workers, args.ray_retries))
 
 
 def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
@@ -287,25 +292,38 @@ def format_examples(result: dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    """The closed loop: sim, guard and scenario runner as ROS 2 processes (rs_guard_ros.sim.demo)."""
+    """The closed loop: sim, guard and scenario runner as ROS 2 processes (rs_guard_ros.sim.demo);
+    with --ray one Ray task per episode, each with its own processes and domain."""
     from .sim.demo import run_demo
 
     guard_args = tuple(a for p in args.guard_param for a in ("-p", p))
-    return run_demo(args.scenarios, args.out, args.domain_id, guard_args, tuple(args.scenario))
+    run = functools.partial(run_demo, args.scenarios, args.out, args.domain_id, guard_args, tuple(args.scenario),
+                            args.episodes)
+    if args.ray is None:
+        return run()
+    with scale.connected(args.ray):
+        return run(workers=scale.RayTasks(args.ray_workers, args.ray_retries))
 
 
 def format_demo(result: dict[str, Any]) -> str:
     ok = sum(e["success"] for e in result["episodes"])
+    domains = (f"ROS_DOMAIN_IDs {', '.join(str(r['domain_id']) for r in result['runs'])}" if "runs" in result
+               else f"ROS_DOMAIN_ID {result['domain_id']}")
     return (f"{result['table']}\n{ok}/{len(result['episodes'])} episodes succeeded; report: {result['report']} "
-            f"(wall time {result['wall_s']:.0f} s, ROS_DOMAIN_ID {result['domain_id']})")
+            f"(wall time {result['wall_s']:.0f} s, {domains})")
 
 
 def cmd_attack(args: argparse.Namespace) -> dict[str, Any]:
+    """In this process, or with --ray on Ray workers that each load their own Guard."""
     from .policies import quiet_model_loading
 
     check_files(getattr(args, "config", None) or [], "--config")
-    quiet_model_loading()
-    return attack.run_attack(args)
+    if args.ray is None:
+        quiet_model_loading()
+        return attack.run_attack(args)
+    with scale.connected(args.ray):
+        return attack.run_attack(args, scale.RayWorkers(attack.attack_config(args), args.ray_workers,
+                                                        args.ray_retries))
 
 
 def emit(result: dict[str, Any], as_json: bool, formatter: Callable[[dict[str, Any]], str]) -> None:
@@ -407,13 +425,16 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
     _finish(p, cmd_examples, format_examples, names=names)
     p = sub.add_parser("demo", help="closed loop: the MuJoCo robot driven only by certified commands (ROS 2)")
     p.add_argument("--scenarios", type=Path, default=None,
-                   help="scenario file (default: config/scenarios/demo.yaml)")
+                   help="scenario file, or a folder: every *.yaml in it (default: config/scenarios/demo.yaml)")
     p.add_argument("--scenario", action="append", default=[], metavar="NAME", help="run only this scenario")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="episodes to run, going through the scenarios in turn (default: each scenario once)")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="report folder")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one in 1..101)")
     p.add_argument("--guard-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra ROS parameter for the guard node, e.g. smoothing.n_max:=500")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    scale.add_ray_arguments(p, "episodes", workers="one episode per CPU of the cluster")
     p.set_defaults(run=cmd_demo, formatter=format_demo)
     return parser
 

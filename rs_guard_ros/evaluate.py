@@ -14,10 +14,16 @@ frame). examples/frames.csv (image,instruction,command) is such a file. Key colu
                 <= its time (seconds since the recording started); frames before the first
                 row have no ground truth
 
-Other columns are ignored.
+Other columns are ignored. With several sources the keys are each source's own (file name,
+index and time within that recording).
 
 `evaluate` writes into the output folder: decisions.csv and decisions.jsonl (one row per
-frame), summary.json, PNG plots (see :mod:`rs_guard_ros.plots`) and report.md.
+frame), summary.json, PNG plots (see :mod:`rs_guard_ros.plots`) and report.md. Several
+sources make one evaluation: the rows of every source in the order given (a `source`
+column first), one summary, plus a summary per source. Rows are written as they are
+decided, in order, so an interrupted run leaves a prefix of them; `resume=True` keeps the
+rows of decisions.jsonl and decides only the frames not yet there. The frames are decided in
+this process, or by Ray workers (:mod:`rs_guard_ros.scale`) with the same `decide_frame`.
 """
 from __future__ import annotations
 
@@ -26,19 +32,23 @@ import bisect
 import csv
 import json
 import math
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from . import scale
 from .certify import UNKNOWN_NAME
-from .recordings import KINDS, Frame, iter_frames
+from .recordings import Frame, FrameSource, open_sources
 
 if TYPE_CHECKING:  # type hints only: importing this module (the CLI parser does) must not load torch
+    from .config import Config
     from .guard import Decision, Guard
 
 LABEL_KEYS = ("image", "index", "timestamp")
@@ -46,6 +56,8 @@ UNKNOWN = UNKNOWN_NAME  # ground truth "no command is right here" (e.g. pure noi
 CURVE_POINTS = 101  # radius grid of the certified-accuracy curve
 ROW_FIELDS = ("index", "name", "time_s", "instruction", "command", "certified", "label", "radius",
               "radius_camera", "threshold", "p_lower", "n_used", "reason", "latency_ms")
+SOURCE_SUMMARY = ("frames", "certified", "abstained", "certified_pct", "abstain_pct", "abstain_reasons",
+                  "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified")
 
 
 @dataclass(frozen=True)
@@ -157,8 +169,9 @@ def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True
 def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
                  deadline_s: float | None = None) -> dict[str, Any]:
     """One row: the Guard's decision for the frame (an abstain row for a frame with no image or
-    no instruction), with its ground truth when labels are given."""
-    instruction = (labels.instruction_for(frame) if labels else None) or frame.instruction
+    no instruction), with its ground truth when labels are given. The one per-frame step of
+    every evaluation, in process and on Ray workers alike."""
+    instruction = _instruction(frame, labels)
     if frame.rgb is None:
         decision, latency = guard.abstain(f"input: {frame.error or 'no image'}"), None
     elif instruction is None:
@@ -166,60 +179,178 @@ def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
     else:
         decision = guard.decide(frame.rgb, instruction, deadline_s=deadline_s)
         latency = decision.timing_ms["total"]
-    row = _row(frame, instruction, decision, latency)
+    return _row(frame, instruction, decision, latency, labels)
+
+
+def failed_row(cfg: Config, labels: Labels | None, frame: Frame, reason: str) -> dict[str, Any]:
+    """The row of a frame no worker could decide (every Ray worker it was sent to died): the
+    abstain command, as the node publishes when its model fails, with the reason "worker: ..."."""
+    from .guard import abstain_decision
+
+    return _row(frame, _instruction(frame, labels), abstain_decision(cfg, f"worker: {reason}"), None, labels)
+
+
+def _instruction(frame: Frame, labels: Labels | None) -> str | None:
+    """The label file's instruction for the frame, else the one in force in the recording."""
+    return (labels.instruction_for(frame) if labels else None) or frame.instruction
+
+
+def _row(frame: Frame, instruction: str | None, d: Decision, latency: float | None,
+         labels: Labels | None) -> dict[str, Any]:
+    row = {"index": frame.index, "name": frame.name, "time_s": frame.time_s, "instruction": instruction,
+           "command": d.command, "certified": d.certified, "label": d.label, "radius": d.radius,
+           "radius_camera": d.radius_camera, "threshold": d.threshold, "p_lower": d.p_lower,
+           "n_used": d.n_used, "reason": d.reason, "latency_ms": latency, "counts": d.counts,
+           "timing_ms": d.timing_ms}
     if labels is not None:
         row["ground_truth"] = labels.command_for(frame)
     return row
 
 
-def _row(frame: Frame, instruction: str | None, d: Decision, latency: float | None) -> dict[str, Any]:
-    return {"index": frame.index, "name": frame.name, "time_s": frame.time_s, "instruction": instruction,
-            "command": d.command, "certified": d.certified, "label": d.label, "radius": d.radius,
-            "radius_camera": d.radius_camera, "threshold": d.threshold, "p_lower": d.p_lower,
-            "n_used": d.n_used, "reason": d.reason, "latency_ms": latency, "counts": d.counts,
-            "timing_ms": d.timing_ms}
+def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameSource | Sequence[FrameSource],
+             out_dir: str | Path, labels: Labels | None = None, progress: bool = True,
+             deadline_s: float | None = None, resume: bool = False) -> dict[str, Any]:
+    """Decide every frame of one or several sources, write decisions.csv/.jsonl, summary.json,
+    plots and report.md into `out_dir`, and return the (JSON-serialisable) summary.
 
-
-def evaluate(guard: Guard, frames: Iterable[Frame], out_dir: str | Path, labels: Labels | None = None,
-             progress: bool = True, deadline_s: float | None = None) -> dict[str, Any]:
-    """Decide every frame, write decisions.csv/.jsonl, summary.json, plots and report.md into
-    `out_dir`, and return the (JSON-serialisable) summary.
-
-    Rows are written as they are decided, so an interrupted run keeps what it did. No
-    deadline applies unless `deadline_s` is given (offline, the gate is measured, not raced).
+    `gate` is a Guard (decides in this process) or Ray workers. Rows are written as they come
+    back, in order, so an interrupted run keeps what it did, and `resume` carries on from it.
+    No deadline applies unless `deadline_s` is given (offline, the gate is measured, not raced).
     """
     from . import plots
 
+    workers = scale.as_workers(gate)
+    sources = [frames] if isinstance(frames, FrameSource) else list(frames)
+    several = len(sources) > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = ROW_FIELDS + (("ground_truth",) if labels is not None else ())
-    bar = progress_bar(getattr(frames, "total", None), "rs-guard eval", "frame", enabled=progress)
-    rows: list[dict[str, Any]] = []
-    certified = 0
-    with (out / "decisions.csv").open("w", newline="") as csv_file, (out / "decisions.jsonl").open("w") as jsonl:
-        writer = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for frame in frames:
-            row = decide_frame(guard, frame, labels, deadline_s)
-            writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
-            jsonl.write(json.dumps(row) + "\n")
-            rows.append(row)
-            certified += row["certified"]
-            bar.set_postfix(certified=certified, refresh=False)
-            bar.update(1)
-    bar.close()
+    fields = (("source",) if several else ()) + ROW_FIELDS + (("ground_truth",) if labels is not None else ())
+    rows = resumed_rows(out, sources, labels) if resume else []
+    done = {_row_key(row) for row in rows}
+    todo = (f for source in sources for f in source if _frame_key(f, several) not in done)
+    total = None if any(s.total is None for s in sources) else sum(s.total for s in sources)
+    with RowWriter(out, fields, list(rows)) as writer, progress_bar(total, "rs-guard eval", "frame",
+                                                                     enabled=progress, initial=len(rows)) as bar:
+        certified = sum(r["certified"] for r in rows)
+        job = partial(decide_frame, labels=labels, deadline_s=deadline_s)
+        try:
+            for frame, row in workers.map(job, todo, partial(failed_row, workers.cfg, labels)):
+                row = {"source": frame.source, **row} if several else row
+                writer.write(row)
+                rows.append(row)
+                certified += row["certified"]
+                bar.set_postfix(certified=certified, refresh=False)
+                bar.update(1)
+        except KeyboardInterrupt:
+            print(f"rs-guard eval: interrupted after {len(rows)} frames; {out / 'decisions.jsonl'} holds their "
+                  "rows: run the same command with --resume to decide the rest", file=sys.stderr)
+            raise
     if not rows:
-        raise ValueError(f"source {getattr(frames, 'path', frames)}: no frames to evaluate")
-    summary = summarize(rows, guard, labels is not None)
-    summary["source"] = {"kind": getattr(frames, "kind", ""), "path": str(getattr(frames, "path", "")),
-                         "instruction_topic": getattr(frames, "instruction_topic", None),
-                         "labels": labels.path if labels else None}
+        raise ValueError(f"source {', '.join(str(s.path) for s in sources)}: no frames to evaluate")
+    summary = summarize(rows, workers.cfg, workers.device, labels is not None)
+    summary["source"] = _source_summary(sources, labels)
+    if several:
+        summary["sources"] = per_source(rows, sources, workers.cfg, workers.device, labels is not None)
+    if workers.stats is not None:
+        summary["ray"] = workers.stats.to_dict()
     summary["files"] = {name: str(out / name) for name in ("decisions.csv", "decisions.jsonl", "summary.json",
                                                            "report.md")}
     summary["files"].update(plots.write_plots(rows, summary, out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(summary))
     return summary
+
+
+class RowWriter:
+    """decisions.csv and decisions.jsonl, written row by row, starting with `rows` (those of a
+    resumed run). The files are first written under temporary names and take the real ones
+    once the earlier rows are in, so a run killed meanwhile leaves the earlier files whole."""
+
+    NAMES = ("decisions.csv", "decisions.jsonl")
+
+    def __init__(self, out: Path, fields: tuple[str, ...], rows: Iterable[dict[str, Any]] = ()) -> None:
+        self.out, self.fields, self.rows = out, fields, rows
+        self._files: list[IO[str]] = []
+
+    def __enter__(self) -> "RowWriter":
+        csv_file, self.jsonl = (open(self.out / f"{name}.tmp", "w", newline="") for name in self.NAMES)
+        self._files = [csv_file, self.jsonl]
+        self.csv = csv.DictWriter(csv_file, fieldnames=self.fields, extrasaction="ignore")
+        self.csv.writeheader()
+        for row in self.rows:
+            self.write(row)
+        for f, name in zip(self._files, self.NAMES):
+            f.flush()
+            os.replace(self.out / f"{name}.tmp", self.out / name)
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.csv.writerow({k: "" if row[k] is None else row[k] for k in self.fields})
+        self.jsonl.write(json.dumps(row) + "\n")
+
+    def __exit__(self, *exc: Any) -> None:
+        for f in self._files:
+            f.close()
+
+
+def resumed_rows(out: Path, sources: Sequence[FrameSource], labels: Labels | None) -> list[dict[str, Any]]:
+    """The rows an earlier run of the same evaluation left in out/decisions.jsonl (none if there is
+    no such file). A last line cut short by a killed run is dropped: that frame is decided again.
+    ValueError if the rows are not from these sources or disagree with `labels`."""
+    path = out / "decisions.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"--resume: {path} line {number} is not a JSON row") from None
+    several = len(sources) > 1
+    paths = {str(s.path) for s in sources}
+    for row in rows:
+        if several != ("source" in row) or (several and row["source"] not in paths):
+            raise ValueError(f"--resume: {path} holds rows of other sources than these {len(sources)}")
+        if (labels is not None) != ("ground_truth" in row):
+            raise ValueError(f"--resume: {path} was written {'without' if labels else 'with'} --labels; "
+                             "resume with the same flags")
+    return rows
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, int]:
+    return row.get("source", ""), row["index"]
+
+
+def _frame_key(frame: Frame, several: bool) -> tuple[str, int]:
+    """The key of the frame's row (as `_row_key`): its index, within its source when there are several."""
+    return frame.source if several else "", frame.index
+
+
+def _source_summary(sources: Sequence[FrameSource], labels: Labels | None) -> dict[str, Any]:
+    """What was evaluated: the one source, or "N sources" and their kinds."""
+    if len(sources) == 1:
+        s = sources[0]
+        return {"kind": s.kind, "path": str(s.path), "instruction_topic": s.instruction_topic,
+                "labels": labels.path if labels else None}
+    return {"kind": "+".join(sorted({s.kind for s in sources})), "path": f"{len(sources)} sources",
+            "instruction_topic": None, "labels": labels.path if labels else None}
+
+
+def per_source(rows: Sequence[dict[str, Any]], sources: Sequence[FrameSource], cfg: Config, device: str,
+               has_labels: bool) -> list[dict[str, Any]]:
+    """One summary per source (SOURCE_SUMMARY's figures), in the order the sources were given."""
+    groups: dict[str, list[dict[str, Any]]] = {str(s.path): [] for s in sources}
+    for row in rows:
+        groups[row["source"]].append(row)
+    out = []
+    for s in sources:
+        group = groups[str(s.path)]
+        figures = summarize(group, cfg, device, has_labels) if group else {"frames": 0}
+        out.append({"kind": s.kind, "path": str(s.path), "instruction_topic": s.instruction_topic,
+                    **{k: figures.get(k) for k in SOURCE_SUMMARY}})
+    return out
 
 
 def certified_accuracy(rows: Sequence[dict[str, Any]], radii: Sequence[float]) -> list[float]:
@@ -246,9 +377,10 @@ def radius_grid(rows: Sequence[dict[str, Any]], thresholds: Iterable[float]) -> 
     return [float(v) for v in np.linspace(0.0, top, CURVE_POINTS)]
 
 
-def summarize(rows: Sequence[dict[str, Any]], guard: Guard, has_labels: bool) -> dict[str, Any]:
-    """Counts, rates, sample use, latency and (with labels) correctness, as plain JSON types."""
-    cfg, n = guard.cfg, len(rows)
+def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labels: bool) -> dict[str, Any]:
+    """Counts, rates, sample use, latency and (with labels) correctness, as plain JSON types;
+    `device` is where the model ran."""
+    n = len(rows)
     certified = sum(r["certified"] for r in rows)
     decided = [r for r in rows if r["latency_ms"] is not None]  # rows where the model actually ran
     latencies = [r["latency_ms"] for r in decided]
@@ -264,7 +396,7 @@ def summarize(rows: Sequence[dict[str, Any]], guard: Guard, has_labels: bool) ->
         "smoothing": {"sigma": cfg.smoothing.sigma, "alpha": cfg.smoothing.alpha, "mode": cfg.smoothing.mode,
                       "n0": cfg.smoothing.n0, "n_max": cfg.smoothing.n_max, "oracle": cfg.oracle.kind,
                       "oracle_error": cfg.oracle.error},
-        "model": {"backend": cfg.model.backend, "path": cfg.model.path, "device": str(guard.policy.device)},
+        "model": {"backend": cfg.model.backend, "path": cfg.model.path, "device": device},
         "thresholds": cfg.thresholds(),
         "labelled": None, "labelled_unknown": None, "correct_certified": None, "wrong_certified": None,
         "certified_accuracy": None,
@@ -293,26 +425,32 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 def report_markdown(s: dict[str, Any]) -> str:
     """report.md: what was evaluated, the summary table, the plots and how to read them."""
-    sm, lat, src = s["smoothing"], s["latency_ms"] or {}, s["source"]
+    sm, src = s["smoothing"], s["source"]
+    what = (f"Sources: {src['path']} ({src['kind']}; see *Per source*)" if "sources" in s else
+            f"Source: `{src['path']}` ({src['kind']}"
+            + (f", instructions from `{src['instruction_topic']}`" if src.get("instruction_topic") else "") + ")")
     lines = [
         "# rs-guard offline evaluation", "",
-        f"Source: `{src['path']}` ({src['kind']}"
-        + (f", instructions from `{src['instruction_topic']}`" if src.get("instruction_topic") else "") + ")"
-        + (f"; ground truth: `{src['labels']}`" if src.get("labels") else "") + ".",
+        what + (f"; ground truth: `{src['labels']}`" if src.get("labels") else "") + ".",
         f"Model: {s['model']['backend']}" + (f" `{s['model']['path']}`" if s["model"]["path"] else "")
         + f" on {s['model']['device']}. "
         f"Smoothing: sigma {sm['sigma']}, alpha {sm['alpha']}, {sm['mode']} mode, n0 {sm['n0']}, "
         f"n_max {sm['n_max']}; oracle {sm['oracle']} (error bound {sm['oracle_error']}).", "",
         "| frames | certified | abstained | wrong certified | median samples | latency p50 (ms) | latency p99 (ms) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {s['frames']} | {s['certified']} ({s['certified_pct']:.1f} %) | {s['abstained']} "
-        f"({s['abstain_pct']:.1f} %) | {_fmt(s['wrong_certified'], 'd')} | {s['median_n_used']:.0f} | "
-        f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} |", "",
+        _table_row(s), "",
         "*Wrong certified* counts frames where the gate published a certified command that differs from "
         "the ground truth, including any command certified on a frame labelled UNKNOWN (n/a without "
         "labels). Latency is per decision, frames that never reached the "
         "model (undecodable, no instruction) excluded.", "",
     ]
+    if "sources" in s:
+        lines += ["## Per source", "", "| source | kind | frames | certified | abstained | wrong certified | "
+                  "median samples | latency p50 (ms) | latency p99 (ms) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| `{entry['path']}` | {entry['kind']} " + (_table_row(entry) if entry["frames"] else
+                                                                 "| 0 |" + " |" * 6) for entry in s["sources"]]
+        lines.append("")
     files = s["files"]
     if "certified_accuracy.png" in files:
         lines += ["## Certified accuracy vs radius", "", "![certified accuracy](certified_accuracy.png)", "",
@@ -330,6 +468,14 @@ def report_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _table_row(s: dict[str, Any]) -> str:
+    """The report's figures of one evaluation (or source) as a Markdown table row."""
+    lat = s["latency_ms"] or {}
+    return (f"| {s['frames']} | {s['certified']} ({s['certified_pct']:.1f} %) | {s['abstained']} "
+            f"({s['abstain_pct']:.1f} %) | {_fmt(s['wrong_certified'], 'd')} | {s['median_n_used']:.0f} | "
+            f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} |")
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """The human-readable CLI output of `rs-guard eval`."""
     lat = s["latency_ms"] or {}
@@ -341,6 +487,12 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["labelled"] is not None:
         lines.append(f"  {s['labelled']} labelled: {s['correct_certified']} certified correct, "
                      f"{s['wrong_certified']} certified WRONG")
+    if "sources" in s:
+        lines.append(f"  {len(s['sources'])} sources: per-source figures in summary.json and report.md")
+    if "ray" in s:
+        ray = s["ray"]
+        lines.append(f"  Ray: {ray['workers']} workers on {s['model']['device']}, {ray['retried']} frames sent "
+                     f"again after a worker died, {ray['failed']} failed ({ray['replaced']} workers replaced)")
     lines.append(f"  report: {s['files']['report.md']}")
     return "\n".join(lines)
 
@@ -348,10 +500,12 @@ def format_summary(s: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- CLI
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rs-guard eval` flags (the caller adds --config/model flags and --json)."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, metavar="DIR", help="folder of PNG/JPEG frames (sorted by name)")
-    source.add_argument("--video", type=Path, metavar="FILE", help="video file (anything OpenCV reads)")
-    source.add_argument("--bag", type=Path, metavar="PATH", help="rosbag2 folder (or .mcap/.db3/ROS 1 .bag file)")
+    source = parser.add_argument_group("sources (at least one; each repeatable, evaluated in the order given)")
+    source.add_argument("--images", action=SourceAction, metavar="DIR", help="folder of PNG/JPEG frames "
+                        "(sorted by name)")
+    source.add_argument("--video", action=SourceAction, metavar="FILE", help="video file (anything OpenCV reads)")
+    source.add_argument("--bag", action=SourceAction, metavar="PATH", help="rosbag2 folder (or .mcap/.db3/ROS 1 "
+                        ".bag file), or a folder holding bags: each bag below it")
     parser.add_argument("--instruction", help="instruction for every frame (in a bag: until the first "
                         "instruction message); optional with an instruction topic or an instruction column")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
@@ -366,21 +520,39 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deadline", type=float, default=None, metavar="S",
                         help="abstain on decisions slower than S seconds, as the node does (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of OUT/decisions.jsonl (an "
+                        "interrupted run of the same command) and decide only the frames not there yet")
+    scale.add_ray_arguments(parser, "frames")
 
 
-def run_eval(args: argparse.Namespace, guard: Guard) -> dict[str, Any]:
-    """`rs-guard eval`: open the source named by the flags, evaluate, return the summary."""
-    kind = next(k for k in KINDS if getattr(args, k) is not None)
-    frames = iter_frames(getattr(args, kind), kind=kind, instruction=args.instruction,
-                         image_topics=args.image_topic, instruction_topic=args.instruction_topic)
-    labels = load_labels(args.labels, guard.cfg.commands.names) if args.labels else None
-    if args.instruction is None and frames.instruction_topic is None and not (labels and labels.instructions):
-        raise ValueError("--instruction is required unless the bag has an instruction topic or --labels has an "
-                         "instruction column")
+class SourceAction(argparse.Action):
+    """--images/--video/--bag: append (kind, path) to `sources`, keeping the order of the command line."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, "sources", **kwargs)
+        self.kind = dest
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
+                 option_string: str | None = None) -> None:
+        namespace.sources = [*(getattr(namespace, "sources", None) or []), (self.kind, Path(value))]
+
+
+def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.RayWorkers) -> dict[str, Any]:
+    """`rs-guard eval`: open the sources named by the flags, evaluate, return the summary."""
+    workers = scale.as_workers(gate)
+    sources = open_sources(getattr(args, "sources", None) or [], instruction=args.instruction,
+                           image_topics=args.image_topic, instruction_topic=args.instruction_topic)
+    labels = load_labels(args.labels, workers.cfg.commands.names) if args.labels else None
+    untold = [s for s in sources if s.instruction_topic is None]
+    if args.instruction is None and untold and not (labels and labels.instructions):
+        raise ValueError("--instruction is required unless every bag has an instruction topic or --labels has an "
+                         f"instruction column ({untold[0].path} has neither)")
     if args.deadline is not None and not args.deadline > 0:
         raise ValueError(f"--deadline must be positive, got {args.deadline}")
-    return evaluate(guard, frames, args.out, labels, progress=not args.no_progress, deadline_s=args.deadline)
+    return evaluate(workers, sources, args.out, labels, progress=not args.no_progress, deadline_s=args.deadline,
+                    resume=args.resume)
 
 
-__all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate",
-           "decide_frame", "certified_accuracy", "summarize", "add_eval_arguments", "run_eval", "format_summary"]
+__all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",
+           "resumed_rows", "per_source", "certified_accuracy", "summarize", "add_eval_arguments", "run_eval",
+           "format_summary"]

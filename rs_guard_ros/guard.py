@@ -124,9 +124,7 @@ class Guard:
 
     def abstain(self, reason: str, cfg: Config | None = None) -> Decision:
         """The safe decision: the abstain command, nothing certified."""
-        cfg = cfg or self.cfg
-        return Decision(command=cfg.commands.abstain, certified=False, label=None, radius=0.0,
-                        radius_camera=0.0, p_lower=0.0, n_used=0, reason=reason, settings=settings_of(cfg))
+        return abstain_decision(cfg or self.cfg, reason)
 
     @staticmethod
     def _check_instruction(instruction: Any, cfg: Config) -> str:
@@ -193,6 +191,13 @@ class Guard:
                         threshold=cert.radius_threshold,
                         counts={label_name(k): v for k, v in cert.counts.items()},
                         certificate=cert, settings=settings_of(cfg))
+
+
+def abstain_decision(cfg: Config, reason: str) -> Decision:
+    """The safe decision under `cfg`: the abstain command, nothing certified, with the reason
+    (needs no model: also what an evaluation records for a frame no worker could decide)."""
+    return Decision(command=cfg.commands.abstain, certified=False, label=None, radius=0.0,
+                    radius_camera=0.0, p_lower=0.0, n_used=0, reason=reason, settings=settings_of(cfg))
 
 
 def settings_of(cfg: Config) -> dict[str, Any]:

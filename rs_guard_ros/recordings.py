@@ -6,6 +6,9 @@ In a bag, Image and CompressedImage messages are decoded through
 :mod:`rs_guard_ros.images`, exactly as the node decodes them, and the latest
 std_msgs/String on the instruction topic applies to the frames after it. A frame that
 cannot be decoded carries its reason (`Frame.error`) instead of pixels.
+
+A fleet's recordings come as many sources (`open_sources`): several folders, videos and
+bags, and folders holding bags (each bag found below such a folder is one source).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class Frame(NamedTuple):
     instruction: str | None  # the instruction in force for this frame (None: none yet)
     name: str  # file name, "<video>#<n>" or "<topic>@<log time ns>"
     error: str = ""
+    source: str = ""  # the path of the recording it comes from
 
 
 @dataclass
@@ -49,7 +53,8 @@ class FrameSource:
     instruction_topic: str | None = None  # bags: the topic the instruction is read from
 
     def __iter__(self) -> Iterator[Frame]:
-        return self.read()
+        path = str(self.path)
+        return (frame._replace(source=path) for frame in self.read())
 
 
 # ----------------------------------------------------------------------------- sources
@@ -217,4 +222,40 @@ def _decoded(decode: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, str]:
         return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:250]
 
 
-# ----------------------------------------------------------------------------- labels
+# ----------------------------------------------------------------------------- several sources
+def open_sources(specs: Sequence[tuple[str, Path]], *, instruction: str | None = None,
+                 image_topics: Sequence[str] = (), instruction_topic: str | None = None) -> list[FrameSource]:
+    """Every (kind, path) source opened in the order given; a `bag` path that is a folder but
+    not a bag stands for every bag below it. Each is validated as `iter_frames` does, so a
+    broken recording anywhere in a fleet is named before any frame is decided."""
+    if not specs:
+        raise ValueError("give at least one source: --images DIR, --video FILE or --bag PATH (each repeatable)")
+    paths = [(kind, bag) for kind, path in specs for bag in (bag_paths(path) if kind == "bag" else [Path(path)])]
+    return [iter_frames(path, kind=kind, instruction=instruction, image_topics=image_topics,
+                        instruction_topic=instruction_topic) for kind, path in paths]
+
+
+def bag_paths(path: str | Path) -> list[Path]:
+    """[path] for a bag (file, or folder with metadata.yaml); for any other folder every bag below
+    it, sorted (a bag folder's own files are not searched again)."""
+    path = Path(path)
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return [path]
+    bags = sorted(p for p in path.rglob("*") if _is_bag(p) and not _inside_bag(p, path))
+    if not bags:
+        raise ValueError(f"source {path}: neither a bag nor a folder holding bags (rosbag2 folders with "
+                         f"metadata.yaml, {'/'.join(BAG_FILE_SUFFIXES)} files)")
+    return bags
+
+
+def _is_bag(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix.lower() in BAG_FILE_SUFFIXES
+
+
+def _inside_bag(path: Path, root: Path) -> bool:
+    """True for a file or folder within a rosbag2 folder below `root` (its .db3/.mcap storage files)."""
+    return any((parent / "metadata.yaml").is_file() for parent in path.parents if parent != root and
+               parent.is_relative_to(root))
+

@@ -109,3 +109,31 @@ def test_an_attack_towards_a_command_outside_the_set_is_refused_before_anything_
                                                     "norm": "linf", "command": "jump"}]}
     with pytest.raises(ValueError, match="off_task_with_stall.*jump"):
         _perturber(parse_scenarios({"scenarios": [bad]}))
+
+
+def test_a_scenario_folder_is_every_file_in_it_and_episodes_go_through_them_in_turn(tmp_path):
+    from rs_guard_ros.sim.demo import episode_list
+
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"scenarios": SCENARIOS["scenarios"][1:]}))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"scenarios": SCENARIOS["scenarios"][:1]}))
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert [s.name for s in episode_list(tmp_path)] == ["short_drive", "off_task_with_stall"]
+    assert [s.name for s in episode_list(tmp_path, count=5)] == ["short_drive", "off_task_with_stall"] * 2 + \
+        ["short_drive"]
+    assert [s.name for s in episode_list(tmp_path, ("off_task_with_stall",), 2)] == ["off_task_with_stall"] * 2
+    with pytest.raises(ValueError, match="--episodes must be >= 1"):
+        episode_list(tmp_path, count=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no \\*.yaml scenario files"):
+        episode_list(tmp_path / "empty")
+
+
+def test_ray_episodes_running_together_get_distinct_domains_and_a_retry_gets_a_new_one():
+    from rs_guard_ros.sim.demo import DOMAIN_IDS, episode_domain
+
+    for base in (1, 57, 101):
+        ids = [episode_domain(base, slot) for slot in range(DOMAIN_IDS)]
+        assert sorted(ids) == list(range(1, DOMAIN_IDS + 1))  # any DOMAIN_IDS consecutive tries: all different
+    episodes = 3
+    first, retry = episode_domain(40, 1), episode_domain(40, 1 + 1 * episodes)  # episode 1, tries 1 and 2
+    assert first == 41 and retry == 44 and retry not in {episode_domain(40, i) for i in range(episodes)}

@@ -4,6 +4,11 @@ Starts `rs_guard_sim` and `rs_guard_node` (config/sim_diffdrive.yaml, use_sim_ti
 separate processes in their own ROS_DOMAIN_ID with localhost-only discovery, plays the
 scenario file with a progress bar, prints the summary table, writes the report
 (report.md, PNG plots, episodes.csv, steps.jsonl) and shuts everything down with SIGINT.
+
+With Ray (`--ray`, :mod:`rs_guard_ros.scale`) every episode is one Ray task that does the
+same (`play`) for its one scenario, in a fresh worker process, in a folder episode_NNN and a
+ROS_DOMAIN_ID of its own (another one for each retry), so episodes run side by side without
+seeing each other's DDS traffic; the report over all episodes is written as in process.
 """
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the model load when it runs
+    from ..scale import RayTasks
     from .attacker import CameraAttacker
     from .records import Episode
     from .scenarios import Scenario
@@ -29,6 +36,7 @@ GUARD_CONFIG = "sim_diffdrive.yaml"
 DEMO_SCENARIOS = "scenarios/demo.yaml"
 START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
 STEP_TIMEOUT_S = 30.0
+DOMAIN_IDS = 101  # 1..101: ids whose DDS ports are safe on Linux (0 is everyone's default)
 
 
 def config_file(name: str) -> Path:
@@ -49,13 +57,24 @@ def config_file(name: str) -> Path:
 
 def ros_environment(domain_id: int | None) -> dict[str, str]:
     """This process's environment with localhost-only discovery and the demo's own domain id."""
-    if domain_id is None:
-        domain_id = random.SystemRandom().randint(1, 101)  # 0..101 are safe on Linux; 0 is everyone's default
-    if not 0 <= domain_id <= 232:
-        raise ValueError(f"--domain-id must be in [0, 232], got {domain_id}")
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id),
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(check_domain(domain_id)),
                       PYTHONUNBUFFERED="1")
     return dict(os.environ)
+
+
+def check_domain(domain_id: int | None) -> int:
+    """`domain_id`, checked; None: a random one in 1..DOMAIN_IDS."""
+    if domain_id is None:
+        return random.SystemRandom().randint(1, DOMAIN_IDS)
+    if not 0 <= domain_id <= 232:
+        raise ValueError(f"--domain-id must be in [0, 232], got {domain_id}")
+    return domain_id
+
+
+def episode_domain(base: int, slot: int) -> int:
+    """The domain id of one Ray episode try: consecutive slots (episode + try x episodes) get
+    consecutive ids in 1..DOMAIN_IDS, so up to DOMAIN_IDS episodes running at once never share one."""
+    return 1 + (base - 1 + slot) % DOMAIN_IDS
 
 
 class Processes:
@@ -66,7 +85,9 @@ class Processes:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str]) -> None:
-        with open(self.out / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+        # the child keeps its own copy of the log's descriptor, and takes this thread's signal mask:
+        # SIGINT is let through for the fork, or a child started by a Ray worker (which blocks it) ignores `stop`
+        with open(self.out / f"{name}.log", "w") as log, _sigint_unblocked():
             self.procs[name] = subprocess.Popen([sys.executable, *args], env=self.env, stdout=log,
                                                 stderr=subprocess.STDOUT, cwd=self.out)
 
@@ -92,6 +113,16 @@ class Processes:
 
 
 @contextlib.contextmanager
+def _sigint_unblocked() -> Iterator[None]:
+    """SIGINT not blocked in this thread for the block (restored afterwards)."""
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def spinning(node: Any) -> Iterator[None]:
     """Spin `node` in a background executor thread for the duration of the block."""
     from rclpy.executors import SingleThreadedExecutor
@@ -108,40 +139,143 @@ def spinning(node: Any) -> Iterator[None]:
 
 
 def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None,
-             guard_args: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run every scenario (or those named in `only`) closed-loop; return the summary."""
-    from tqdm import tqdm
-
+             guard_args: tuple[str, ...] = (), only: tuple[str, ...] = (), episodes: int | None = None,
+             workers: RayTasks | None = None) -> dict[str, Any]:
+    """Run every scenario of a file or folder (or those named in `only`; `episodes` of them,
+    cycling through the list) closed-loop, in this process or one Ray task per episode with
+    `workers`; write the report and return the summary."""
     from . import report
-    from .scenarios import load_scenarios
 
     started = time.monotonic()
-    scenarios = load_scenarios(scenario_file or config_file(DEMO_SCENARIOS))
+    source = scenario_file or config_file(DEMO_SCENARIOS)
+    scenarios = episode_list(source, only, episodes)
+    out.mkdir(parents=True, exist_ok=True)
+    if workers is not None:
+        return _run_on_ray(scenarios, source, out, check_domain(domain_id), guard_args, workers, started)
+    played, codes, domain = play(scenarios, out, domain_id, guard_args, progress=True)
+    meta = _meta(source, guard_args, str(domain), started) | {"exit codes": codes}
+    path = report.write_report(played, out, meta)
+    return {"episodes": [report.episode_metrics(e) for e in played], "table": report.summary_table(played),
+            "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"], "domain_id": domain}
+
+
+def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = None) -> list[Scenario]:
+    """The scenarios of a file, or of every *.yaml file of a folder (by name), those named in
+    `only` alone, repeated in turn to `count` episodes (default: each once)."""
+    from .scenarios import load_scenarios
+
+    files = sorted(source.glob("*.yaml")) if source.is_dir() else [source]
+    if not files:
+        raise ValueError(f"--scenarios {source}: no *.yaml scenario files in this folder")
+    scenarios = [s for f in files for s in load_scenarios(f)]
     if only:
         unknown = set(only) - {s.name for s in scenarios}
         if unknown:
             raise ValueError(f"--scenario: unknown names {sorted(unknown)}; known: {[s.name for s in scenarios]}")
         scenarios = [s for s in scenarios if s.name in only]
-    out.mkdir(parents=True, exist_ok=True)
+    if count is not None and count < 1:
+        raise ValueError(f"--episodes must be >= 1, got {count}")
+    return [scenarios[i % len(scenarios)] for i in range(count or len(scenarios))]
+
+
+def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args: tuple[str, ...],
+         progress: bool) -> tuple[list[Episode], dict[str, int], int]:
+    """Start sim and guard in their own domain, play the scenarios, stop them: (episodes, exit
+    codes, domain id). The closed loop itself, in process and in every Ray episode task."""
     env = ros_environment(domain_id)
     procs = Processes(out, env)
     procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0"])
     procs.start("guard", ["-m", f"{PACKAGE}.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
                           "-r", "image:=/rs_guard/camera", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true",
                           *guard_args])
-    episodes, codes = [], {}
     try:
-        episodes = _play(scenarios, procs, tqdm)
+        episodes = _play(scenarios, procs, progress)
     finally:
         codes = procs.stop()
-    meta = {"scenarios": str(scenario_file or config_file(DEMO_SCENARIOS)), "guard config": str(config_file(GUARD_CONFIG)),
-            "gate": _gate_summary(), "guard overrides": " ".join(guard_args) or "none",
-            "ROS_DOMAIN_ID": env["ROS_DOMAIN_ID"], "wall time (s)": round(time.monotonic() - started, 1),
-            "exit codes": codes}
-    path = report.write_report(episodes, out, meta)
-    return {"episodes": [report.episode_metrics(e) for e in episodes], "table": report.summary_table(episodes),
-            "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"],
-            "domain_id": int(env["ROS_DOMAIN_ID"])}
+    return episodes, codes, int(env["ROS_DOMAIN_ID"])
+
+
+def _meta(source: Path, guard_args: tuple[str, ...], domains: str, started: float) -> dict[str, Any]:
+    """The report's header: what ran, with which gate, where, for how long."""
+    return {"scenarios": str(source), "guard config": str(config_file(GUARD_CONFIG)), "gate": _gate_summary(),
+            "guard overrides": " ".join(guard_args) or "none", "ROS_DOMAIN_ID": domains,
+            "wall time (s)": round(time.monotonic() - started, 1)}
+
+
+# ----------------------------------------------------------------------------- on Ray
+@dataclass(frozen=True)
+class EpisodeTask:
+    """One episode for a Ray task: its scenario, its folder and what its domain id derives from."""
+
+    index: int
+    scenario: Scenario
+    out: Path
+    base_domain: int
+    episodes: int  # in the run: a retry's domain id is an episode count further on
+    guard_args: tuple[str, ...]
+    source: Path
+
+
+@dataclass
+class EpisodeRun:
+    """What one episode task returns (episode None: every try of it died)."""
+
+    index: int
+    scenario: str
+    episode: Episode | None
+    domain_id: int | None = None
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    report: str = ""
+    reason: str = ""
+
+
+def play_episode(task: EpisodeTask, attempt: int) -> EpisodeRun:
+    """One Ray episode: sim and guard of its own in domain `episode_domain(...)`, the scenario,
+    the episode's own report in its folder."""
+    from . import report
+
+    started = time.monotonic()
+    domain = episode_domain(task.base_domain, task.index + attempt * task.episodes)
+    task.out.mkdir(parents=True, exist_ok=True)
+    (episode,), codes, domain = play([task.scenario], task.out, domain, task.guard_args, progress=False)
+    meta = _meta(task.source, task.guard_args, str(domain), started) | {
+        "exit codes": codes, "episode": f"{task.index + 1}, try {attempt + 1}"}
+    path = report.write_report([episode], task.out, meta)
+    return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path))
+
+
+def failed_episode(task: EpisodeTask, reason: str) -> EpisodeRun:
+    return EpisodeRun(task.index, task.scenario.name, None, reason=reason)
+
+
+def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain: int, guard_args: tuple[str, ...],
+                workers: RayTasks, started: float) -> dict[str, Any]:
+    """Every episode as a Ray task (`play_episode`), side by side; the report over all of them."""
+    from tqdm import tqdm
+
+    from . import report
+
+    tasks = [EpisodeTask(i, s, out / f"episode_{i + 1:03d}", base_domain, len(scenarios), guard_args, source)
+             for i, s in enumerate(scenarios)]
+    runs = []
+    with tqdm(total=len(tasks), desc="rs-guard demo", unit="episode", file=sys.stderr,
+              mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
+        for _, run in workers.map(play_episode, tasks, failed_episode):
+            runs.append(run)
+            bar.update(1)
+    played = [r.episode for r in runs if r.episode is not None]
+    if not played:
+        raise RuntimeError(f"every episode failed on its Ray workers; first reason: {runs[0].reason}")
+    domains = ", ".join(str(r.domain_id) for r in runs if r.episode is not None)
+    meta = _meta(source, guard_args, domains, started) | {
+        "Ray": f"{workers.stats.workers} episodes at a time, {workers.stats.retried} tries again after a worker "
+               f"died, {workers.stats.failed} failed" + "".join(f"; episode {r.index + 1} ({r.scenario}): {r.reason}"
+                                                               for r in runs if r.episode is None)}
+    path = report.write_report(played, out, meta)
+    return {"episodes": [report.episode_metrics(e) for e in played], "table": report.summary_table(played),
+            "report": str(path), "exit_codes": {}, "wall_s": meta["wall time (s)"], "domain_id": base_domain,
+            "runs": [{k: v for k, v in vars(r).items() if k != "episode"} for r in runs],
+            "ray": workers.stats.to_dict()}
 
 
 def _gate_summary() -> str:
@@ -154,9 +288,10 @@ def _gate_summary() -> str:
             f"radius thresholds {cfg.thresholds()}")
 
 
-def _play(scenarios: list[Scenario], procs: Processes, tqdm: Any) -> list[Episode]:
-    """Bring up the runner, wait for the guard, play every scenario with a progress bar."""
+def _play(scenarios: list[Scenario], procs: Processes, progress: bool) -> list[Episode]:
+    """Bring up the runner, wait for the guard, play every scenario (with a progress bar)."""
     import rclpy
+    from tqdm import tqdm
 
     from .runner import ScenarioRunner
 
@@ -170,7 +305,7 @@ def _play(scenarios: list[Scenario], procs: Processes, tqdm: Any) -> list[Episod
             episodes = []
             for i, scenario in enumerate(scenarios):
                 with tqdm(total=scenario.time_limit, desc=f"[{i + 1}/{len(scenarios)}] {scenario.name}",
-                          unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR,
+                          unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR, disable=not progress,
                           mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
                     episodes.append(runner.run_episode(scenario, i + 1, STEP_TIMEOUT_S, _progress(bar)))
                 procs.check_alive()
