@@ -79,6 +79,21 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DenoiserConfig:
+    """Denoised smoothing: a denoiser in front of a VLA trained on clean images (docs/denoiser.md)."""
+
+    path: str = param("", "denoiser folder or file (denoiser.safetensors / denoiser.onnx) applied to every noisy "
+                      "sample before the model; part of the certified base classifier. '' = none; "
+                      "package://rs_guard_ros/models/denoiser is the shipped one for the demo world")
+    backend: str = param("torch", "how the denoiser runs", choices=("torch", "onnx"))
+    device: str = param("", "torch device of the denoiser; '' = the model's device")
+    dtype: str = param("auto", "denoiser dtype: auto (bf16 on CUDA, fp32 on CPU); onnx runs float32",
+                       choices=("auto", "float32", "float16", "bfloat16"))
+    sigma: float = param(0.0, "the noise level the denoiser was trained for; required with a denoiser, must equal "
+                         "smoothing.sigma and is checked against the file at start-up", low=0.0, high=4.0)
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     mode: str = param("resize", "camera frame -> model input: squash-resize or centre-crop then resize",
                       choices=("resize", "center_crop"))
@@ -202,13 +217,20 @@ class CommandSet:
     table: Mapping[str, CommandConfig] = field(default_factory=lambda: dict(DEMO_COMMANDS))
 
 
-GROUPS: dict[str, type] = {"model": ModelConfig, "preprocess": PreprocessConfig, "oracle": OracleConfig,
-                           "smoothing": SmoothingConfig, "instruction": InstructionConfig, "node": NodeConfig}
+GROUPS: dict[str, type] = {"model": ModelConfig, "model.denoiser": DenoiserConfig, "preprocess": PreprocessConfig,
+                           "oracle": OracleConfig, "smoothing": SmoothingConfig, "instruction": InstructionConfig,
+                           "node": NodeConfig}
+
+
+def _attr(group: str) -> str:
+    """The Config attribute holding a group ("model.denoiser" -> denoiser)."""
+    return group.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
@@ -223,7 +245,7 @@ class Config:
 
     def to_flat(self) -> dict[str, Any]:
         """Every parameter as {dotted name: value}."""
-        flat = {f"{g}.{f.name}": getattr(getattr(self, g), f.name) for g in GROUPS for f in fields(GROUPS[g])}
+        flat = {f"{g}.{f.name}": getattr(getattr(self, _attr(g)), f.name) for g in GROUPS for f in fields(GROUPS[g])}
         flat["commands.names"] = self.commands.names
         flat["commands.abstain"] = self.commands.abstain
         for name, cmd in self.commands.table.items():
@@ -326,7 +348,7 @@ def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
         if key not in specs:
             raise ConfigError(_unknown(key, names))
         merged[key] = coerce(specs[key], value)
-    groups = {g: cls(**{f.name: merged[f"{g}.{f.name}"] for f in fields(cls)}) for g, cls in GROUPS.items()}
+    groups = {_attr(g): cls(**{f.name: merged[f"{g}.{f.name}"] for f in fields(cls)}) for g, cls in GROUPS.items()}
     table = {n: CommandConfig(**{f.name: merged[f"commands.{n}.{f.name}"] for f in fields(CommandConfig)})
              for n in names}
     abstain = merged["commands.abstain"]
@@ -347,6 +369,12 @@ def _check_consistent(cfg: Config) -> None:
                           "(the alpha_O that calibrate-oracle reported with it)")
     _check_prompt_template(cfg.model.prompt_template)
     _check_action_outputs(cfg)
+    d = cfg.denoiser
+    if d.path and (d.sigma <= 0.0 or abs(d.sigma - s.sigma) > 1e-9 * s.sigma):
+        name = "model.denoiser.sigma" if d.sigma <= 0.0 else "smoothing.sigma"
+        raise ConfigError(f"parameter '{name}': with model.denoiser.path set ({d.path!r}), model.denoiser.sigma "
+                          f"(the sigma it was trained for, {d.sigma:g}) must be set and equal smoothing.sigma "
+                          f"({s.sigma:g}): a denoiser is trained for one noise level")
     for name, threshold in cfg.thresholds().items():
         if name == cfg.commands.abstain or certify.can_certify(threshold, s.sigma, s.alpha, s.n_max, o.error):
             continue

@@ -75,7 +75,9 @@ def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DE
     real = benchmark.decisions_for(guard, frame, instruction, repeats, progress)  # as configured: the check
     check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
              "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
-             "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real)}
+             "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real),
+             "denoise_share": statistics.median(d.timing_ms["denoise"] / max(d.timing_ms["total"], 1e-9)
+                                                for d in real)}
     return {"device": str(guard.policy.device), "model": guard.policy.name, "torch_threads": torch.get_num_threads(),
             "batch_size": guard.cfg.smoothing.batch_size, "raw_samples_per_s": raw, **cost, "check": check,
             "memory": benchmark.memory(guard.policy.device)}
@@ -288,7 +290,8 @@ def format_report(r: dict[str, Any]) -> str:
         c = m["check"]
         lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
                      f"({c['reason']}), median {c['n_used']:.0f} samples in {c['latency_s']:.2f} s; the line "
-                     f"predicts {c['predicted_latency_s']:.2f} s for that many")
+                     f"predicts {c['predicted_latency_s']:.2f} s for that many"
+                     + (f"; the denoiser takes {c['denoise_share']:.0%} of it" if c["denoise_share"] > 0 else ""))
         mem = m["memory"]
         cuda = mem["cuda_max_allocated_mb"]
         lines.append(f"memory: RSS {mem['rss_mb']:.0f} MB"

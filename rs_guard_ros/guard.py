@@ -20,12 +20,14 @@ from .config import Config
 from .images import ImageError, Preprocessor
 from .oracles import make_oracle
 from .oracles.action import twist_prototypes
+from .denoisers import DenoisedPolicy, load_denoiser
 from .policies import load_policy
 from .policies.base import Policy
+from .policies.model_path import resolve
 from .certify import label_name
 from .smoothing import Certificate, smooth_certify
 
-TIMING_KEYS = ("preprocess", "model", "oracle", "statistics", "total")
+TIMING_KEYS = ("preprocess", "denoise", "model", "oracle", "statistics", "total")
 
 
 class DecisionError(ValueError):
@@ -85,12 +87,15 @@ class Guard:
         if m.cpu_threads:  # process-wide: the guard's process runs one model
             torch.set_num_threads(m.cpu_threads)
         policy = load_policy(m.backend, m.path or None, device=m.device, **model_options(m))
+        if cfg.denoiser.path:
+            policy = denoised(policy, cfg)
         return cls(policy, make_oracle(o.kind, oracle_vocabulary(cfg, o.kind), **oracle_options(o, o.kind)), cfg)
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply a validated run-time change (thresholds, sigma, budgets); the model stays loaded."""
-        if cfg.model != self.cfg.model or cfg.preprocess != self.cfg.preprocess or cfg.oracle.kind != self.cfg.oracle.kind:
-            raise config_mod.ConfigError("model, preprocess and oracle.kind cannot change at run time")
+        if (cfg.model, cfg.denoiser, cfg.preprocess, cfg.oracle.kind) != \
+                (self.cfg.model, self.cfg.denoiser, self.cfg.preprocess, self.cfg.oracle.kind):
+            raise config_mod.ConfigError("model, denoiser, preprocess and oracle.kind cannot change at run time")
         self.cfg = cfg
 
     def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None) -> Decision:
@@ -118,7 +123,8 @@ class Guard:
         except Exception as exc:  # fail closed: anything unexpected is an abstain with its reason
             decision = self.abstain(_reason(exc), cfg)
         timing["total"] = _ms_since(start)
-        timing["statistics"] = max(0.0, timing["total"] - timing["preprocess"] - timing["model"] - timing["oracle"])
+        timing["statistics"] = max(0.0, timing["total"] - sum(timing[k] for k in ("preprocess", "denoise", "model",
+                                                                                  "oracle")))
         decision.timing_ms = timing
         return decision
 
@@ -170,11 +176,13 @@ class Guard:
                 raise DeadlineExceeded("decision deadline exceeded")
             outputs = self.policy(batch, instruction)
             t1 = time.perf_counter()
+            denoise_ms = self.policy.last_denoise_ms if isinstance(self.policy, DenoisedPolicy) else 0.0
+            timing["denoise"] += denoise_ms
             if len(outputs) != len(batch):
                 raise ModelFault(f"returned {len(outputs)} outputs for {len(batch)} frames")
             _check_finite(outputs)
             labels = list(self.oracle(outputs))
-            timing["model"] += (t1 - t0) * 1e3
+            timing["model"] += (t1 - t0) * 1e3 - denoise_ms
             timing["oracle"] += _ms_since(t1)
             if len(labels) != len(outputs) or any(lab is not None and lab not in commands for lab in labels):
                 raise ModelFault("oracle returned labels outside the command set")
@@ -203,10 +211,20 @@ def abstain_decision(cfg: Config, reason: str) -> Decision:
 def settings_of(cfg: Config) -> dict[str, Any]:
     """The statistical settings a decision runs under, as its record reports them."""
     s, o = cfg.smoothing, cfg.oracle
-    return {"sigma": s.sigma, "alpha": s.alpha, "oracle_error": o.error,
+    return {"sigma": s.sigma, "alpha": s.alpha, "oracle_error": o.error, "denoiser": cfg.denoiser.path or None,
             "oracle_error_alpha": o.error_alpha if o.error > 0.0 else None, "thresholds": cfg.thresholds(),
             "n0": s.n0, "n_max": s.n_max, "mode": s.mode, "batch_size": s.batch_size,
             "seed": None if s.seed < 0 else s.seed}
+
+
+def denoised(policy: Policy, cfg: Config) -> DenoisedPolicy:
+    """`policy` behind the configured denoiser (denoised smoothing: it sees every noisy sample,
+    never the clean frame); its training sigma must be the configured one and smoothing.sigma."""
+    d = cfg.denoiser
+    denoiser = load_denoiser(resolve(d.path), d.backend, device=d.device or policy.device, dtype=d.dtype,
+                             trained_sigma=d.sigma)
+    denoiser.check_sigma(cfg.smoothing.sigma)
+    return DenoisedPolicy(policy, denoiser)
 
 
 def model_options(m: config_mod.ModelConfig) -> dict[str, Any]:

@@ -176,7 +176,8 @@ def test_defect5_a_decision_runs_on_one_snapshot_of_the_configuration_and_report
     guard = policy.guard = Guard(policy, make_oracle("grammar", cfg.commands.table), cfg)
     d = guard.decide(left_bright_frame(), "go")
     assert d.certificate.sigma == 0.25 and d.threshold == 0.1
-    assert d.settings == {"sigma": 0.25, "alpha": 0.001, "oracle_error": 0.0, "oracle_error_alpha": None,
+    assert d.settings == {"sigma": 0.25, "alpha": 0.001, "oracle_error": 0.0, "denoiser": None,
+                          "oracle_error_alpha": None,
                           "thresholds": {"forward": 0.25, "left": 0.1, "right": 0.1, "stop": 0.0},
                           "n0": 16, "n_max": 300, "mode": "fixed", "batch_size": 100, "seed": None}
     later = guard.decide(left_bright_frame(), "go")  # the change applies from the next decision

@@ -76,3 +76,29 @@ def test_the_stand_ins_are_named_as_such():
     for module in (openvla_standin, lerobot_standin):
         assert "STAND-IN" in (module.__doc__ or "").upper(), module.__name__
     assert Path(openvla_standin.__file__).parent.name == "ros_peers"
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_clean_trained_vla_behind_the_denoiser_drives_the_node_from_its_config_file(ros_env, tmp_path):
+    """config/demo_denoised.yaml alone: the VLA trained on clean frames, the shipped denoiser in
+    front of it; example frames get certified commands, the records name the denoiser and its
+    time is in the timing breakdown."""
+    import csv
+
+    import cv2
+
+    rows = [r for r in csv.DictReader((ROOT / "examples" / "frames.csv").open()) if r["command"] in ("left", "right")]
+    params = {"model": {"device": "cpu"}, "node": NODE}
+    with running_gate(ros_env, tmp_path, params, param_files=(ROOT / "config" / "demo_denoised.yaml",)) as (_, probe):
+        assert probe.wait_connected() and probe.wait_ready(180), "the node did not come up"
+        for row in rows[:2]:
+            rgb = cv2.cvtColor(cv2.imread(str(ROOT / "examples" / row["image"])), cv2.COLOR_BGR2RGB)
+            probe.say(row["instruction"])
+            got = probe.wait_for(lambda: [c for c in probe.certs("decision") if c["certified"]
+                                          and c["instruction"] == row["instruction"]], 240, 0.2,
+                                 lambda: probe.send_frame(rgb, probe.now()))
+            assert got, f"no certified decision for {row['image']}: {probe.certs()[-3:]}"
+            record = got[-1]
+            assert record["command"] == row["command"] and record["timing_ms"]["denoise"] > 0.0
+            assert record["settings"]["denoiser"] == "package://rs_guard_ros/models/denoiser"

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 MODELS_ROOT = Path("/opt/models")  # where the download commands we suggest put models
+PACKAGE_URI = "package://rs_guard_ros/"  # files shipped inside this package, wherever it is installed
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -19,10 +20,19 @@ def download_command(hub_id: str, local_dir: str | Path) -> str:
     return f"huggingface-cli download {hub_id} --local-dir {local_dir}"
 
 
+def resolve(path: str | Path) -> Path:
+    """A configured path as a Path; `package://rs_guard_ros/...` (as in a URDF) names a file
+    shipped inside this package, found wherever pip or colcon installed it."""
+    text = str(path)
+    if text.startswith(PACKAGE_URI):
+        return Path(__file__).resolve().parents[1] / text[len(PACKAGE_URI):]
+    return Path(path)
+
+
 def local_model_dir(path: str | Path) -> Path:
     """`path` as a Path if it is an existing directory; else ValueError, one line, saying how
     to get the model there (a hub id gets the exact download command)."""
-    root = Path(path)
+    root = resolve(path)
     if root.is_dir():
         return root
     text = str(path)
