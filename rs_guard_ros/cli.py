@@ -294,8 +294,10 @@ def format_examples(result: dict[str, Any]) -> str:
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     """The closed loop: sim, guard and scenario runner as ROS 2 processes (rs_guard_ros.sim.demo);
     with --ray one Ray task per episode, each with its own processes and domain."""
+    from .policies import quiet_model_loading
     from .sim.demo import run_demo
 
+    quiet_model_loading()  # the camera-link attacker loads the VLA in this process
     guard_args = tuple(a for p in args.guard_param for a in ("-p", p))
     run = functools.partial(run_demo, args.scenarios, args.out, args.domain_id, guard_args, tuple(args.scenario),
                             args.episodes)
