@@ -116,23 +116,15 @@ def save_denoiser(net: ConvDenoiser, folder: str | Path, *, trained_sigma: float
     return path
 
 
-def _weights_path(path: Path) -> Path:
-    """The safetensors file: `path` itself, or denoiser.safetensors inside a folder."""
-    file = path / WEIGHTS_FILE if path.is_dir() else path
+def _backend_file(path: Path, backend: str) -> Path:
+    """The file a backend loads: `path` itself, or the backend's file (denoiser.safetensors for
+    torch, denoiser.onnx for onnx) inside a folder."""
+    name = WEIGHTS_FILE if backend == "torch" else ONNX_FILE
+    file = path / name if path.is_dir() else path
     if not file.is_file():
-        raise DenoiserError(f"denoiser weights {str(file)!r} do not exist")
-    if file.suffix != ".safetensors":
-        raise DenoiserError(f"denoiser weights {str(file)!r}: the torch backend loads a .safetensors file")
-    return file
-
-
-def _onnx_path(path: Path) -> Path:
-    """The .onnx graph: `path` itself, or denoiser.onnx inside a folder."""
-    file = path / ONNX_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise DenoiserError(f"denoiser graph {str(file)!r} does not exist")
-    if file.suffix != ".onnx":
-        raise DenoiserError(f"denoiser graph {str(file)!r}: the onnx backend loads a .onnx file")
+        raise DenoiserError(f"denoiser file {str(file)!r} does not exist")
+    if file.suffix != Path(name).suffix:
+        raise DenoiserError(f"denoiser file {str(file)!r}: the {backend} backend loads a {Path(name).suffix} file")
     return file
 
 
@@ -268,10 +260,10 @@ def load_denoiser(path: str | Path, backend: str = "torch", *, device: str | tor
         raise DenoiserError(f"denoiser path {str(path)!r} does not exist")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     if backend == "torch":
-        return _load_torch(_weights_path(path), device, resolve_dtype(dtype, device), trained_sigma)
+        return _load_torch(_backend_file(path, "torch"), device, resolve_dtype(dtype, device), trained_sigma)
     if dtype not in ("auto", "float32", "fp32", torch.float32):
         raise DenoiserError(f"the onnx denoiser backend runs float32; dtype {dtype!r} is not supported")
-    return _load_onnx(_onnx_path(path), device, trained_sigma)
+    return _load_onnx(_backend_file(path, "onnx"), device, trained_sigma)
 
 
 def _load_torch(file: Path, device: torch.device, dtype: torch.dtype, trained_sigma: float | None) -> Denoiser:
