@@ -204,10 +204,10 @@ def idle_cpu(pid: int, seconds: float) -> float:
 
 def offline_decide(params: dict, frames: list[np.ndarray], instruction: str) -> dict:
     """`Guard.decide` alone, same configuration and frames, in this process."""
-    from rs_guard_ros import config
+    from rs_guard_ros import config, param_files
     from rs_guard_ros.guard import Guard
 
-    flat = config.flatten(params)
+    flat = param_files.flatten(params)
     guard = Guard.from_config(config.from_flat(flat))
     guard.decide(frames[0], instruction)  # warm-up, as the node's first decision is excluded below too
     times = []

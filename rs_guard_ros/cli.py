@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import __version__, attack, certify, config, doctor, evaluate, scale
+from . import __version__, attack, certify, config, doctor, evaluate, param_files, scale
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
@@ -350,7 +350,7 @@ def command_names(argv: list[str]) -> tuple[str, ...]:
     names = tuple(config.DEMO_COMMANDS)
     for path in files:
         try:
-            names = tuple(config.read_param_file(path).get("commands.names", names))
+            names = tuple(param_files.read_param_file(path).get("commands.names", names))
         except (config.ConfigError, TypeError):
             pass
     return names

@@ -28,7 +28,7 @@ import rclpy.node
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from . import config
+from . import config, param_files
 from .config import Config, ConfigError, ParamSpec
 
 # Parameters rclpy declares and applies itself (ours never use these names): each must be a bool.
@@ -64,10 +64,10 @@ def params_files(argv: Sequence[str]) -> list[str]:
 
 def check_params_files(paths: Sequence[str], fqn: str, given: set[str]) -> None:
     """ConfigError naming the file when none of a parameter file's entries applies to the
-    node `fqn` (config.applying_entries), or a parameter of an entry that applies is not
+    node `fqn` (param_files.applying_entries), or a parameter of an entry that applies is not
     among the `given` ones."""
     for path in paths:
-        for name, params in config.applying_entries(path, fqn):
+        for name, params in param_files.applying_entries(path, fqn):
             missing = sorted(set(params) - given)
             if missing:
                 raise ConfigError(f"parameter file {path}: parameter '{missing[0]}' of {name!r} did not reach "

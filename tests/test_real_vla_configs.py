@@ -25,7 +25,8 @@ pytest.importorskip("transformers")
 
 from ros_peers import idefics3_standin, lerobot_standin, openvla_standin  # noqa: E402
 from rs_guard_ros import certify  # noqa: E402
-from rs_guard_ros.config import load_config, unflatten  # noqa: E402
+from rs_guard_ros.config import load_config  # noqa: E402
+from rs_guard_ros.param_files import unflatten  # noqa: E402
 from rs_guard_ros.guard import Guard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from launch_stubs import launch_loader, run_launch
-from rs_guard_ros import config, node
+from rs_guard_ros import config, node, param_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = ROOT / "config" / "robot_chain"
@@ -253,7 +253,7 @@ def test_collision_monitor_zones_and_sources_are_complete(monitor):
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_gate_overlays_load_on_top_of_every_robot_file(robot, overlay):
     cfg = config.load_config(ROOT / "config" / f"{robot}.yaml", overlay)
-    named = params_of(overlay, config.FILE_NODE_KEY)["node"]
+    named = params_of(overlay, param_files.FILE_NODE_KEY)["node"]
     assert {k: getattr(cfg.node, k) for k in named} == named, "the overlay, loaded last, decides what it names"
     assert "robot:=" in header(overlay) and "params_file:=" in header(overlay)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rs_guard_ros.config import ConfigError, node_name_matches, param_file_entries, read_param_file
+from rs_guard_ros.config import ConfigError
+from rs_guard_ros.param_files import node_name_matches, param_file_entries, read_param_file
 from rs_guard_ros.ros_params import check_params_files, params_files
 
 
