@@ -59,7 +59,7 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "rs_guard_node = rs_guard_ros.node:main",
+            "rs_guard_node = rs_guard_ros.ros.node:main",
             "rs-guard = rs_guard_ros.cli:main",
             "rs_guard_sim = rs_guard_ros.sim.ros_bridge:main",
         ],

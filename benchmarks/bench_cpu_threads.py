@@ -37,11 +37,11 @@ def worker(threads: int, seconds: float, min_decisions: int) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from rs_guard_ros import config
+    from rs_guard_ros import param_files
     from rs_guard_ros.guard import Guard
 
     hf_logging.disable_progress_bar()
-    guard = Guard.from_config(config.load_config(overrides={"model.cpu_threads": threads, "model.device": "cpu"}))
+    guard = Guard.from_config(param_files.load_config(overrides={"model.cpu_threads": threads, "model.device": "cpu"}))
     frame = cv2.cvtColor(cv2.imread(str(FRAME)), cv2.COLOR_BGR2RGB)
     guard.decide(frame, INSTRUCTION)  # warm-up
     latencies, samples = [], 0

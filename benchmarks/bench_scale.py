@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import cv2
 
-from rs_guard_ros import config, evaluate, scale
+from rs_guard_ros import evaluate, param_files, scale
 from rs_guard_ros.recordings import Frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    cfg = config.load_config(overrides={"model.device": "cpu", "model.cpu_threads": 1})
+    cfg = param_files.load_config(overrides={"model.device": "cpu", "model.cpu_threads": 1})
     items = example_frames(args.frames, size)
 
     from rs_guard_ros.guard import Guard

@@ -467,11 +467,11 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 def attack_config(args: argparse.Namespace) -> Any:
     """Parameter files and dotted flags; without files the demo gate (n_max 1000, else defaults)."""
-    from . import config
+    from .param_files import load_config
 
     files = list(getattr(args, "config", None) or [])
     flags = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    return config.load_config(*files, overrides=flags if files else {"smoothing.n_max": 1000, **flags})
+    return load_config(*files, overrides=flags if files else {"smoothing.n_max": 1000, **flags})
 
 
 def run_attack(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.RayWorkers | None = None

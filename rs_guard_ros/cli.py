@@ -128,7 +128,7 @@ def _flag_metavar(spec: config.ParamSpec) -> str:
 def config_from_args(args: argparse.Namespace) -> config.Config:
     """Parameter files, then the flags given on the command line (validated by config.py)."""
     flags = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    return config.load_config(*check_files(args.config, "--config"), overrides=flags)
+    return param_files.load_config(*check_files(args.config, "--config"), overrides=flags)
 
 
 def check_files(paths: list[str], flag: str) -> list[str]:
@@ -192,7 +192,7 @@ def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from .oracles.calibrate import run_calibration
     from .policies import quiet_model_loading
 
-    cfg = config.load_config(*check_files(args.config, "--config"))
+    cfg = param_files.load_config(*check_files(args.config, "--config"))
     quiet_model_loading()
     result = run_calibration(args.oracle, args.labels, oracle_vocabulary(cfg, args.oracle), args.alpha,
                              **oracle_options(cfg.oracle, args.oracle))

@@ -1,7 +1,7 @@
 """Typed, validated configuration: the one source of every parameter's name, default,
 range and description.
 
-The ROS parameter declarations (ros_params.py), the YAML files in config/
+The ROS parameter declarations (ros/params.py), the YAML files in config/
 (`param_files.dump_yaml`) and
 the `rs-guard` CLI flags are all derived from the dataclass fields below. Parameter
 names are dotted, as in a ROS parameter file: `smoothing.sigma`, `commands.left.angular_z`.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import certify
@@ -438,17 +437,6 @@ def _unknown(key: str, names: tuple[str, ...]) -> str:
     return f"parameter '{key}': unknown parameter"
 
 
-def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then each ROS 2 parameter file in order, then `overrides` (all validated)."""
-    from .param_files import read_param_file  # param_files builds on this module
-
-    values: dict[str, Any] = {}
-    for path in paths:
-        values.update(read_param_file(path))
-    values.update(overrides or {})
-    return from_flat(values)
-
-
 def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
     """Apply run-time changes: only `runtime` parameters, validated like a file."""
     specs = {s.name: s for s in param_specs(cfg.commands.names)}
@@ -458,5 +446,5 @@ def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
     return from_flat(changes, base=cfg)
 
 
-__all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat", "load_config",
+__all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat",
            "update", "coerce"]

@@ -17,6 +17,7 @@ import torch
 
 from . import config as config_mod
 from .config import Config
+from .param_files import load_config
 from .images import ImageError, Preprocessor
 from .oracles import make_oracle
 from .oracles.action import twist_prototypes
@@ -82,7 +83,7 @@ class Guard:
     def from_config(cls, cfg: Config | str | Path | None = None) -> "Guard":
         """Load the policy and oracle a Config (or a ROS parameter file) names."""
         if not isinstance(cfg, Config):
-            cfg = config_mod.load_config(cfg) if cfg else Config()
+            cfg = load_config(cfg) if cfg else Config()
         m, o = cfg.model, cfg.oracle
         if m.cpu_threads:  # process-wide: the guard's process runs one model
             torch.set_num_threads(m.cpu_threads)

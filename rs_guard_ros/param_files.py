@@ -1,5 +1,5 @@
-"""ROS 2 parameter files: reading them as rcl does (namespaces, node-name wildcards), and
-writing the whole configuration as one, documented.
+"""ROS 2 parameter files: reading them as rcl does (namespaces, node-name wildcards) into a
+validated Config, and writing the whole configuration as one, documented.
 
 The node and the `rs-guard` CLI read parameter files through the same functions, so a file
 whose entries would not reach the node is refused by both (`applying_entries`).
@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from .config import NODE_NAME, Config, ConfigError, ParamSpec, param_specs
+from .config import NODE_NAME, Config, ConfigError, ParamSpec, from_flat, param_specs
 
 DEFAULT_FQN = f"/{NODE_NAME}"  # the node's fully qualified name without a namespace
 PARAMETERS_KEY = "ros__parameters"
@@ -106,6 +106,15 @@ def read_param_file(path: str | Path, fqn: str = DEFAULT_FQN) -> dict[str, Any]:
     return flat
 
 
+def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then each ROS 2 parameter file in order, then `overrides` (all validated)."""
+    values: dict[str, Any] = {}
+    for path in paths:
+        values.update(read_param_file(path))
+    values.update(overrides or {})
+    return from_flat(values)
+
+
 def dump_yaml(cfg: Config, node_name: str = FILE_NODE_KEY) -> str:
     """The whole configuration as a ROS 2 parameter file, every parameter preceded by its
     description and range or choices (empty lists are commented out: ROS 2's parameter-file
@@ -150,4 +159,4 @@ def _yaml_scalar(value: Any) -> str:
 
 
 __all__ = ["DEFAULT_FQN", "PARAMETERS_KEY", "FILE_NODE_KEY", "flatten", "unflatten", "param_file_entries",
-           "node_name_matches", "applying_entries", "read_param_file", "dump_yaml"]
+           "node_name_matches", "applying_entries", "read_param_file", "load_config", "dump_yaml"]

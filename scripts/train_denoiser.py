@@ -45,7 +45,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from rs_guard_ros.denoisers import (  # noqa: E402
-    ONNX_FILE, ConvDenoiser, denoiser_from_module, export_onnx, load_denoiser, save_denoiser,
+    ONNX_FILE, ConvDenoiser, export_onnx, load_denoiser, save_denoiser,
 )
 from rs_guard_ros.images import ImageError, Preprocessor  # noqa: E402
 

@@ -20,14 +20,14 @@ def test_every_parameter_has_a_description_and_a_valid_default():
 def test_shipped_default_yaml_is_generated_from_config_py():
     text = (ROOT / "config" / "default.yaml").read_text()
     assert text.endswith(param_files.dump_yaml(Config())), "run scripts/write_default_config.py"
-    assert cfgmod.load_config(ROOT / "config" / "default.yaml") == Config()
+    assert param_files.load_config(ROOT / "config" / "default.yaml") == Config()
 
 
 def test_parameter_file_overrides_apply_in_order(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("rs_guard:\n  ros__parameters:\n    smoothing: {sigma: 0.5, n0: 10}\n")
     b.write_text("/**:\n  ros__parameters:\n    smoothing:\n      sigma: 0.75\n    use_sim_time: true\n")
-    cfg = cfgmod.load_config(a, b)
+    cfg = param_files.load_config(a, b)
     assert cfg.smoothing.sigma == 0.75 and cfg.smoothing.n0 == 10
 
 
@@ -75,7 +75,7 @@ def test_arbitrary_parameter_file_text_loads_or_raises_config_error(tmp_path_fac
     path = tmp_path_factory.mktemp("yaml") / "p.yaml"
     path.write_text(text)
     try:
-        cfgmod.load_config(path)
+        param_files.load_config(path)
     except ConfigError:
         pass
 

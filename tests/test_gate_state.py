@@ -1,4 +1,4 @@
-"""gate_state.py: the node's output state machine, staleness rule, newest-frame mailbox
+"""ros/gate_state.py: the node's output state machine, staleness rule, newest-frame mailbox
 and diagnostics statistics, without ROS."""
 import hashlib
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from rs_guard_ros.gate_state import (INSTRUCTION_PREFIX_CHARS, FrameTime, Level, LatestSlot, GateStats, Output,
+from rs_guard_ros.ros.gate_state import (INSTRUCTION_PREFIX_CHARS, FrameTime, Level, LatestSlot, GateStats, Output,
                                      OutputGate, bounded, frame_reason, frame_time, instruction_fields, json_safe,
                                      reason_key, reason_kind, stale_reason, ttl_reason)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from launch_stubs import launch_loader, run_launch
-from rs_guard_ros import config
+from rs_guard_ros import param_files
 from rs_guard_ros.sim import world as mujoco_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def test_world_has_each_mujoco_object_with_its_shape_size_and_colour(world, spec
 
 # ----------------------------------------------------------------------------- bridge
 def test_bridge_types_and_directions_match_what_the_guard_subscribes_and_publishes(bridge):
-    sim = config.load_config(ROOT / "config" / "sim_diffdrive.yaml")
+    sim = param_files.load_config(ROOT / "config" / "sim_diffdrive.yaml")
     assert sim.node.image_transport == "raw", "the bridge delivers raw sensor_msgs/Image"
     assert sim.node.use_stamped is False, "the bridge and diff-drive take geometry_msgs/Twist"
     expected = {"sensor_msgs/msg/Image": ("gz.msgs.Image", "GZ_TO_ROS"),

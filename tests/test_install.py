@@ -237,7 +237,7 @@ def test_the_node_cli_and_demo_vla_work_with_only_the_robot_set(tmp_path):
         "import site, sys, importlib\n"
         f"site.addsitedir({str(site)!r})\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "for m in ('rs_guard_ros.node', 'rs_guard_ros.cli', 'rs_guard_ros.guard', 'rs_guard_ros.smoothing',\n"
+        "for m in ('rs_guard_ros.ros.node', 'rs_guard_ros.cli', 'rs_guard_ros.guard', 'rs_guard_ros.smoothing',\n"
         "          'rs_guard_ros.policies.transformers_policy', 'rs_guard_ros.policies.onnx_policy'):\n"
         "    importlib.import_module(m)\n"
         "for absent in ('matplotlib', 'mujoco', 'art', 'hypothesis'):\n"

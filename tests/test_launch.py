@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rs_guard_ros import config, node
+from rs_guard_ros import config, param_files
+from rs_guard_ros.ros import node
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "rs_guard.launch.py"
@@ -49,7 +50,7 @@ def test_launch_file_declares_the_documented_arguments():
 def test_launch_file_runs_the_real_executable_of_the_real_package():
     assert _constant("PACKAGE") == re.search(r"<name>(\w+)</name>", (ROOT / "package.xml").read_text()).group(1)
     executable = _constant("EXECUTABLE")
-    assert f'"{executable} = rs_guard_ros.node:main"' in (ROOT / "setup.py").read_text()
+    assert f'"{executable} = rs_guard_ros.ros.node:main"' in (ROOT / "setup.py").read_text()
     assert callable(node.main)
     assert _constant("NODE_NAME") == config.NODE_NAME  # so the config files' `rs_guard:` key applies
 
@@ -58,7 +59,7 @@ def test_launch_file_runs_the_real_executable_of_the_real_package():
 def test_every_robot_choice_has_a_shipped_config_that_setup_installs(robot):
     path = ROOT / "config" / f"{robot}.yaml"
     assert path.exists()
-    config.load_config(path)
+    param_files.load_config(path)
     assert '(f"share/{PACKAGE}/config", glob("config/*.yaml"))' in (ROOT / "setup.py").read_text()
 
 
@@ -102,7 +103,7 @@ def test_launching_a_robot_runs_the_node_on_its_config_with_the_remaps(load_laun
     robot_file, overrides = kw["parameters"]
     assert Path(robot_file) == ROOT / "config" / f"{robot}.yaml"
     assert overrides == {"use_sim_time": True, "model.path": "/opt/models/x", "model.device": "cuda:1"}
-    config.load_config(robot_file, overrides={k: v for k, v in overrides.items() if k != "use_sim_time"})
+    param_files.load_config(robot_file, overrides={k: v for k, v in overrides.items() if k != "use_sim_time"})
     assert dict(kw["remappings"]) == {node.IMAGE_TOPIC: "/cam/rgb", node.COMPRESSED_IMAGE_TOPIC: "/cam/rgb/compressed",
                                       node.CMD_VEL_TOPIC: "/mux/vla_vel"}
 

@@ -77,12 +77,12 @@ def _decide_each(probe, frames, resend_s=2.0):
 @pytest.mark.ros
 @pytest.mark.slow
 def test_demo_commands_match_the_offline_guard_and_sigint_leaves_abstain(ros_env, tmp_path):
-    from rs_guard_ros import config
+    from rs_guard_ros import param_files
     from rs_guard_ros.guard import Guard
 
     frames = _example_frames()
     params_file = write_params(tmp_path / "demo.yaml", DEMO_PARAMS)
-    guard = Guard.from_config(config.load_config(params_file))
+    guard = Guard.from_config(param_files.load_config(params_file))
     offline = [guard.decide(rgb, instruction) for rgb, instruction, _ in frames]
     with running_gate(ros_env, tmp_path, None, param_files=(params_file,)) as (node, probe):
         assert probe.wait_connected() and probe.wait_ready()

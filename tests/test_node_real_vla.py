@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 from ros_peers import lerobot_standin, openvla_standin  # noqa: E402
 from ros_peers.gate_probe import ROOT, running_gate  # noqa: E402
-from rs_guard_ros.config import load_config  # noqa: E402
+from rs_guard_ros.param_files import load_config  # noqa: E402
 
 OPENVLA_YAML = ROOT / "config" / "openvla.yaml"
 GREEN = np.broadcast_to(np.array((0, 255, 0), np.uint8), (96, 128, 3)).copy()  # "forward" for both stand-ins

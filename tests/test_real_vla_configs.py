@@ -15,7 +15,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ pytest.importorskip("transformers")
 
 from ros_peers import idefics3_standin, lerobot_standin, openvla_standin  # noqa: E402
 from rs_guard_ros import certify  # noqa: E402
-from rs_guard_ros.config import load_config  # noqa: E402
+from rs_guard_ros.param_files import load_config  # noqa: E402
 from rs_guard_ros.param_files import unflatten  # noqa: E402
 from rs_guard_ros.guard import Guard  # noqa: E402
 

@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from launch_stubs import launch_loader, run_launch
-from rs_guard_ros import config, node, param_files
+from rs_guard_ros import config, param_files
+from rs_guard_ros.ros import node
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAIN = ROOT / "config" / "robot_chain"
@@ -128,12 +129,12 @@ def monitor() -> dict:
 
 @pytest.fixture(scope="module")
 def gate_for_mux() -> config.Config:
-    return config.load_config(GATE_FOR_MUX)
+    return param_files.load_config(GATE_FOR_MUX)
 
 
 @pytest.fixture(scope="module")
 def gate_for_cm() -> config.Config:
-    return config.load_config(GATE_FOR_CM)
+    return param_files.load_config(GATE_FOR_CM)
 
 
 # ----------------------------------------------------------------------------- twist_mux
@@ -220,7 +221,7 @@ def test_gate_and_collision_monitor_agree_on_the_message_type(monitor, gate_for_
 def test_on_humble_collision_monitor_takes_twist_so_the_gate_must_not_stamp(monitor, gate_for_cm):
     """The files are for Jazzy/Kilted; their headers and docs/robot.md give the Humble change."""
     assert collision_monitor_type("humble", monitor) == TWIST != gate_type(gate_for_cm)
-    assert gate_type(config.load_config(GATE_FOR_CM, overrides={"node.use_stamped": False})) == TWIST
+    assert gate_type(param_files.load_config(GATE_FOR_CM, overrides={"node.use_stamped": False})) == TWIST
     assert "node.use_stamped: false" in header(COLLISION_MONITOR)
     assert "max_points: 3" in header(COLLISION_MONITOR)
     assert "Humble: false" in GATE_FOR_CM.read_text()
@@ -252,7 +253,7 @@ def test_collision_monitor_zones_and_sources_are_complete(monitor):
 @pytest.mark.parametrize("overlay", [GATE_FOR_MUX, GATE_FOR_CM], ids=lambda p: p.stem)
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_gate_overlays_load_on_top_of_every_robot_file(robot, overlay):
-    cfg = config.load_config(ROOT / "config" / f"{robot}.yaml", overlay)
+    cfg = param_files.load_config(ROOT / "config" / f"{robot}.yaml", overlay)
     named = params_of(overlay, param_files.FILE_NODE_KEY)["node"]
     assert {k: getattr(cfg.node, k) for k in named} == named, "the overlay, loaded last, decides what it names"
     assert "robot:=" in header(overlay) and "params_file:=" in header(overlay)
@@ -287,7 +288,7 @@ def test_chain_launch_starts_the_gate_on_twist_muxs_input_and_twist_mux_on_its_f
     assert remaps[node.CMD_VEL_TOPIC] == mux["topics"]["rs_guard"]["topic"]
     assert remaps[node.IMAGE_TOPIC] == "/oakd/rgb/preview/image_raw"
     robot_file, overlay, _ = gate.kwargs["parameters"]
-    assert gate_type(config.load_config(robot_file, overlay)) == twist_mux_type("jazzy", mux)
+    assert gate_type(param_files.load_config(robot_file, overlay)) == twist_mux_type("jazzy", mux)
 
 
 def test_chain_launch_compiles_and_names_real_files():

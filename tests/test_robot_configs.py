@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rs_guard_ros import config
+from rs_guard_ros import config, param_files
 from ros_peers.gate_probe import running_gate, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def _path(robot):
 
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_robot_file_loads_and_stays_within_the_robots_limits(robot):
-    cfg = config.load_config(_path(robot))
+    cfg = param_files.load_config(_path(robot))
     max_linear, max_angular = SPEED_LIMITS[robot]
     for name in cfg.commands.names:
         cmd = cfg.commands.table[name]
@@ -47,7 +47,7 @@ def test_robot_file_header_documents_its_topic_remappings(robot):
 
 
 def test_sim_file_drives_the_demo_vla_with_the_demo_commands_and_a_lower_bar_for_turning_in_place():
-    cfg = config.load_config(_path("sim_diffdrive"))
+    cfg = param_files.load_config(_path("sim_diffdrive"))
     assert cfg.model.backend == "demo" and set(cfg.commands.table) == set(config.DEMO_COMMANDS)
     for name, demo in config.DEMO_COMMANDS.items():
         mine = cfg.commands.table[name]
@@ -58,7 +58,7 @@ def test_sim_file_drives_the_demo_vla_with_the_demo_commands_and_a_lower_bar_for
 
 def test_real_robot_files_use_a_local_transformers_model():
     for robot in ("turtlebot4", "tiago"):
-        cfg = config.load_config(_path(robot))
+        cfg = param_files.load_config(_path(robot))
         assert cfg.model.backend == "transformers" and cfg.model.path.startswith("/")
 
 
@@ -66,7 +66,7 @@ def test_real_robot_files_use_a_local_transformers_model():
 @pytest.mark.slow
 @pytest.mark.parametrize("robot", ROBOTS + ("default",))  # default.yaml: launch's robot:=default
 def test_the_node_comes_up_with_each_robot_file(ros_env, tmp_path, robot):
-    cfg = config.load_config(_path(robot))
+    cfg = param_files.load_config(_path(robot))
     files = [_path(robot)]
     if cfg.model.backend != "demo":  # the robot's own model is not on this machine
         files.append(write_params(tmp_path / "demo_model.yaml",

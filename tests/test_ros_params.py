@@ -1,4 +1,4 @@
-"""ros_params.py: finding the node's parameter files on its command line, reading their
+"""ros/params.py: finding the node's parameter files on its command line, reading their
 entries as rcl does, matching node names (wildcards included) exactly as the installed
 rcl/rclpy does, and failing closed when a file's parameters would not reach the node."""
 from pathlib import Path
@@ -8,7 +8,7 @@ import yaml
 
 from rs_guard_ros.config import ConfigError
 from rs_guard_ros.param_files import node_name_matches, param_file_entries, read_param_file
-from rs_guard_ros.ros_params import check_params_files, params_files
+from rs_guard_ros.ros.params import check_params_files, params_files
 
 
 def test_params_files_are_read_from_ros_args_sections_only():

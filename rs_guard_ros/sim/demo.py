@@ -280,7 +280,7 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
 
 def _gate_summary() -> str:
     """The guard file's smoothing settings and thresholds, one line for the report."""
-    from ..config import load_config
+    from ..param_files import load_config
 
     cfg = load_config(config_file(GUARD_CONFIG))
     s = cfg.smoothing
@@ -341,7 +341,7 @@ def _perturber(scenarios: list[Scenario]) -> CameraAttacker | None:
     """The camera-link attacker, loaded only when a scenario has an attack fault."""
     if not any(f.kind == "attack" for s in scenarios for f in s.faults):
         return None
-    from ..config import load_config
+    from ..param_files import load_config
     from .attacker import CameraAttacker
 
     attacker = CameraAttacker(load_config(config_file(GUARD_CONFIG)))

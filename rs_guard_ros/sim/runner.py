@@ -28,7 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from ..gate_state import NO_FRAME, STALE_FRAME, LatestSlot
+from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
 from .records import Episode, Step
 from .ros_bridge import LATCHED, image_msg

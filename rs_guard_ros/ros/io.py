@@ -20,9 +20,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from .config import Config
+from ..config import Config
 from .gate_state import LOADING, TTL_EXPIRED, Level, Output, OutputGate, json_safe
-from .images import decode_compressed, decode_raw
+from ..images import decode_compressed, decode_raw
 
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)

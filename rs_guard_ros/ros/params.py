@@ -28,8 +28,8 @@ import rclpy.node
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from . import config, param_files
-from .config import Config, ConfigError, ParamSpec
+from .. import config, param_files
+from ..config import Config, ConfigError, ParamSpec
 
 # Parameters rclpy declares and applies itself (ours never use these names): each must be a bool.
 ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")

@@ -13,9 +13,8 @@ Topics (all remappable; ROS parameters cannot rename topics):
   out  ~/certificate      std_msgs/String: one JSON object per decision or watchdog event
   out  /diagnostics       diagnostic_msgs/DiagnosticArray every node.diagnostics_period
 
-The pieces: ros_params.py applies the parameters (fail-closed), ros_io.py owns the topics
-and what is published on them, ros_worker.py owns the decision thread and the freshness
-rules. This module wires them to the lifecycle, the timers and the parameter services.
+The pieces: params.py applies the parameters (fail-closed), io.py owns the topics and
+what is published on them, worker.py owns the decision thread and the freshness rules. This module wires them to the lifecycle, the timers and the parameter services.
 
 Threads. The executor (main thread) runs subscriptions, timers and the parameter and
 lifecycle services; one decision thread takes the newest frame from a one-deep mailbox
@@ -66,13 +65,13 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from . import __version__, config
-from .config import Config, ConfigError
+from .. import __version__, config
+from ..config import Config, ConfigError
 from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PHASE, MODEL_LOAD_FAILED, SHUTDOWN,
                          UNCONFIGURED, Level, frame_time)
-from .ros_io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
-from .ros_params import declare_parameters, plain_value
-from .ros_worker import DecisionWorker, FrameJob, GateContext, Instruction
+from .io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
+from .params import declare_parameters, plain_value
+from .worker import DecisionWorker, FrameJob, GateContext, Instruction
 
 try:  # Humble and later: let the node, not rclpy, decide what SIGINT/SIGTERM do
     from rclpy.signals import SignalHandlerOptions
@@ -135,8 +134,8 @@ class RsGuardNode(LifecycleNode):
         """Load the model; failure leaves the node unconfigured (and publishing nothing but abstain)."""
         ctx = self._ctx
         try:
-            from .guard import Guard  # torch is imported here, after the publishers exist
-            from .policies import quiet_model_loading
+            from ..guard import Guard  # torch is imported here, after the publishers exist
+            from ..policies import quiet_model_loading
 
             quiet_model_loading()  # no progress bars in the node's log
             guard = Guard.from_config(ctx.cfg)
@@ -160,7 +159,7 @@ class RsGuardNode(LifecycleNode):
         """Measure the loaded model once and log what `rs-guard doctor` would print: whether
         every threshold can be certified before decision_deadline on this machine (a warning
         per threshold that cannot). Runs before gating starts; a failure is only logged."""
-        from . import doctor
+        from .. import doctor
 
         log = self.get_logger()
         try:

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Config
+from ..config import Config
 from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, FrameTime, GateStats, LatestSlot,
                          Output, bounded, frame_reason, instruction_fields, instruction_reason, reason_kind,
                          stale_reason, ttl_reason)
-from .images import ImageError
-from .ros_io import GateIO, decode, stamp_s
+from ..images import ImageError
+from .io import GateIO, decode, stamp_s
 
 
 @dataclass
