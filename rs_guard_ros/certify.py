@@ -299,9 +299,12 @@ def sequential_looks(radius_threshold: float, sigma: float, alpha: float, n_max:
     if n_first >= n_max:
         return (Look(n_max, alpha),)
     middle = [n_first * 2 ** j for j in range(1, 64) if n_first * 2 ** j < n_max]
+    first = FIRST_LOOK_SHARE * alpha
     share = MIDDLE_LOOKS_SHARE * alpha / len(middle) if middle else 0.0
-    final = alpha * (1.0 - FIRST_LOOK_SHARE - (MIDDLE_LOOKS_SHARE if middle else 0.0))
-    return (Look(n_first, FIRST_LOOK_SHARE * alpha), *(Look(n, share) for n in middle), Look(n_max, final))
+    final = alpha - first - share * len(middle)  # the remainder, so the levels sum to alpha
+    if math.fsum([first, *[share] * len(middle), final]) > alpha:  # never over alpha by a rounding
+        final = math.nextafter(final, 0.0)
+    return (Look(n_first, first), *(Look(n, share) for n in middle), Look(n_max, final))
 
 
 def reachable(k: int, n: int, final: Look, sigma: float, radius_threshold: float, oracle_error: float) -> bool:

@@ -20,6 +20,7 @@ from . import certify
 Base = Callable[[Any], Sequence[Hashable]]
 MODES = ("fixed", "sequential")
 NO_THRESHOLD = "no_threshold"  # the selected label has no radius threshold: it can never be published
+THRESHOLD_UNREACHABLE = "threshold_unreachable"  # stopped early: no further samples could certify the threshold
 
 
 @dataclass
@@ -235,16 +236,17 @@ def _run_fixed(cert: Certificate, base: Base, noise: NoiseSource, batch_size: in
 
 
 def _run_sequential(cert: Certificate, base: Base, noise: NoiseSource, batch_size: int) -> Certificate:
-    """Sample up to each look; certify when its bound clears the threshold, stop early when
-    the final look can no longer succeed or the upper bound shows p < p* (abstaining is
-    always safe, so only certification spends alpha)."""
+    """Sample up to each look; certify when its bound clears the threshold. Before the final
+    look, stop early (THRESHOLD_UNREACHABLE) when the final look can no longer succeed or the
+    upper bound shows p < p*; abstaining is always safe, so only certification spends alpha.
+    A final look that fails reports why, as fixed mode does (`_finish`)."""
     looks = certify.sequential_looks(cert.radius_threshold, cert.sigma, cert.alpha, cert.n_max, cert.oracle_error)
     if not looks:
-        cert.reason = "threshold_unreachable"
+        cert.reason = THRESHOLD_UNREACHABLE
         return cert
     counts: Counter = Counter()
     n = 0
-    for look in looks:
+    for look in looks[:-1]:
         add_counts(counts, base, noise, look.n - n, batch_size)
         n = look.n
         k = counts.get(cert.label, 0)
@@ -252,6 +254,8 @@ def _run_sequential(cert: Certificate, base: Base, noise: NoiseSource, batch_siz
                                     cert.oracle_error):
             return _finish(cert, counts, n, look.alpha)
         if certify.futile(k, n, looks, cert.sigma, cert.alpha, cert.radius_threshold, cert.oracle_error):
-            cert.reason = "threshold_unreachable"
+            cert.reason = THRESHOLD_UNREACHABLE
             return _finish(cert, counts, n, look.alpha)
-    return _finish(cert, counts, n, looks[-1].alpha)
+    final = looks[-1]
+    add_counts(counts, base, noise, final.n - n, batch_size)
+    return _finish(cert, counts, final.n, final.alpha)

@@ -204,3 +204,16 @@ def test_defect9_a_consistent_base_stops_at_the_first_look_within_1_25_n_min(thr
     n_min = certify.samples_needed(thr, sigma, alpha)
     out = certify.sequential_outlook(1.0, thr, sigma, alpha, 100_000)
     assert out.certify_probability == 1.0 and out.median_samples <= 1.25 * n_min
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.05, 2.0), st.floats(1e-9, 0.5, exclude_max=True),
+       st.integers(1, certify.MAX_SAMPLES))
+def test_issue15_7_sequential_looks_spend_exactly_alpha_never_more(thr, sigma, alpha, n_max):
+    """The final look gets the remainder of alpha: the levels of all looks add up to alpha
+    (to the last bit, never above it)."""
+    looks = certify.sequential_looks(thr, sigma, alpha, n_max)
+    if looks:
+        total = math.fsum(look.alpha for look in looks)
+        assert total <= alpha and total == pytest.approx(alpha, rel=1e-14, abs=0.0)
+        assert all(look.alpha > 0 for look in looks)
