@@ -1,10 +1,10 @@
 """Typed, validated configuration: the one source of every parameter's name, default,
-range and description.
+range and description, and the rules across parameters.
 
 The ROS parameter declarations (ros/params.py), the YAML files in config/
-(`param_files.dump_yaml`) and
-the `rs-guard` CLI flags are all derived from the dataclass fields below. Parameter
-names are dotted, as in a ROS parameter file: `smoothing.sigma`, `commands.left.angular_z`.
+(`param_files.dump_yaml`) and the `rs-guard` CLI flags are all derived from the dataclass
+fields below (each declared with `param_spec.param`). Parameter names are dotted, as in a
+ROS parameter file: `smoothing.sigma`, `commands.left.angular_z`.
 """
 from __future__ import annotations
 
@@ -14,23 +14,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 from . import certify
+from .param_spec import ConfigError, ParamSpec, coerce, param, spec_of
 
 NODE_NAME = "rs_guard"
+MAX_AGE_S = 60.0  # upper bound of every frame age, command TTL and decision deadline (s)
+MAX_INSTRUCTION_AGE_S = 86_400.0  # an instruction may stand for a day, not forever (0 = never expires)
 TWIST_FIELDS = ("linear_x", "linear_y", "angular_z")  # the Twist fields a command sets
-
-
-class ConfigError(ValueError):
-    """A parameter has a wrong type, an out-of-range value, or an unknown name."""
-
-
-def param(default: Any, description: str, *, low: float | None = None, high: float | None = None,
-          choices: tuple[str, ...] | None = None, runtime: bool = False) -> Any:
-    """A config field with its description, inclusive range or choices, and whether it may
-    change at run time (through the ROS parameter services)."""
-    meta = {"description": description, "low": low, "high": high, "choices": choices, "runtime": runtime}
-    if isinstance(default, tuple):
-        return field(default_factory=lambda: default, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -67,7 +56,7 @@ class ModelConfig:
                             "observation.images.front; empty = the policy's only image feature")
     state: tuple[float, ...] = param((), "lerobot: the observation.state vector held fixed for every decision (raw "
                                      "robot units; the policy normalises it); empty = zeros of the policy's state "
-                                     "size. The certificate covers this state only")
+                                     "size. The certificate covers this state only", item=float)
 
 
 @dataclass(frozen=True)
@@ -100,9 +89,10 @@ class PreprocessConfig:
 class OracleConfig:
     kind: str = param("grammar", "output -> command mapping", choices=("grammar", "semantic", "action"))
     error: float = param(0.0, "oracle error bound eps_O from `rs-guard calibrate-oracle` (0 for an exact grammar)",
-                         low=0.0, high=0.49, runtime=True)
+                         low=0.0, high=0.49, runtime=True, tighten="up")
     error_alpha: float = param(0.0, "alpha_O: the level at which oracle.error was bounded (calibrate-oracle's "
-                               "--alpha); required when oracle.error > 0", low=0.0, high=0.5, runtime=True)
+                               "--alpha); required when oracle.error > 0", low=0.0, high=0.5, runtime=True,
+                               tighten="down")
     semantic_floor: float = param(0.7, "semantic oracle: least cosine similarity to a command", low=-1.0, high=1.0)
     semantic_margin: float = param(0.08, "semantic oracle: least lead over the runner-up command", low=0.0, high=2.0)
     action_tolerance: float = param(0.5, "action oracle: largest distance to a command prototype (or, with "
@@ -134,13 +124,18 @@ class OracleConfig:
 class SmoothingConfig:
     sigma: float = param(0.25, "Gaussian noise std, [0,1] intensity units at the model input", low=1e-4, high=4.0,
                          runtime=True)
-    alpha: float = param(0.001, "false-certification probability per decision", low=1e-9, high=0.5, runtime=True)
+    alpha: float = param(0.001, "false-certification probability per decision", low=1e-9, high=0.5, runtime=True,
+                         tighten="down")
     mode: str = param("sequential", "fixed: Cohen's CERTIFY with n_max samples; sequential: stop when decided",
                       choices=("fixed", "sequential"), runtime=True)
     n0: int = param(32, "selection samples", low=1, high=100_000, runtime=True)
     n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1,
                        high=certify.MAX_SAMPLES, runtime=True)
     batch_size: int = param(256, "noisy samples per model call", low=1, high=65_536, runtime=True)
+    max_buffer_mb: float = param(512.0, "MB the noisy copies of one model call may occupy (rows x model-input "
+                                 "bytes, rows = min(batch_size, max(n0, n_max))); a larger batch is refused at "
+                                 "start-up and at run time, never attempted", low=1.0, high=1_048_576.0,
+                                 runtime=True)
     seed: int = param(-1, "noise seed for tests ONLY; -1 = fresh OS entropy per decision", low=-1)
 
 
@@ -157,18 +152,23 @@ class NodeConfig:
     publish_rate: float = param(10.0, "Hz at which the current output is republished", low=0.1, high=1000.0,
                                 runtime=True)
     command_ttl: float = param(0.5, "s a certified command stays valid, counted from its frame's capture time, "
-                               "before reverting to abstain", low=0.0, runtime=True)
+                               "before reverting to abstain; at most max_frame_age, so a republished command never "
+                               "acts on a frame older than that", low=0.0, high=MAX_AGE_S, runtime=True,
+                               tighten="down")
     abstain_publish_timeout: float = param(0.0, "s of continuous abstain after which the node goes quiet "
-                                           "(0 = never)", low=0.0, runtime=True)
+                                           "(0 = never)", low=0.0, high=3600.0, runtime=True)
     max_frame_age: float = param(0.5, "s a frame may be old when its command is published (age from its header "
                                  "stamp, or its arrival when unstamped); also the camera watchdog", low=0.0,
-                                 runtime=True)
+                                 high=MAX_AGE_S, runtime=True, tighten="down")
     max_stamp_lead: float = param(0.1, "s a frame's header stamp may lie ahead of the node clock (camera/gate "
-                                  "clock offset) before the frame is refused", low=0.0, high=10.0, runtime=True)
+                                  "clock offset) before the frame is refused", low=0.0, high=10.0, runtime=True,
+                                  tighten="down")
     max_instruction_age: float = param(0.0, "s an instruction stays valid (0 = never expires)", low=0.0,
-                                       runtime=True)
-    decision_deadline: float = param(2.0, "s a decision may take before it is discarded and abstains (0 = no deadline)", low=0.0,
-                                     runtime=True)
+                                       high=MAX_INSTRUCTION_AGE_S, runtime=True, tighten="down", off=0.0)
+    decision_deadline: float = param(2.0, "s a decision may take, on the node clock (simulation time under "
+                                     "use_sim_time, else the steady clock), before it is discarded and abstains "
+                                     "(0 = no deadline)", low=0.0, high=MAX_AGE_S, runtime=True, tighten="down",
+                                     off=0.0)
     watchdog_period: float = param(0.1, "s between watchdog checks", low=0.001, high=10.0)
     diagnostics_period: float = param(1.0, "s between /diagnostics messages", low=0.01, high=60.0)
     managed: bool = param(False, "run as a lifecycle (managed) node")
@@ -185,10 +185,11 @@ class CommandConfig:
     linear_y: float = param(0.0, "Twist linear.y (m/s)", low=-10.0, high=10.0)
     angular_z: float = param(0.0, "Twist angular.z (rad/s)", low=-20.0, high=20.0)
     radius_threshold: float = param(0.0, "certified l2 radius needed to publish (model-input units)", low=0.0,
-                                    high=100.0, runtime=True)
-    phrases: tuple[str, ...] = param((), "grammar/semantic oracle: phrases that mean this command")
-    patterns: tuple[str, ...] = param((), "grammar oracle: regular expressions (full match, normalised text)")
-    prototype: tuple[float, ...] = param((), "action oracle: the action vector of this command")
+                                    high=100.0, runtime=True, tighten="up")
+    phrases: tuple[str, ...] = param((), "grammar/semantic oracle: phrases that mean this command", item=str)
+    patterns: tuple[str, ...] = param((), "grammar oracle: regular expressions (full match, normalised text)",
+                                         item=str)
+    prototype: tuple[float, ...] = param((), "action oracle: the action vector of this command", item=float)
 
 
 DEMO_COMMANDS: dict[str, CommandConfig] = {
@@ -204,7 +205,8 @@ DEMO_COMMANDS: dict[str, CommandConfig] = {
 
 @dataclass(frozen=True)
 class CommandSet:
-    names: tuple[str, ...] = param(tuple(DEMO_COMMANDS), "the discrete commands the oracle maps outputs to")
+    names: tuple[str, ...] = param(tuple(DEMO_COMMANDS), "the discrete commands the oracle maps outputs to",
+                                    item=str)
     abstain: str = param("stop", "the safe command published whenever nothing is certified")
     table: Mapping[str, CommandConfig] = field(default_factory=lambda: dict(DEMO_COMMANDS))
 
@@ -245,80 +247,18 @@ class Config:
         return flat
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """A parameter as the node, the CLI and the YAML writer see it."""
-
-    name: str
-    default: Any
-    type: type
-    description: str
-    low: float | None
-    high: float | None
-    choices: tuple[str, ...] | None
-    runtime: bool
-    item_type: type | None = None  # element type of a list parameter
-
-
-def _spec(name: str, f: Any, default: Any) -> ParamSpec:
-    meta = f.metadata
-    kind = tuple if isinstance(default, tuple) else type(default)
-    item = _LIST_ITEM_TYPES.get(f.name) if kind is tuple else None
-    return ParamSpec(name, default, kind, meta["description"], meta["low"], meta["high"], meta["choices"],
-                     meta["runtime"], item)
-
-
-_LIST_ITEM_TYPES = {"names": str, "phrases": str, "patterns": str, "prototype": float, "state": float}
-
-
 def _default(f: Any) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()
 
 
 def param_specs(command_names: Iterable[str] = tuple(DEMO_COMMANDS)) -> list[ParamSpec]:
     """Every parameter for this command set, in declaration order."""
-    specs = [_spec(f"{g}.{f.name}", f, _default(f)) for g, cls in GROUPS.items() for f in fields(cls)]
-    specs += [_spec(f"commands.{f.name}", f, _default(f)) for f in fields(CommandSet) if f.name != "table"]
+    specs = [spec_of(f"{g}.{f.name}", f, _default(f)) for g, cls in GROUPS.items() for f in fields(cls)]
+    specs += [spec_of(f"commands.{f.name}", f, _default(f)) for f in fields(CommandSet) if f.name != "table"]
     for name in command_names:
         base = DEMO_COMMANDS.get(name, CommandConfig())
-        specs += [_spec(f"commands.{name}.{f.name}", f, getattr(base, f.name)) for f in fields(CommandConfig)]
+        specs += [spec_of(f"commands.{name}.{f.name}", f, getattr(base, f.name)) for f in fields(CommandConfig)]
     return specs
-
-
-def coerce(spec: ParamSpec, value: Any) -> Any:
-    """Check one value against its spec (type, range, choices); ConfigError names the parameter."""
-    def fail(why: str) -> ConfigError:
-        return ConfigError(f"parameter '{spec.name}': {why} (got {value!r})")
-
-    if spec.type is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise fail("expected a list")
-        return tuple(_coerce_scalar(spec.item_type, v, fail) for v in value)
-    value = _coerce_scalar(spec.type, value, fail)
-    if spec.choices and value not in spec.choices:
-        raise fail(f"must be one of {list(spec.choices)}")
-    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
-        raise fail(f"must be in [{spec.low}, {spec.high}]")
-    return value
-
-
-def _coerce_scalar(kind: type, value: Any, fail) -> Any:
-    """bool, int, float or str, accepting only lossless conversions (an int for a float)."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise fail("expected true or false")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("expected an integer")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise fail("expected a finite number")
-        return float(value)
-    if not isinstance(value, str):
-        raise fail("expected a string")
-    return value
 
 
 def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
@@ -329,7 +269,7 @@ def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
     the parameter.
     """
     base = base or Config()
-    names = coerce(_spec("commands.names", _command_set_field("names"), ()),
+    names = coerce(spec_of("commands.names", _command_set_field("names"), ()),
                    values.get("commands.names", base.commands.names))
     if not names or len(set(names)) != len(names) or not all(n and "." not in n for n in names):
         raise ConfigError(f"parameter 'commands.names': must be unique, non-empty names without dots (got {names})")
@@ -360,6 +300,7 @@ def _check_consistent(cfg: Config) -> None:
         raise ConfigError(f"parameter 'oracle.error_alpha': must be > 0 when oracle.error = {o.error:g} "
                           "(the alpha_O that calibrate-oracle reported with it)")
     _check_prompt_template(cfg.model.prompt_template)
+    _check_abstain_and_ttl(cfg)
     _check_action_outputs(cfg)
     d = cfg.denoiser
     if d.path and (d.sigma <= 0.0 or abs(d.sigma - s.sigma) > 1e-9 * s.sigma):
@@ -380,6 +321,22 @@ def _check_consistent(cfg: Config) -> None:
             f"parameter 'commands.{name}.radius_threshold': {threshold:g} {need} at smoothing.sigma={s.sigma:g}, "
             f"smoothing.alpha={s.alpha:g}, oracle.error={o.error:g}, but smoothing.n_max is {s.n_max} (the largest "
             f"radius it can certify is {largest:.4g}); lower the threshold, raise smoothing.n_max or smoothing.sigma")
+
+
+def _check_abstain_and_ttl(cfg: Config) -> None:
+    """The abstain action must be a standstill (every Twist field zero), and a certified command
+    may live at most as long as its frame may be old (command_ttl <= max_frame_age): the robot
+    never acts on a frame older than node.max_frame_age."""
+    abstain = cfg.commands.abstain
+    for name in TWIST_FIELDS:
+        value = getattr(cfg.commands.table[abstain], name)
+        if value != 0.0:
+            raise ConfigError(f"parameter 'commands.{abstain}.{name}': the abstain command '{abstain}' must be a "
+                              f"standstill (every Twist field 0), got {value:g}")
+    n = cfg.node
+    if n.command_ttl > n.max_frame_age:
+        raise ConfigError(f"parameter 'node.command_ttl': {n.command_ttl:g} s exceeds node.max_frame_age "
+                          f"({n.max_frame_age:g} s): a republished command would outlive its frame's freshness")
 
 
 def _check_prompt_template(template: str) -> None:
@@ -438,12 +395,32 @@ def _unknown(key: str, names: tuple[str, ...]) -> str:
 
 
 def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
-    """Apply run-time changes: only `runtime` parameters, validated like a file."""
+    """Apply run-time changes: only `runtime` parameters, validated like a file, and a
+    parameter of the guarantee only in the direction that tightens it (`param`'s `tighten`):
+    whoever can reach the parameter services must not be able to loosen the gate unseen."""
     specs = {s.name: s for s in param_specs(cfg.commands.names)}
     for key in changes:
         if key in specs and not specs[key].runtime:
             raise ConfigError(f"parameter '{key}': read-only at run time")
-    return from_flat(changes, base=cfg)
+    new = from_flat(changes, base=cfg)
+    before, after = cfg.to_flat(), new.to_flat()
+    for key in changes:
+        spec = specs[key]
+        unused = key == "oracle.error_alpha" and cfg.oracle.error == 0.0  # alpha_O meant nothing until now
+        if spec.tighten and not unused and _loosens(spec, before[key], after[key]):
+            way = "lowered" if spec.tighten == "down" else "raised"
+            raise ConfigError(f"parameter '{key}': may only be {way} at run time ({before[key]:g} -> {after[key]:g} "
+                              "would weaken the guarantee); restart the node with the new value in its parameter file")
+    return new
+
+
+def _loosens(spec: ParamSpec, old: float, new: float) -> bool:
+    """Whether moving a guarantee parameter from `old` to `new` loosens it (its `off` value,
+    which switches the limit off, is the loosest of all)."""
+    def rank(value: float) -> float:
+        return math.inf if spec.off is not None and value == spec.off else value
+
+    return rank(new) > rank(old) if spec.tighten == "down" else rank(new) < rank(old)
 
 
 __all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat",

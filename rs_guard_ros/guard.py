@@ -6,6 +6,7 @@ returns garbage) becomes an abstain Decision with the reason; `decide` never rai
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .policies import load_policy
 from .policies.base import Policy
 from .policies.model_path import resolve
 from .certify import label_name
-from .smoothing import Certificate, smooth_certify
+from .smoothing import Certificate, buffer_bytes, smooth_certify
 
 TIMING_KEYS = ("preprocess", "denoise", "model", "oracle", "statistics", "total")
 
@@ -61,6 +62,11 @@ class Decision:
     certificate: Certificate | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # exactly what this decision ran under
 
+    def refused(self, reason: str, abstain: str) -> "Decision":
+        """This decision made an abstain for `reason` (too late, stale, superseded): the
+        certificate and its figures stay in the record, the command is `abstain`."""
+        return dataclasses.replace(self, command=abstain, certified=False, reason=reason)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the certificate nested, UNKNOWN written as "UNKNOWN", an infinite threshold as None)."""
         out = {k: v for k, v in self.__dict__.items() if k != "certificate"}
@@ -78,6 +84,7 @@ class Guard:
         p = cfg.preprocess
         self.preprocessor = Preprocessor(tuple(policy.input_size), p.mode,
                                          expected_size=(p.expected_height, p.expected_width))
+        self.check_budget(cfg)
 
     @classmethod
     def from_config(cls, cfg: Config | str | Path | None = None) -> "Guard":
@@ -97,30 +104,57 @@ class Guard:
         if (cfg.model, cfg.denoiser, cfg.preprocess, cfg.oracle.kind) != \
                 (self.cfg.model, self.cfg.denoiser, self.cfg.preprocess, self.cfg.oracle.kind):
             raise config_mod.ConfigError("model, denoiser, preprocess and oracle.kind cannot change at run time")
+        self.check_budget(cfg)
         self.cfg = cfg
 
-    def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None) -> Decision:
+    def buffer_bytes(self, cfg: Config) -> int:
+        """Bytes of noisy copies one model call under `cfg` holds (float32 model input)."""
+        s = cfg.smoothing
+        height, width = self.policy.input_size
+        return buffer_bytes(3 * height * width, 4, min(s.batch_size, max(s.n0, s.n_max)))
+
+    def check_budget(self, cfg: Config) -> None:
+        """ConfigError naming smoothing.batch_size when its noisy copies would exceed
+        smoothing.max_buffer_mb for this model's input (checked at start-up and on every
+        run-time change, so the node is never killed for memory in the middle of a decision)."""
+        need, limit = self.buffer_bytes(cfg), int(cfg.smoothing.max_buffer_mb * 2**20)
+        if need > limit:
+            per_row = buffer_bytes(3 * self.policy.input_size[0] * self.policy.input_size[1], 4, 1)
+            raise config_mod.ConfigError(
+                f"parameter 'smoothing.batch_size': {cfg.smoothing.batch_size} noisy copies of the "
+                f"{self.policy.input_size[0]}x{self.policy.input_size[1]} model input need {need / 2**20:.0f} MB, more "
+                f"than smoothing.max_buffer_mb ({cfg.smoothing.max_buffer_mb:g}); use at most {limit // per_row} or "
+                "raise smoothing.max_buffer_mb")
+
+    def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None, *,
+               clock: Callable[[], float] = time.perf_counter) -> Decision:
         """Certify the command for one camera frame (H, W, 3 RGB) and instruction; never raises.
 
         The whole decision runs on one snapshot of the configuration (a run-time change
         applies from the next decision), and the Decision's `settings` say exactly which.
-        With `deadline_s`, sampling stops (and the decision abstains) once that many
-        seconds have passed: checked before every model batch.
+        With `deadline_s`, the decision abstains once that many seconds have passed on
+        `clock` (the node passes simulation time under use_sim_time): checked before every
+        model batch and once more on the finished certificate, so a certificate whose last
+        batch ran late is never returned as certified.
         """
         cfg = self.cfg  # one read: reconfigure() swaps the reference, never mutates it
         timing = dict.fromkeys(TIMING_KEYS, 0.0)
         start = time.perf_counter()
+        deadline = None if deadline_s is None else clock() + deadline_s
         try:
             text = self._check_instruction(instruction, cfg)
             x, scale = self.prepare(frame)
             timing["preprocess"] = _ms_since(start)
-            deadline = None if deadline_s is None else start + deadline_s
             s = cfg.smoothing
-            cert = smooth_certify(self._base(text, cfg, timing, deadline), x, sigma=s.sigma, alpha=s.alpha, n0=s.n0,
-                                  n_max=s.n_max, mode=s.mode, radius_threshold=cfg.thresholds(),
+            cert = smooth_certify(self._base(text, cfg, timing, deadline, clock), x, sigma=s.sigma, alpha=s.alpha,
+                                  n0=s.n0, n_max=s.n_max, mode=s.mode, radius_threshold=cfg.thresholds(),
                                   batch_size=s.batch_size, oracle_error=cfg.oracle.error,
-                                  seed=None if s.seed < 0 else s.seed)
+                                  seed=None if s.seed < 0 else s.seed,
+                                  max_buffer_bytes=int(s.max_buffer_mb * 2**20))
             decision = self._from_certificate(cert, scale, cfg)
+            if deadline is not None and decision.certified and clock() > deadline:
+                decision = decision.refused(f"deadline: the certificate was done {clock() - deadline:.3f} s after the "
+                                            f"deadline ({deadline_s:g} s)", cfg.commands.abstain)
         except Exception as exc:  # fail closed: anything unexpected is an abstain with its reason
             decision = self.abstain(_reason(exc), cfg)
         timing["total"] = _ms_since(start)
@@ -166,15 +200,16 @@ class Guard:
         tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.policy.device)
         return tensor.permute(2, 0, 1).contiguous(), scale
 
-    def _base(self, instruction: str, cfg: Config, timing: dict[str, float],
-              deadline: float | None) -> Callable[[torch.Tensor], list[Hashable | None]]:
-        """h(x) = O(f(x, instruction)) on a batch, timed, with every output checked."""
+    def _base(self, instruction: str, cfg: Config, timing: dict[str, float], deadline: float | None,
+              clock: Callable[[], float]) -> Callable[[torch.Tensor], list[Hashable | None]]:
+        """h(x) = O(f(x, instruction)) on a batch, timed, with every output checked; past the
+        `deadline` (on `clock`) no further batch runs."""
         commands = set(cfg.commands.names)
 
         def base(batch: torch.Tensor) -> list[Hashable | None]:
-            t0 = time.perf_counter()
-            if deadline is not None and t0 > deadline:
+            if deadline is not None and clock() > deadline:
                 raise DeadlineExceeded("decision deadline exceeded")
+            t0 = time.perf_counter()
             outputs = self.policy(batch, instruction)
             t1 = time.perf_counter()
             denoise_ms = self.policy.last_denoise_ms if isinstance(self.policy, DenoisedPolicy) else 0.0

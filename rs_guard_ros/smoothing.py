@@ -60,6 +60,18 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+def _numel(x: Any) -> int:
+    return x.numel() if _is_torch(x) else x.size
+
+
+def buffer_bytes(numel: int, itemsize: int, rows: int) -> int:
+    """Bytes `NoiseSource` allocates for `rows` noisy copies of an input of `numel` elements
+    of `itemsize` bytes: the float32 (float64) buffer the noise is drawn in, plus a copy in
+    the input's own dtype when that is narrower."""
+    wide = 8 if itemsize == 8 else 4
+    return rows * numel * (wide + (itemsize if itemsize != wide else 0))
+
+
 class NoiseSource:
     """Draws x + N(0, sigma^2 I) batches into reused buffers on x's device.
 
@@ -73,7 +85,11 @@ class NoiseSource:
     overwrites it.
     """
 
-    def __init__(self, x: Any, sigma: float, rows: int, seed: int | None):
+    def __init__(self, x: Any, sigma: float, rows: int, seed: int | None, max_bytes: int | None = None):
+        need = buffer_bytes(_numel(x), x.element_size() if _is_torch(x) else x.itemsize, rows)
+        if max_bytes is not None and need > max_bytes:
+            raise ValueError(f"{rows} noisy copies of x need {need / 2**20:.1f} MB, more than max_buffer_bytes "
+                             f"({max_bytes / 2**20:.1f} MB): lower batch_size")
         self.sigma = sigma
         seed = secrets.randbits(63) if seed is None else seed
         if _is_torch(x):
@@ -171,7 +187,8 @@ def _threshold_for(radius_threshold: float | Mapping[Hashable, float], label: Ha
 
 def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n_max: int,
                    mode: str = "fixed", radius_threshold: float | Mapping[Hashable, float] = 0.0,
-                   batch_size: int = 64, oracle_error: float = 0.0, seed: int | None = None) -> Certificate:
+                   batch_size: int = 64, oracle_error: float = 0.0, seed: int | None = None,
+                   max_buffer_bytes: int | None = None) -> Certificate:
     """Certify the smoothed decision g(x) = argmax_c P[base(x + eps) = c], eps ~ N(0, sigma^2 I).
 
     With probability at least 1 - alpha over the noise drawn here, a certified label c
@@ -186,7 +203,8 @@ def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n
     "sequential": n0 selection samples, then at most n_max, stopping as soon as
     "radius >= threshold?" is decided (`certify.sequential_looks`). `radius_threshold`
     may map labels to thresholds; a label missing from the map is never certified.
-    Bad arguments raise ValueError naming the argument.
+    `max_buffer_bytes` caps the noise buffers (`buffer_bytes`): a batch that would exceed it
+    is refused before anything is allocated. Bad arguments raise ValueError naming the argument.
     """
     sigma = certify.check_positive(sigma, "sigma")
     alpha = certify.check_probability(alpha, "alpha")
@@ -198,7 +216,7 @@ def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     thresholds = _check_thresholds(radius_threshold)
     x = _check_input(x)
-    noise = NoiseSource(x, sigma, min(batch_size, max(n0, n_max)), seed)  # no row that will never be used
+    noise = NoiseSource(x, sigma, min(batch_size, max(n0, n_max)), seed, max_buffer_bytes)  # no row never used
     selection = add_counts(Counter(), base, noise, n0, batch_size)
     label = certify.top_label(selection)
     cert = Certificate(label=label, certified=False, radius=0.0, p_lower=0.0, n_used=n0, counts={},

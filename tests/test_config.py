@@ -1,4 +1,5 @@
 """config.py is the one validated source of parameters; files and overrides go through it."""
+import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,64 @@ def test_an_oracle_error_without_its_confidence_level_is_refused():
     with pytest.raises(ConfigError, match=r"oracle\.error_alpha"):
         cfgmod.from_flat({"oracle.error": 0.02})
     assert cfgmod.from_flat({"oracle.error": 0.02, "oracle.error_alpha": 0.001}).oracle.error_alpha == 0.001
+
+
+# ---------------------------------------------------------------- issue 15 (3): run-time changes only tighten
+
+LOOSER = [  # (parameter, tighter value, looser value) from a base whose limits are all on
+    ("smoothing.alpha", 0.0005, 0.002),
+    ("oracle.error", 0.05, 0.01),
+    ("oracle.error_alpha", 0.0005, 0.002),
+    ("node.max_frame_age", 0.4, 0.6),
+    ("node.command_ttl", 0.3, 0.45),
+    ("node.max_stamp_lead", 0.05, 0.2),
+    ("node.max_instruction_age", 30.0, 0.0),  # 0 = never expires: the loosest of all
+    ("node.decision_deadline", 1.0, 0.0),  # 0 = no deadline
+    ("commands.forward.radius_threshold", 0.3, 0.2),
+]
+ON = {"oracle.error": 0.02, "oracle.error_alpha": 0.001, "node.max_instruction_age": 60.0, "node.command_ttl": 0.4}
+
+
+@pytest.mark.parametrize("name,tighter,looser", LOOSER)
+def test_issue15_3_a_guarantee_parameter_may_only_tighten_at_run_time(name, tighter, looser):
+    base = cfgmod.from_flat(ON)
+    assert cfgmod.update(base, {name: tighter}).to_flat()[name] == tighter
+    with pytest.raises(ConfigError, match=rf"'{re.escape(name)}': may only be (lowered|raised) at run time.*restart"):
+        cfgmod.update(base, {name: looser})
+    assert cfgmod.from_flat({**ON, name: looser}).to_flat()[name] == looser  # a restart with the file may
+
+
+def test_issue15_3_every_guarantee_parameter_has_a_direction_and_only_those_are_listed():
+    tightening = {s.name for s in cfgmod.param_specs() if s.tighten}
+    assert tightening == {name for name, _, _ in LOOSER} | {f"commands.{c}.radius_threshold" for c in Config().commands.names}
+
+
+def test_issue15_3_the_oracle_level_may_be_set_when_an_oracle_error_is_first_declared():
+    cfg = cfgmod.update(Config(), {"oracle.error": 0.03, "oracle.error_alpha": 0.01})
+    assert (cfg.oracle.error, cfg.oracle.error_alpha) == (0.03, 0.01)
+
+
+@pytest.mark.parametrize("name", ["node.max_frame_age", "node.command_ttl", "node.decision_deadline",
+                                  "node.max_instruction_age", "node.max_stamp_lead", "node.abstain_publish_timeout"])
+def test_issue15_3_every_age_and_ttl_has_an_upper_bound(name):
+    spec = next(s for s in cfgmod.param_specs() if s.name == name)
+    assert spec.high is not None and spec.high <= 86_400.0
+    with pytest.raises(ConfigError, match=re.escape(name)):
+        cfgmod.from_flat({name: spec.high * 2})
+
+
+def test_issue15_3_a_command_ttl_longer_than_the_frame_age_limit_is_refused():
+    with pytest.raises(ConfigError, match=r"'node\.command_ttl'.*max_frame_age"):
+        cfgmod.from_flat({"node.command_ttl": 0.8, "node.max_frame_age": 0.5})
+    assert cfgmod.from_flat({"node.command_ttl": 0.5, "node.max_frame_age": 0.5}).node.command_ttl == 0.5
+
+
+@pytest.mark.parametrize("field", ["linear_x", "linear_y", "angular_z"])
+def test_issue15_3_an_abstain_command_that_moves_is_refused_naming_the_field(field):
+    with pytest.raises(ConfigError, match=rf"'commands\.stop\.{field}'.*standstill"):
+        cfgmod.from_flat({f"commands.stop.{field}": 0.1})
+    with pytest.raises(ConfigError, match=r"'commands\.forward\.linear_x'.*standstill"):
+        cfgmod.from_flat({"commands.abstain": "forward"})  # forward drives on
 
 
 # ---------------------------------------------------------------- real-VLA model and action-mapping parameters

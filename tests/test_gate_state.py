@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from rs_guard_ros.ros.gate_state import (INSTRUCTION_PREFIX_CHARS, FrameTime, Level, LatestSlot, GateStats, Output,
-                                     OutputGate, bounded, frame_reason, frame_time, instruction_fields, json_safe,
-                                     reason_key, reason_kind, stale_reason, ttl_reason)
+from rs_guard_ros.ros.gate_state import (INSTRUCTION_PREFIX_CHARS, AbstainWarnings, FrameTime, Level, LatestSlot,
+                                         GateStats, Output, OutputGate, bounded, frame_reason, frame_time,
+                                         instruction_fields, json_safe, reason_key, reason_kind, stale_reason,
+                                         ttl_reason)
 
 FORWARD = Output("forward", True, "certified")
 
@@ -70,6 +71,41 @@ def test_defect4_a_certified_commands_ttl_counts_from_its_frames_capture_time():
     gate.on_decision(FORWARD, now=10.3, valid_from=10.0)  # frame captured 0.3 s before publishing
     assert gate.tick(10.5, command_ttl=0.5) == FORWARD
     assert gate.tick(10.51, command_ttl=0.5).reason == "ttl_expired"  # 10.0 + 0.5, not 10.3 + 0.5
+
+
+def test_issue15_1_a_different_instruction_supersedes_a_certified_command_the_same_one_does_not():
+    gate = OutputGate("stop")
+    gate.on_decision(Output("forward", True, "certified", "go to the red box"), 0.0)
+    assert not gate.superseded_by("go to the red box")  # re-sent: the command stands
+    assert gate.superseded_by("stop") and gate.superseded_by("go to the red box ")
+    gate.force_abstain("superseded", 0.1)
+    assert not gate.superseded_by("anything")  # nothing certified is standing
+
+
+def test_issue15_9_repeated_abstains_warn_once_per_reason_per_period_with_their_count():
+    warn = AbstainWarnings(period_s=5.0)
+    first = warn.note("stale_frame: frame captured 1.2 s before publishing", 0.0)
+    assert first and "stale_frame" in first and "x1" in first
+    assert [warn.note(f"stale_frame: frame captured {i}.5 s before publishing", 0.1 * i) for i in range(1, 30)] \
+        == [None] * 29  # throttled within the period ...
+    assert warn.note("radius_below_threshold", 1.0)  # ... per reason: another reason warns at once
+    later = warn.note("stale_frame: frame captured 9.0 s before publishing", 5.0)
+    assert "x30" in later and "9.0 s" in later  # the count since the last warning, and the latest reason
+
+
+def test_issue15_9_warning_keys_are_bounded():
+    warn = AbstainWarnings(period_s=5.0, max_keys=3)
+    notes = [warn.note(f"reason{chr(97 + i)}", 0.0) for i in range(10)]
+    assert sum(n is not None for n in notes) == 4  # three keys, then everything else is "other"
+    assert "other" in notes[3]
+
+
+def test_issue15_3_run_time_parameter_changes_are_counted_for_diagnostics():
+    stats = GateStats(0.0)
+    stats.parameter_change("smoothing.alpha 0.001 -> 0.0005")
+    stats.parameter_change("node.command_ttl 0.5 -> 0.4")
+    snap = stats.snapshot(1.0, 0.001, 0)
+    assert snap["parameter_changes"] == 2 and snap["last_parameter_change"] == "node.command_ttl 0.5 -> 0.4"
 
 
 def test_force_abstain_reports_whether_a_command_was_withdrawn():

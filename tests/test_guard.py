@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rs_guard_ros.config import Config, from_flat
+from rs_guard_ros.config import Config, ConfigError, from_flat, update
 from rs_guard_ros.guard import Guard
 from rs_guard_ros.oracles import make_oracle
 
@@ -81,6 +81,54 @@ def test_model_faults_end_in_abstain_with_the_reason(instruction, reason):
 def test_a_decision_past_its_deadline_abstains():
     d = make_guard().decide(left_bright_frame(), "slow", deadline_s=0.01)
     assert not d.certified and d.command == "stop" and d.reason.startswith("deadline")
+
+
+class StepClock:
+    """A test clock: reads `t`, which the test (or a policy call) moves on; no wall time involved."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.mark.parametrize("late_s", [0.001, 5.0])
+def test_issue15_2_a_last_batch_that_overruns_the_deadline_is_never_certified(late_s):
+    """The deadline is checked before every batch AND on the finished certificate: a decision
+    whose final model call ends past the deadline abstains, whatever its vote (on the old code it
+    came back certified). The clock moves only inside the model's last call."""
+    clock, deadline = StepClock(), 1.0
+    guard = make_guard()
+    policy, calls = guard.policy, []
+
+    def last_call_runs_late(frames, instruction):
+        calls.append(len(frames))
+        if len(calls) == 2:  # the estimation batch (n0 16 + n_max 300 at batch 100: calls 16, 100, 100, 100)
+            clock.t = deadline + late_s
+        return policy(frames, instruction)
+
+    guard.policy = last_call_runs_late
+    guard.policy.input_size, guard.policy.device = policy.input_size, policy.device
+    d = guard.decide(left_bright_frame(), "go", deadline_s=deadline, clock=clock)
+    assert not d.certified and d.command == "stop" and d.reason.startswith("deadline")
+    assert calls == [16, 100]  # no batch started after the clock passed the deadline
+    on_time = make_guard().decide(left_bright_frame(), "go", deadline_s=deadline, clock=StepClock())
+    assert on_time.certified  # the same decision within its deadline
+
+
+def test_issue15_5_a_batch_beyond_the_memory_budget_is_refused_at_start_and_at_run_time():
+    """rows x input bytes: BrightSidePolicy's 3x32x48 float32 input is 18 KB a row; 65536 rows
+    would take 1.2 GB."""
+    row = 3 * 32 * 48 * 4  # 18 KB: 2 MB hold 113 rows
+    with pytest.raises(ConfigError, match=r"'smoothing\.batch_size'.*max_buffer_mb \(2\).*at most 113"):
+        make_guard(**{"smoothing.max_buffer_mb": 2.0, "smoothing.batch_size": 200})
+    guard = make_guard(**{"smoothing.max_buffer_mb": 2.0})  # batch 100
+    assert guard.buffer_bytes(guard.cfg) == 100 * row
+    big = update(guard.cfg, {"smoothing.batch_size": 65_536, "smoothing.n_max": 100_000})
+    with pytest.raises(ConfigError, match="smoothing.batch_size"):
+        guard.reconfigure(big)
+    assert guard.cfg.smoothing.batch_size == 100
 
 
 def test_an_oracle_that_returns_labels_outside_the_command_set_abstains():

@@ -16,7 +16,7 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
-from ros_peers.gate_probe import (FAST, FAULT_MODEL, NODE_EXE, ROOT, Repeater, camera, merge,
+from ros_peers.gate_probe import (FAST, FAULT_MODEL, NODE_EXE, PEERS, ROOT, Repeater, SimClock, camera, merge,
                                   running_gate, write_params)
 
 MAX_FRAME_AGE, MAX_INSTRUCTION_AGE, PERIOD = 0.5, 1.0, 0.1
@@ -153,34 +153,27 @@ def test_stale_camera_or_instruction_abstains_within_the_bound_and_gating_resume
 @pytest.mark.ros
 def test_watchdog_follows_sim_time(ros_env, tmp_path):
     params = merge(FAULT_PARAMS, {"use_sim_time": True})
-    sim = {"t": 1000.0, "running": True}
-
-    def tick(_):
-        if sim["running"]:
-            sim["t"] += 0.01
-        probe.set_clock(sim["t"])
-
     with running_gate(ros_env, tmp_path, params) as (node, probe):
-        clock = Repeater(tick, 0.01).start()
+        sim = SimClock(probe).start()
         try:
             assert probe.wait_connected() and probe.wait_ready()
             probe.say(TASK)
-            cam = camera(probe, stamp=lambda: sim["t"]).start()  # a simulated camera stamps sim time
+            cam = camera(probe, stamp=sim).start()  # a simulated camera stamps sim time
             got = probe.wait_for(lambda: _decisions(probe, certified=True), 30)
             cam.stop()
             assert got and 1000.0 <= got[-1]["time"] < 1000.0 + 100  # node time is sim time, not wall time
-            sim["running"] = False  # pause the simulation; wall time goes on
-            paused_at, n = sim["t"], len(probe.certs())
+            sim.running = False  # pause the simulation; wall time goes on
+            paused_at, n = sim.t, len(probe.certs())
             probe.wait_for(lambda: False, timeout=4 * MAX_FRAME_AGE)  # let wall time pass
             assert not [c for c in probe.certs()[n:] if c["reason"].startswith("stale_frame")]
-            sim["t"] = paused_at + 1.0  # one simulated second later the camera is stale
+            sim.t = paused_at + 1.0  # one simulated second later the camera is stale
             event = probe.wait_for(lambda: [c for c in probe.certs()[n:] if c["reason"].startswith("stale_frame")], 30)
             assert event and event[0]["time"] == pytest.approx(paused_at + 1.0, abs=0.02)
             # the last frame came before the pause (the node reads /clock to the nanosecond) ...
             assert event[0]["frame_received"] <= paused_at + 1e-6
             assert event[0]["frame_age"] > MAX_FRAME_AGE  # ... and is stale in simulated time only
         finally:
-            clock.stop()
+            sim.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -221,13 +214,13 @@ def test_runtime_parameter_changes_are_validated_and_applied(ros_env, tmp_path):
             raised = probe.wait_for(lambda: _decisions(probe, n), 30)
             assert raised[0]["threshold"] == 0.4  # visible in the next certificate
 
-            ok_sigma, ok_back, ok_rate = probe.set_parameters(smoothing__sigma=0.3,
-                                                              commands__forward__radius_threshold=0.25,
-                                                              node__publish_rate=20.0)
-            assert ok_sigma.successful and ok_back.successful and ok_rate.successful
+            ok_sigma, ok_rate = probe.set_parameters(smoothing__sigma=0.3, node__publish_rate=20.0)
+            assert ok_sigma.successful and ok_rate.successful
             n = len(probe.certs())
             back = probe.wait_for(lambda: _decisions(probe, n, certified=True), 30)
-            assert back[0]["settings"]["sigma"] == 0.3 and back[0]["threshold"] == 0.25
+            assert back[0]["settings"]["sigma"] == 0.3 and back[0]["threshold"] == 0.4
+            (lowered,) = probe.set_parameters(commands__forward__radius_threshold=0.25)
+            assert not lowered.successful and "only be raised at run time" in lowered.reason  # issue 15 (3)
 
             rejected = {name: probe.set_parameters(**{name: value})[0] for name, value in (
                 ("smoothing__sigma", -1.0),  # out of range
@@ -345,6 +338,31 @@ def test_managed_node_loads_on_configure_gates_when_active_and_abstains_on_deact
             assert not _decisions(probe, n)  # inactive: the camera is ignored
         finally:
             cam.stop()
+
+
+def test_issue15_4_activation_after_shutdown_began_is_refused(ros_env, tmp_path, monkeypatch):
+    """close() (SIGINT/SIGTERM) can land between configure and activate (the unmanaged start-up
+    thread runs one after the other): the activation must fail and the node stay finalised,
+    never start gating after its last abstain. A real node, in this process."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from rs_guard_ros.ros.node import RsGuardNode
+
+    monkeypatch.syspath_prepend(str(PEERS))  # the fault injector's plugin module
+    params = write_params(tmp_path / "gate.yaml", merge(FAULT_PARAMS, {"node": {"managed": True}}))
+    argv = ["rs_guard_node", "--ros-args", "--params-file", str(params)]
+    context = rclpy.Context()
+    rclpy.init(args=argv, context=context)
+    try:
+        node = RsGuardNode(argv, context=context)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.close()  # shutdown begins: the abstain action is the last word
+        assert node.trigger_activate() != TransitionCallbackReturn.SUCCESS
+        assert node._ctx.phase == "finalized"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@ ERROR on /diagnostics, keep running, and recover once the fault clears.
 
 The "model" is tests/ros_peers/fault_policy.py, a fault injector driven by the instruction.
 """
+import re
+
 import pytest
 
 from ros_peers.gate_probe import FAST, FAULT_MODEL, camera, merge, running_gate
@@ -81,3 +83,20 @@ def test_model_faults_abstain_report_error_and_recover(ros_env, tmp_path):
         assert probe.wait_for(lambda: probe.certs()[-1]["reason"] == "shutdown", 10)
         assert probe.snapshot()[1][-1] == (0.0, 0.0, 0.0)
         assert "still busy" in node.log()
+
+
+@pytest.mark.ros
+def test_issue15_9_a_gate_that_keeps_abstaining_says_so_in_its_log_naming_the_reason(ros_env, tmp_path):
+    """Every frame 10 s old: every decision abstains (stale_frame). The console used to show only
+    "model loaded" and "gate active"; now a throttled WARN names the reason and its count."""
+    with running_gate(ros_env, tmp_path, PARAMS) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready()
+        probe.say("go to the red box")
+        cam = camera(probe, stamp=lambda: probe.now() - 10.0).start()
+        try:
+            stale = probe.wait_for(lambda: [c for c in probe.certs() if c["reason"].startswith("stale_frame")], 30)
+            assert stale and not any(c.get("certified") for c in probe.certs())
+            assert probe.wait_for(lambda: re.search(r"WARN.*abstaining: stale_frame.* x\d+ since its last warning",
+                                                    node.log()), 30)
+        finally:
+            cam.stop()

@@ -10,13 +10,14 @@ so every abstain here is the freshness rule at work.
 """
 import pytest
 
-from ros_peers.gate_probe import FAST, FAULT_MODEL, Repeater, merge, rgb_frame, running_gate
+from ros_peers.gate_probe import FAST, FAULT_MODEL, Repeater, SimClock, camera, merge, rgb_frame, running_gate
 
 MAX_FRAME_AGE, STAMP_LEAD, PERIOD = 0.5, 0.1, 0.1
 PARAMS = merge(FAST, FAULT_MODEL, {"node": {"max_frame_age": MAX_FRAME_AGE, "max_stamp_lead": STAMP_LEAD,
                                             "command_ttl": 0.5, "watchdog_period": PERIOD, "publish_rate": 10.0,
                                             "decision_deadline": 10.0, "diagnostics_period": 0.2}})
 FORWARD = (0.25, 0.0, 0.0)
+ZERO = (0.0, 0.0, 0.0)
 TASK = "go to the red box"
 
 
@@ -109,3 +110,35 @@ def test_defect4_a_command_expires_command_ttl_after_its_frame_was_captured(ros_
         assert ttl <= expired[0]["time"] - decision["stamp"] <= ttl + 2 * PERIOD
         assert expired[0]["time"] - decision["time"] < ttl
         assert decision["frame_time"] == decision["stamp"] and decision["frame_time_source"] == "header"
+
+
+@pytest.mark.ros
+def test_issue15_1_a_new_instruction_withdraws_the_standing_command_at_once(ros_env, tmp_path):
+    """While a certified `forward` is being republished (TTL 5 sim s), an operator sends a new
+    instruction: the abstain Twist goes out at once -- while simulation time stands still, so
+    not on a republish tick -- and nothing but abstain follows. On the old code `forward` went on
+    being republished until its TTL."""
+    params = merge(PARAMS, {"use_sim_time": True, "node": {"max_frame_age": 5.0, "command_ttl": 5.0}})
+    with running_gate(ros_env, tmp_path, params) as (node, probe):
+        sim = SimClock(probe).start()
+        try:
+            assert probe.wait_connected() and probe.wait_ready()
+            probe.say(TASK)
+            cam = camera(probe, stamp=sim).start()
+            assert probe.wait_for(lambda: FORWARD in probe.snapshot()[1], 30)
+            cam.stop()
+            n_republished = len(probe.snapshot()[1])
+            assert probe.wait_for(lambda: len(probe.snapshot()[1]) >= n_republished + 3, 30)  # republished ...
+            assert set(probe.snapshot()[1][n_republished:]) == {FORWARD}  # ... on its TTL
+            sim.running = False  # simulation time stands still: no republish tick from here on
+            n = len(probe.snapshot()[1])
+            probe.say("stop")
+            assert probe.wait_for(lambda: ZERO in probe.snapshot()[1][n:], 30), "the command was not withdrawn"
+            withdrawn = probe.wait_for(lambda: [c for c in probe.certs() if c["source"] == "instruction"], 30)
+            assert withdrawn[0]["reason"].startswith("superseded") and withdrawn[0]["command"] == "stop"
+            sim.running = True  # time moves on, well within the old command's TTL
+            first_zero = n + probe.snapshot()[1][n:].index(ZERO)
+            assert probe.wait_for(lambda: len(probe.snapshot()[1]) >= first_zero + 5, 30)
+            assert set(probe.snapshot()[1][first_zero:]) == {ZERO}
+        finally:
+            sim.stop()

@@ -167,3 +167,29 @@ def test_an_oracle_error_bound_is_reported_with_its_level_in_records_and_diagnos
                                     float(diagnostics[0]["alpha"])) == (0.01, 0.05, 0.001)
         finally:
             cam.stop()
+
+
+# ---------------------------------------------------------------------------
+# Issue 15 (3): at run time the guarantee only tightens, and every change is seen
+# ---------------------------------------------------------------------------
+
+@pytest.mark.ros
+def test_issue15_3_run_time_changes_may_only_tighten_and_each_is_logged_and_counted(ros_env, tmp_path):
+    with running_gate(ros_env, tmp_path, PARAMS) as (node, probe):
+        assert probe.wait_connected() and probe.wait_ready()
+        looser = {name: probe.set_parameters(**{name: value})[0] for name, value in (
+            ("smoothing__alpha", 0.01),  # 10x the false-certification budget
+            ("node__max_frame_age", 0.9),
+            ("node__decision_deadline", 0.0),  # no deadline at all
+            ("commands__forward__radius_threshold", 0.1),
+        )}
+        for name, result in looser.items():
+            assert not result.successful, name
+            assert f"'{name.replace('__', '.')}': may only be" in result.reason and "restart" in result.reason
+        (tighter,) = probe.set_parameters(smoothing__alpha=0.0005)
+        assert tighter.successful
+        (alpha, age) = probe.get_parameters("smoothing.alpha", "node.max_frame_age")
+        assert (alpha.double_value, age.double_value) == (0.0005, 0.5)
+        counted = probe.wait_for(lambda: [d for d in probe.snapshot()[3] if d.get("parameter_changes") == "1"], 30)
+        assert counted and "smoothing.alpha 0.001 -> 0.0005" in counted[-1]["last_parameter_change"]
+        assert probe.wait_for(lambda: "run-time parameter change: smoothing.alpha 0.001 -> 0.0005" in node.log(), 30)

@@ -301,3 +301,29 @@ def test_defect9_sequential_certification_rate_matches_its_exact_prediction():
     expected = certify.sequential_outlook(0.87, thr, sigma, alpha, n_max).certify_probability
     low, high = binom.ppf(FAIL_PROB, runs, expected), binom.isf(FAIL_PROB, runs, expected)
     assert low <= hits <= high, f"{hits}/{runs} certified, exact prediction {expected:.3f}"
+
+
+def test_issue15_5_noise_buffers_beyond_max_buffer_bytes_are_refused_before_allocating():
+    """The reported case: 65 536 rows of a 3x224x224 input would take 39 GB; with a 1 GB budget
+    the call is refused before any buffer exists (the base is never called)."""
+    x = np.zeros((3, 224, 224), np.float32)
+    calls = []
+    with pytest.raises(ValueError, match="max_buffer_bytes"):
+        smooth_certify(lambda b: calls.append(1) or ["a"] * len(b), x, sigma=0.25, alpha=0.01, n0=1, n_max=65_536,
+                       batch_size=65_536, max_buffer_bytes=2**30)
+    assert not calls
+    cert = smooth_certify(lambda b: ["a"] * len(b), x, sigma=0.25, alpha=0.01, n0=1, n_max=100, batch_size=100,
+                          max_buffer_bytes=2**30)
+    assert cert.certified
+
+
+@pytest.mark.parametrize("dtype,per_element", [(torch.float32, 4), (torch.float64, 8), (torch.float16, 4 + 2),
+                                               (torch.bfloat16, 4 + 2)])
+def test_issue15_5_buffer_bytes_counts_the_float32_noise_and_the_narrow_copy(dtype, per_element):
+    from rs_guard_ros.smoothing import NoiseSource, buffer_bytes
+
+    x = torch.zeros((3, 8, 8), dtype=dtype)
+    noise = NoiseSource(x, 0.25, rows=5, seed=0)
+    held = noise._buf.numel() * noise._buf.element_size() + (
+        0 if noise._out is None else noise._out.numel() * noise._out.element_size())
+    assert buffer_bytes(x.numel(), x.element_size(), 5) == held == 5 * 192 * per_element

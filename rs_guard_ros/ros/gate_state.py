@@ -36,6 +36,7 @@ INACTIVE = "inactive"
 SHUTDOWN = "shutdown"
 MODEL_LOAD_FAILED = "model_load_failed"
 SUPERSEDED = "superseded"
+WITHDRAWN_BY_INSTRUCTION = f"{SUPERSEDED}: a new instruction withdrew the certified command"
 
 # Phases of the node. Only ACTIVE decides; LOADING (unmanaged start-up) republishes abstain.
 UNCONFIGURED, LOADING_PHASE, INACTIVE_PHASE, ACTIVE, FINALIZED = (
@@ -187,11 +188,13 @@ def instruction_fields(text: str | None, prefix_chars: int = INSTRUCTION_PREFIX_
 
 @dataclass(frozen=True)
 class Output:
-    """What the gate publishes: a command name, whether it was certified, and why."""
+    """What the gate publishes: a command name, whether it was certified, and why; a certified
+    command also names the instruction it was certified for (a different one withdraws it)."""
 
     command: str
     certified: bool
     reason: str
+    instruction: str | None = None
 
 
 class OutputGate:
@@ -220,6 +223,11 @@ class OutputGate:
         self.on_decision(Output(self.abstain_command, False, reason), now)
         return withdrawn
 
+    def superseded_by(self, instruction: str) -> bool:
+        """Whether `instruction`, just received, withdraws the current output: a certified
+        command certified for a different instruction (the same text again keeps it)."""
+        return self.current.certified and self.current.instruction != instruction
+
     def tick(self, now: float, command_ttl: float) -> Output:
         """The output to republish at `now`: the current one, or abstain once its TTL is over."""
         if self.current.certified and self._since is not None:
@@ -235,6 +243,28 @@ class OutputGate:
         if self._abstain_since is None or now < self._abstain_since:  # first look, or the clock jumped back
             self._abstain_since = now
         return now - self._abstain_since >= quiet_after
+
+
+class AbstainWarnings:
+    """Throttled warnings for repeated abstains, so a gate that abstains on everything says so
+    in its log: at most one per reason key every `period_s` (monotonic seconds), naming the
+    reason and how often it came since that key's previous warning."""
+
+    def __init__(self, period_s: float = 5.0, max_keys: int = _MAX_REASON_KEYS):
+        self._period, self._max_keys = period_s, max_keys
+        self._pending: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+
+    def note(self, reason: str, t: float) -> str | None:
+        """Count an abstain; the warning to log now, or None while its key is throttled."""
+        key = reason_key(reason)
+        if key not in self._last and len(self._last) >= self._max_keys:
+            key = "other"
+        self._pending[key] += 1
+        if t - self._last.get(key, -math.inf) < self._period:
+            return None
+        count, self._last[key] = self._pending.pop(key), t
+        return f"abstaining: {key} x{count} since its last warning (latest: {bounded(reason, 160)})"
 
 
 class LatestSlot(Generic[T]):
@@ -290,6 +320,8 @@ class GateStats:
         self.reasons: Counter[str] = Counter()
         self.malformed = 0
         self.late_discarded = 0
+        self.parameter_changes = 0  # run-time parameter changes accepted
+        self.last_parameter_change: str | None = None
         self.fault: str | None = None  # the latest model/oracle fault, until a healthy decision
         self.warning: str | None = None  # the latest stale/input/lifecycle reason, likewise
 
@@ -308,6 +340,11 @@ class GateStats:
         """Count an abstain that is not a decision (a watchdog event) and update the health state."""
         self._count(reason)
         self.note(reason)
+
+    def parameter_change(self, change: str) -> None:
+        """Count an accepted run-time parameter change (`change` says which, bounded)."""
+        self.parameter_changes += 1
+        self.last_parameter_change = bounded(change)
 
     def _count(self, reason: str) -> None:
         key = reason_key(reason)
@@ -349,6 +386,8 @@ class GateStats:
             "dropped_frames": dropped,
             "malformed_messages": self.malformed,
             "late_results_discarded": self.late_discarded,
+            "parameter_changes": self.parameter_changes,
+            "last_parameter_change": self.last_parameter_change or "",
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
             # each decision certifies falsely with probability <= alpha, so the expected number of
@@ -370,6 +409,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["Level", "Output", "OutputGate", "LatestSlot", "GateStats", "FrameTime", "reason_kind", "reason_key",
+__all__ = ["Level", "Output", "OutputGate", "AbstainWarnings", "LatestSlot", "GateStats", "FrameTime", "reason_kind", "reason_key",
            "stale_reason", "instruction_reason", "frame_time", "frame_reason", "ttl_reason", "bounded",
            "instruction_fields", "json_safe", "UNCONFIGURED", "LOADING_PHASE", "INACTIVE_PHASE", "ACTIVE", "FINALIZED"]

@@ -68,7 +68,7 @@ from std_msgs.msg import String
 from .. import __version__, config
 from ..config import Config, ConfigError
 from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PHASE, MODEL_LOAD_FAILED, SHUTDOWN,
-                         UNCONFIGURED, Level, frame_time)
+                         UNCONFIGURED, WITHDRAWN_BY_INSTRUCTION, Level, frame_time)
 from .io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
 from .params import declare_parameters, plain_value
 from .worker import DecisionWorker, FrameJob, GateContext, Instruction
@@ -98,7 +98,8 @@ class RsGuardNode(LifecycleNode):
         self._pending: Config | None = None  # validated by the on-set callback, applied after
         self.managed = cfg.node.managed
         self.failed = False
-        self._ctx = GateContext(cfg=cfg, io=GateIO(self, cfg), now=self._now, logger=self.get_logger())
+        self._ctx = GateContext(cfg=cfg, io=GateIO(self, cfg), now=self._now, logger=self.get_logger(),
+                                deadline_now=self._deadline_now)
         self._worker = DecisionWorker(self._ctx)
         subscribe(self, cfg.node.image_transport == "compressed", self._on_image, self._on_instruction)
         self._republish_timer = self.create_timer(1.0 / cfg.node.publish_rate, self._on_republish)
@@ -113,6 +114,13 @@ class RsGuardNode(LifecycleNode):
     def _now(self) -> float:
         """The node's clock (simulation time under use_sim_time), in seconds."""
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _deadline_now(self) -> float:
+        """The clock node.decision_deadline counts on, in seconds: simulation time under
+        use_sim_time (a slow computer slows the simulated world instead of failing every
+        decision), else the steady clock (a wall-clock jump cannot stretch a deadline)."""
+        clock = self.get_clock()
+        return clock.now().nanoseconds * 1e-9 if clock.ros_time_is_active else time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -172,8 +180,10 @@ class RsGuardNode(LifecycleNode):
             (log.info if report["feasible"] else log.warning)(line)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Start gating: abstain until the first decision."""
+        """Start gating: abstain until the first decision. Refused once shutdown has begun."""
         with self._ctx.lock:
+            if self._ctx.phase == FINALIZED:
+                return TransitionCallbackReturn.FAILURE
             self._ctx.phase, self._ctx.last_arrival = ACTIVE, None
             self._worker.reset_watch()
             self._ctx.io.gate.force_abstain(INACTIVE, self._now())
@@ -236,9 +246,15 @@ class RsGuardNode(LifecycleNode):
         self._worker.offer(FrameJob(msg, frame_time(stamp_s(msg), now), now, time.monotonic()))
 
     def _on_instruction(self, msg: String) -> None:
-        """Keep the latest instruction (recorded in every phase: it is not re-sent)."""
+        """Keep the latest instruction (recorded in every phase: it is not re-sent). A command
+        certified for a different instruction is withdrawn at once: the abstain action goes out
+        now, not when the command's TTL ends."""
         with self._ctx.lock:
-            self._ctx.instruction = Instruction(msg.data, self._now())
+            now = self._now()
+            self._ctx.instruction = Instruction(msg.data, now)
+            if self._ctx.io.gate.superseded_by(msg.data):
+                self._ctx.abstain("instruction", WITHDRAWN_BY_INSTRUCTION, now)
+                self._ctx.stats.event(WITHDRAWN_BY_INSTRUCTION)
 
     # -- timers -------------------------------------------------------------------------
 
@@ -285,7 +301,11 @@ class RsGuardNode(LifecycleNode):
             return SetParametersResult(successful=True)
         try:
             self._pending = config.update(self._ctx.cfg, changes)
+            with self._ctx.lock:
+                if self._ctx.guard is not None:
+                    self._ctx.guard.check_budget(self._pending)
         except ConfigError as exc:
+            self._pending = None
             return SetParametersResult(successful=False, reason=str(exc))
         if not POST_SET_CALLBACKS:  # Humble
             self._apply_parameters(params)
@@ -305,7 +325,10 @@ class RsGuardNode(LifecycleNode):
             if new.node.publish_rate != old.node.publish_rate:
                 self.destroy_timer(self._republish_timer)
                 self._republish_timer = self.create_timer(1.0 / new.node.publish_rate, self._on_republish)
-        self.get_logger().info(f"parameters changed: {changes}")
+            before, after = old.to_flat(), new.to_flat()
+            change = ", ".join(f"{name} {before[name]!r} -> {after[name]!r}" for name in changes)
+            self._ctx.stats.parameter_change(change)
+        self.get_logger().warning(f"run-time parameter change: {change}")
 
 
 # ---------------------------------------------------------------------------

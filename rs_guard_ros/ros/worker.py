@@ -1,6 +1,6 @@
 """The decision thread: a one-deep mailbox of camera frames, the freshness rules, the call
 to `Guard.decide`, and publishing each decision -- plus the two watchdogs (stale inputs
-on the node clock, a decision past its deadline on the steady clock).
+on the node clock, a decision past its deadline on the deadline clock).
 
 Freshness. A frame's time is its header stamp where set, else its arrival at the node.
 Before the model runs, and again when the result is published, the frame must be at most
@@ -9,6 +9,13 @@ and the instruction must be present and fresh; otherwise the decision abstains w
 reason. A certified command is valid until its frame's time + node.command_ttl. Ages are
 measured on the node clock, which follows /clock under use_sim_time.
 
+Deadline. node.decision_deadline counts on `GateContext.deadline_now`: simulation time
+under use_sim_time (a slow computer slows the simulated world, not the gate's verdicts),
+else the steady clock (immune to wall-clock jumps). It is passed to `Guard.decide`, which
+checks it before every model batch and after the certificate; the worker checks it again
+at publishing, and the deadline watchdog abstains while a decision overruns. A late
+certificate is never published.
+
 Records. Each decision publishes one JSON record: the Decision (its `settings` are the
 ones the decision actually ran under) and the ROS side -- frame stamp and arrival, the
 frame time used and its source, the frame's age at publishing, a bounded summary of the
@@ -16,7 +23,6 @@ instruction, latencies.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
@@ -24,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import Config
-from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, FrameTime, GateStats, LatestSlot,
-                         Output, bounded, frame_reason, instruction_fields, instruction_reason, reason_kind,
-                         stale_reason, ttl_reason)
+from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, AbstainWarnings, FrameTime, GateStats,
+                         LatestSlot, Output, bounded, frame_reason, instruction_fields, instruction_reason,
+                         reason_kind, stale_reason, ttl_reason)
 from ..images import ImageError
 from .io import GateIO, decode, stamp_s
 
@@ -59,7 +65,9 @@ class GateContext:
     io: GateIO
     now: Callable[[], float]  # the node clock, s
     logger: Any
+    deadline_now: Callable[[], float] = time.monotonic  # the clock node.decision_deadline counts on, s
     stats: GateStats = field(default_factory=lambda: GateStats(time.monotonic()))
+    warnings: AbstainWarnings = field(default_factory=AbstainWarnings)
     lock: threading.RLock = field(default_factory=threading.RLock)
     phase: str = UNCONFIGURED
     guard: Any = None  # rs_guard_ros.guard.Guard once loaded (torch is imported then)
@@ -80,7 +88,7 @@ class DecisionWorker:
         self._slot: LatestSlot[FrameJob] = LatestSlot()
         self._thread: threading.Thread | None = None
         self._job_ids = itertools.count(1)
-        self._in_flight: tuple[int, float] | None = None  # (job id, monotonic start)
+        self._in_flight: tuple[int, float] | None = None  # (job id, start on ctx.deadline_now)
         self._cancelled: set[int] = set()
         self._stale_cause: str | None = None  # the input watchdog's active cause, if any
 
@@ -132,10 +140,21 @@ class DecisionWorker:
                 reason = bounded(f"error: {type(exc).__name__}: {exc}")
                 self._ctx.logger.error(f"decision failed: {reason}")
                 with self._ctx.lock:
-                    self._in_flight = None
-                    if self._ctx.phase == ACTIVE:
+                    cancelled = self._finish(job.job_id)  # the watchdog already gave this frame its abstain
+                    if self._ctx.phase == ACTIVE and not cancelled:
                         self._ctx.abstain("watchdog", reason, self._ctx.now(), decision_id=job.job_id)
                         self._ctx.stats.record(time.monotonic(), False, reason)
+
+    def _finish(self, job_id: int) -> bool:
+        """Forget decision `job_id`'s bookkeeping (caller holds the lock): it is no longer in
+        flight, if it was the one in flight; True if it had been cancelled, so its result must
+        be discarded. Keyed by id: a finishing thread never clears another decision's entry."""
+        if self._in_flight is not None and self._in_flight[0] == job_id:
+            self._in_flight = None
+        if job_id in self._cancelled:
+            self._cancelled.discard(job_id)
+            return True
+        return False
 
     # -- one decision -------------------------------------------------------------------
 
@@ -148,7 +167,8 @@ class DecisionWorker:
             if ctx.phase != ACTIVE or guard is None:
                 return
             job.job_id = next(self._job_ids)
-            self._in_flight = (job.job_id, time.monotonic())
+            started = ctx.deadline_now()
+            self._in_flight = (job.job_id, started)
         t0 = time.monotonic()
         instruction = None
         try:
@@ -161,38 +181,41 @@ class DecisionWorker:
                 why = _input_reason(ctx.now(), job, instruction, cfg, "deciding")
             deadline = cfg.node.decision_deadline
             decision = (guard.abstain(why) if why else
-                        guard.decide(frame, instruction.text, deadline_s=deadline if deadline > 0 else None))
-        self._publish(job, decision, instruction, (time.monotonic() - t0) * 1e3)
+                        guard.decide(frame, instruction.text, deadline_s=deadline if deadline > 0 else None,
+                                     clock=ctx.deadline_now))
+        self._publish(job, decision, instruction, (time.monotonic() - t0) * 1e3, started)
 
-    def _publish(self, job: FrameJob, decision: Any, instruction: Instruction | None, work_ms: float) -> None:
-        """Publish a decision unless it was cancelled; a certified one must still be fresh and
-        its instruction still current, else it becomes an abstain with the reason."""
+    def _publish(self, job: FrameJob, decision: Any, instruction: Instruction | None, work_ms: float,
+                 started: float) -> None:
+        """Publish a decision unless it was cancelled; a certified one must still be within its
+        deadline (counted from `started`), fresh, and its instruction still current, else it
+        becomes an abstain with the reason."""
         ctx = self._ctx
         with ctx.lock:
-            self._in_flight = None
-            if job.job_id in self._cancelled:
-                self._cancelled.discard(job.job_id)
+            if self._finish(job.job_id):
                 ctx.stats.late_discarded += 1
                 return
             if ctx.phase != ACTIVE:
                 return
             now, cfg = ctx.now(), ctx.cfg
             if decision.certified:
-                why = _publish_reason(now, job, instruction, ctx.instruction, cfg)
+                why = (late_reason(ctx.deadline_now() - started, cfg.node.decision_deadline)
+                       or _publish_reason(now, job, instruction, ctx.instruction, cfg))
                 if why:
-                    decision = dataclasses.replace(decision, command=cfg.commands.abstain, certified=False,
-                                                   reason=why)
+                    decision = decision.refused(why, cfg.commands.abstain)
             total_ms = (time.monotonic() - job.received_mono) * 1e3
             record = decision.to_dict()
             # timing_ms (from the Guard) breaks "decide" down; latency_ms is frame arrival -> publish.
             record.update(_ros_fields(job, instruction, now), source="decision", dropped_frames=self.dropped,
                           latency_ms={"queue": max(0.0, total_ms - work_ms), "decode_and_decide": work_ms,
                                       "total": total_ms})
-            output = Output(decision.command, decision.certified, decision.reason)
+            output = Output(decision.command, decision.certified, decision.reason,
+                            instruction.text if decision.certified else None)
             ctx.io.decision(output, now, min(job.frame.t, now), cfg.node.abstain_publish_timeout, record)
             ctx.stats.record(time.monotonic(), decision.certified, decision.reason, total_ms)
-        if reason_kind(decision.reason) == "fault":
-            ctx.logger.error(f"abstain: {decision.reason}", throttle_duration_sec=1.0)
+            warning = None if decision.certified else ctx.warnings.note(decision.reason, time.monotonic())
+        if warning:
+            (ctx.logger.error if reason_kind(decision.reason) == "fault" else ctx.logger.warning)(warning)
 
     # -- watchdogs ----------------------------------------------------------------------
 
@@ -221,15 +244,15 @@ class DecisionWorker:
         self._stale_cause = None
 
     def watch_deadline(self) -> None:
-        """A decision still running past node.decision_deadline (steady time) -> abstain now;
-        its late result will be discarded."""
+        """A decision still running past node.decision_deadline (on the deadline clock) ->
+        abstain now; its late result will be discarded."""
         ctx = self._ctx
         with ctx.lock:
             deadline = ctx.cfg.node.decision_deadline
             if ctx.phase != ACTIVE or self._in_flight is None or deadline <= 0:
                 return
             job_id, started = self._in_flight
-            elapsed = time.monotonic() - started
+            elapsed = ctx.deadline_now() - started
             if elapsed <= deadline or job_id in self._cancelled:
                 return
             self._cancelled.add(job_id)
@@ -237,6 +260,14 @@ class DecisionWorker:
             ctx.abstain("watchdog", reason, ctx.now(), in_flight_s=elapsed, decision_id=job_id)
             ctx.stats.record(time.monotonic(), False, reason, elapsed * 1e3)  # this frame's one output
         ctx.logger.error(f"abstain: {reason} (decision_deadline {deadline:g} s)")
+
+
+def late_reason(elapsed: float, deadline: float) -> str | None:
+    """Why a decision that took `elapsed` s (on the deadline clock) is too late to publish under
+    node.decision_deadline (0 = none), or None: a late certificate is never published."""
+    if deadline > 0.0 and elapsed > deadline:
+        return f"deadline: the decision took {elapsed:.3f} s (decision_deadline {deadline:g} s)"
+    return None
 
 
 def _input_reason(now: float, job: FrameJob, instruction: Instruction | None, cfg: Config,

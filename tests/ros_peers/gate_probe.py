@@ -326,6 +326,25 @@ class Repeater:
             self._thread.join(timeout=5)
 
 
+class SimClock(Repeater):
+    """A simulation clock for a node under use_sim_time: publishes /clock every `period` s of
+    wall time, advancing `step` s each time while `running` (set it False to pause time,
+    or move `t` by hand). Calling it reads the current simulated time."""
+
+    def __init__(self, probe: Probe, t0: float = 1000.0, step: float = 0.01, period: float = 0.01):
+        self.t, self.running = t0, True
+
+        def tick(_: int) -> None:
+            if self.running:
+                self.t += step
+            probe.set_clock(self.t)
+
+        super().__init__(tick, period)
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def camera(probe: Probe, frame: np.ndarray | None = None, period: float = 0.05,
            stamp: Callable[[], float] | None = None) -> Repeater:
     """A camera publishing `frame` (not started), each stamped `stamp()`: by default the
