@@ -33,13 +33,15 @@ continuous abstain (0 = never) cmd_vel goes quiet.
 
 Clocks. Frame, instruction and command ages are measured on the node's clock, so they
 follow /clock under use_sim_time, and so do the watchdog, republish and diagnostics
-timers. The decision deadline is compute time: it is passed to `Guard.decide` and also
-checked by a steady-clock timer, which abstains (and discards the late result) when a
-model hangs, even while simulation time is paused.
+timers. The decision deadline counts on simulation time under use_sim_time, else on the
+steady clock (`_deadline_now`); it is passed to `Guard.decide`, checked again at publishing,
+and watched by a timer that abstains (and discards the late result) when a model hangs.
 
-Parameters. Run-time changes are validated by config.update in the on-set callback and
-applied after they are set (Guard.reconfigure swaps the whole configuration; a decision
-in progress keeps the one it started with, and its record reports that one).
+Parameters. Run-time changes are validated by config.update in the on-set callback (a
+parameter of the guarantee may only tighten; the memory budget is checked against the
+loaded model) and applied after they are set (Guard.reconfigure swaps the whole
+configuration; a decision in progress keeps the one it started with, and its record
+reports that one). Each accepted change is logged and counted in /diagnostics.
 
 Lifecycle. The node is a lifecycle node: configure loads the model, activate starts
 gating, deactivate publishes the abstain action once and stops. With node.managed false
