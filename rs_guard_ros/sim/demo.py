@@ -185,7 +185,7 @@ def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args
     env = ros_environment(domain_id)
     procs = Processes(out, env)
     procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0"])
-    procs.start("guard", ["-m", f"{PACKAGE}.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
+    procs.start("guard", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
                           "-r", "image:=/rs_guard/camera", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true",
                           *guard_args])
     try:
