@@ -27,6 +27,9 @@ MAX_SAMPLES = 10_000_000  # the largest sample budget anything here plans or eva
 # doubling looks between it and the final look at n_max, which gets the rest.
 FIRST_LOOK_SHARE = 0.18
 MIDDLE_LOOKS_SHARE = 0.02
+# Selection by the previous decision (smoothing.smooth_certify's `previous`): the share of alpha
+# for testing the previous command first; a second test, if needed, gets the rest.
+PREVIOUS_SHARE = 0.9
 _OUTLOOK_TAIL = 1e-13  # binomial mass left out of the expected-radius sum, per tail
 
 

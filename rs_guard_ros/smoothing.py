@@ -7,6 +7,7 @@ selection samples pick the label, separate samples bound its probability.
 """
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections import Counter
@@ -32,7 +33,7 @@ class Certificate:
     radius: float  # sigma * Phi^-1(p_lower - eps_O), 0 when that is not positive
     p_lower: float
     n_used: int  # every base evaluation, selection included
-    counts: dict[Hashable, int]  # estimation samples only
+    counts: dict[Hashable, int]  # estimation samples of the test that decided
     selection_counts: dict[Hashable, int] = field(default_factory=dict)
     reason: str = ""
     mode: str = "fixed"
@@ -44,6 +45,11 @@ class Certificate:
     n0: int = 0
     n_max: int = 0
     seed: int | None = None  # set only when a fixed seed was requested (tests)
+    selection: str = "samples"  # how the tested label was chosen: "previous" (the hint) or "samples"
+    previous: Hashable | None = None  # the label the caller proposed (tested first), if any
+    n_selection: int = 0  # samples that chose the label (n0, or a failed first test's samples)
+    n_estimation: int = 0  # samples of the test that decided
+    test_alpha: float = 0.0  # the level of the test that decided (alpha, or its share with `previous`)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; the UNKNOWN label (None) is written as "UNKNOWN", an infinite threshold as None."""
@@ -51,6 +57,7 @@ class Certificate:
         out["label"] = certify.label_name(self.label)
         out["counts"] = {certify.label_name(k): v for k, v in self.counts.items()}
         out["selection_counts"] = {certify.label_name(k): v for k, v in self.selection_counts.items()}
+        out["previous"] = None if self.previous is None else certify.label_name(self.previous)
         if not math.isfinite(self.radius_threshold):
             out["radius_threshold"] = None
         return out
@@ -188,7 +195,8 @@ def _threshold_for(radius_threshold: float | Mapping[Hashable, float], label: Ha
 def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n_max: int,
                    mode: str = "fixed", radius_threshold: float | Mapping[Hashable, float] = 0.0,
                    batch_size: int = 64, oracle_error: float = 0.0, seed: int | None = None,
-                   max_buffer_bytes: int | None = None) -> Certificate:
+                   max_buffer_bytes: int | None = None, previous: Hashable | None = None,
+                   previous_share: float | None = None) -> Certificate:
     """Certify the smoothed decision g(x) = argmax_c P[base(x + eps) = c], eps ~ N(0, sigma^2 I).
 
     With probability at least 1 - alpha over the noise drawn here, a certified label c
@@ -199,10 +207,16 @@ def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n
 
     base: callable(batch of noisy x, same type, device and dtype as x) -> one hashable
     label per sample (None = UNKNOWN, never certified). x: float array/tensor in [0, 1]
-    units. "fixed": Cohen's CERTIFY, n0 selection + n_max estimation samples.
-    "sequential": n0 selection samples, then at most n_max, stopping as soon as
-    "radius >= threshold?" is decided (`certify.sequential_looks`). `radius_threshold`
-    may map labels to thresholds; a label missing from the map is never certified.
+    units. "fixed": Cohen's CERTIFY, n_max estimation samples; "sequential": at most n_max,
+    stopping as soon as "radius >= threshold?" is decided (`certify.sequential_looks`).
+    `radius_threshold` may map labels to thresholds; a label missing from it is never certified.
+
+    Selection. Without `previous`, n0 samples select the label to test (Cohen's CERTIFY).
+    With `previous` (a label chosen independently of this call's noise, e.g. the command
+    the last decision certified), that label is tested first at level previous_share *
+    alpha, spending no selection samples; if it fails, its estimation samples -- independent
+    of any later sample -- select the label for a second test on fresh samples at the
+    remaining level. The two levels add up to alpha (union bound; docs/guarantee.md).
     `max_buffer_bytes` caps the noise buffers (`buffer_bytes`): a batch that would exceed it
     is refused before anything is allocated. Bad arguments raise ValueError naming the argument.
     """
@@ -212,68 +226,119 @@ def smooth_certify(base: Base, x: Any, *, sigma: float, alpha: float, n0: int, n
     n0 = certify.check_count(n0, "n0", certify.MAX_SAMPLES)
     n_max = certify.check_count(n_max, "n_max", certify.MAX_SAMPLES)
     batch_size = certify.check_count(batch_size, "batch_size")
+    previous_share = certify.check_probability(certify.PREVIOUS_SHARE if previous_share is None else previous_share,
+                                               "previous_share")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     thresholds = _check_thresholds(radius_threshold)
     x = _check_input(x)
     noise = NoiseSource(x, sigma, min(batch_size, max(n0, n_max)), seed, max_buffer_bytes)  # no row never used
-    selection = add_counts(Counter(), base, noise, n0, batch_size)
-    label = certify.top_label(selection)
-    cert = Certificate(label=label, certified=False, radius=0.0, p_lower=0.0, n_used=n0, counts={},
-                       selection_counts=dict(selection), mode=mode, sigma=sigma, alpha=alpha,
-                       radius_threshold=_threshold_for(thresholds, label), oracle_error=oracle_error,
-                       n0=n0, n_max=n_max, seed=seed)
-    if label is None:
-        cert.reason = "unknown_output"  # UNKNOWN never certifies: abstain without spending samples
-        return cert
-    if not math.isfinite(cert.radius_threshold):
-        cert.reason = NO_THRESHOLD
-        return cert
+    cert = Certificate(label=None, certified=False, radius=0.0, p_lower=0.0, n_used=0, counts={}, mode=mode,
+                       sigma=sigma, alpha=alpha, oracle_error=oracle_error, n0=n0, n_max=n_max, seed=seed,
+                       previous=previous)
     run = _run_fixed if mode == "fixed" else _run_sequential
-    return run(cert, base, noise, batch_size)
+    test = functools.partial(run, _Sampler(base, noise, batch_size, n_max), sigma, oracle_error)
+    level = alpha
+    if previous is not None and math.isfinite(_threshold_for(thresholds, previous)):
+        first = test(previous, _threshold_for(thresholds, previous), previous_share * alpha)
+        if first.certified or certify.top_label(first.counts) == previous:  # certified, or nothing else to try
+            return _report(cert, previous, first, "previous", Counter())
+        cert.n_used += first.n
+        selection, level = first.counts, alpha - previous_share * alpha  # union bound: the levels add up to alpha
+    else:
+        selection = add_counts(Counter(), base, noise, n0, batch_size)
+        cert.n_used += n0
+    label = certify.top_label(selection)
+    threshold = _threshold_for(thresholds, label)
+    if label is None or not math.isfinite(threshold):  # UNKNOWN, or a label that can never be published
+        return _report(cert, label, _Outcome(threshold, level, reason="unknown_output" if label is None
+                                             else NO_THRESHOLD), "samples", selection)
+    return _report(cert, label, test(label, threshold, level), "samples", selection)
 
 
-def _finish(cert: Certificate, counts: Counter, n: int, bound_alpha: float) -> Certificate:
-    """Fill in p_lower, radius and the certified flag from k of n, bound at level `bound_alpha`."""
-    cert.counts = dict(counts)
-    cert.n_used += n
-    cert.bound_alpha = bound_alpha
-    cert.p_lower = certify.cp_lower(counts.get(cert.label, 0), n, bound_alpha)
-    radius = certify.certified_radius(cert.p_lower, cert.sigma, cert.oracle_error)
-    cert.radius = radius if radius > 0.0 else 0.0
-    cert.certified = certify.clears_threshold(cert.p_lower, cert.sigma, cert.radius_threshold, cert.oracle_error)
-    if not cert.reason:
-        cert.reason = "certified" if cert.certified else ("radius_below_threshold" if radius > 0.0
-                                                          else "not_confident")
-    return cert
+@dataclass
+class _Sampler:
+    """Where a test draws its samples: the base, the noise, the batch size and the budget n_max."""
+
+    base: Base
+    noise: NoiseSource
+    batch_size: int
+    n_max: int
+
+    def more(self, counts: Counter, num: int) -> Counter:
+        return add_counts(counts, self.base, self.noise, num, self.batch_size)
 
 
-def _run_fixed(cert: Certificate, base: Base, noise: NoiseSource, batch_size: int) -> Certificate:
+@dataclass
+class _Outcome:
+    """One test of "p_label >= p* = Phi(threshold / sigma) + eps_O?" on fresh samples."""
+
+    threshold: float
+    test_alpha: float  # the level of the whole test
+    counts: Counter = field(default_factory=Counter)
+    n: int = 0
+    bound_alpha: float = 0.0  # the level of the bound where the test stopped (a look's share)
+    p_lower: float = 0.0
+    radius: float = 0.0
+    certified: bool = False
+    reason: str = ""
+
+
+def _judge(label: Hashable, out: _Outcome, bound_alpha: float, sigma: float, eps: float,
+           stopped_early: bool = False) -> _Outcome:
+    """Fill in p_lower, radius, the certified flag and the reason from k of n, bound at
+    level `bound_alpha`; a failure before the final look is THRESHOLD_UNREACHABLE."""
+    out.bound_alpha = bound_alpha
+    out.p_lower = certify.cp_lower(out.counts.get(label, 0), out.n, bound_alpha)
+    radius = certify.certified_radius(out.p_lower, sigma, eps)
+    out.radius = max(radius, 0.0)
+    out.certified = certify.clears_threshold(out.p_lower, sigma, out.threshold, eps)
+    out.reason = ("certified" if out.certified else THRESHOLD_UNREACHABLE if stopped_early
+                  else "radius_below_threshold" if radius > 0.0 else "not_confident")
+    return out
+
+
+def _run_fixed(sampler: _Sampler, sigma: float, eps: float, label: Hashable, threshold: float,
+               alpha: float) -> _Outcome:
     """Cohen et al.'s CERTIFY: n_max fresh samples, one Clopper–Pearson bound at alpha."""
-    return _finish(cert, add_counts(Counter(), base, noise, cert.n_max, batch_size), cert.n_max, cert.alpha)
+    out = _Outcome(threshold, alpha, sampler.more(Counter(), sampler.n_max), sampler.n_max)
+    return _judge(label, out, alpha, sigma, eps)
 
 
-def _run_sequential(cert: Certificate, base: Base, noise: NoiseSource, batch_size: int) -> Certificate:
+def _run_sequential(sampler: _Sampler, sigma: float, eps: float, label: Hashable, threshold: float,
+                    alpha: float) -> _Outcome:
     """Sample up to each look; certify when its bound clears the threshold. Before the final
     look, stop early (THRESHOLD_UNREACHABLE) when the final look can no longer succeed or the
     upper bound shows p < p*; abstaining is always safe, so only certification spends alpha.
-    A final look that fails reports why, as fixed mode does (`_finish`)."""
-    looks = certify.sequential_looks(cert.radius_threshold, cert.sigma, cert.alpha, cert.n_max, cert.oracle_error)
+    A final look that fails reports why, as fixed mode does."""
+    out = _Outcome(threshold, alpha)
+    looks = certify.sequential_looks(threshold, sigma, alpha, sampler.n_max, eps)
     if not looks:
-        cert.reason = THRESHOLD_UNREACHABLE
-        return cert
-    counts: Counter = Counter()
-    n = 0
+        out.reason = THRESHOLD_UNREACHABLE
+        return out
     for look in looks[:-1]:
-        add_counts(counts, base, noise, look.n - n, batch_size)
-        n = look.n
-        k = counts.get(cert.label, 0)
-        if certify.clears_threshold(certify.cp_lower(k, n, look.alpha), cert.sigma, cert.radius_threshold,
-                                    cert.oracle_error):
-            return _finish(cert, counts, n, look.alpha)
-        if certify.futile(k, n, looks, cert.sigma, cert.alpha, cert.radius_threshold, cert.oracle_error):
-            cert.reason = THRESHOLD_UNREACHABLE
-            return _finish(cert, counts, n, look.alpha)
+        sampler.more(out.counts, look.n - out.n)
+        out.n = look.n
+        k = out.counts.get(label, 0)
+        if certify.clears_threshold(certify.cp_lower(k, out.n, look.alpha), sigma, threshold, eps):
+            return _judge(label, out, look.alpha, sigma, eps)
+        if certify.futile(k, out.n, looks, sigma, alpha, threshold, eps):
+            return _judge(label, out, look.alpha, sigma, eps, stopped_early=True)
     final = looks[-1]
-    add_counts(counts, base, noise, final.n - n, batch_size)
-    return _finish(cert, counts, final.n, final.alpha)
+    sampler.more(out.counts, final.n - out.n)
+    out.n = final.n
+    return _judge(label, out, final.alpha, sigma, eps)
+
+
+def _report(cert: Certificate, label: Hashable | None, out: _Outcome, selection: str,
+            selection_counts: Counter) -> Certificate:
+    """The certificate of the test that decided: `label` tested by `out`, selected as `selection`
+    says ("previous": no selection samples; "samples": `selection_counts` chose it)."""
+    cert.n_used += out.n
+    cert.label, cert.radius_threshold, cert.certified, cert.reason = label, out.threshold, out.certified, out.reason
+    cert.p_lower, cert.radius, cert.bound_alpha, cert.test_alpha = out.p_lower, out.radius, out.bound_alpha, \
+        out.test_alpha
+    cert.counts, cert.n_estimation = dict(out.counts), out.n
+    cert.selection, cert.selection_counts = selection, dict(selection_counts)
+    cert.n_selection = sum(selection_counts.values())
+    return cert

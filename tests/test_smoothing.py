@@ -327,3 +327,82 @@ def test_issue15_5_buffer_bytes_counts_the_float32_noise_and_the_narrow_copy(dty
     held = noise._buf.numel() * noise._buf.element_size() + (
         0 if noise._out is None else noise._out.numel() * noise._out.element_size())
     assert buffer_bytes(x.numel(), x.element_size(), 5) == held == 5 * 192 * per_element
+
+
+# -- issue 16: selection by the previous decision ---------------------------------------------
+
+def _stream_violations(margins, previous_of, *, mode: str, alpha: float, threshold_of) -> tuple[int, int]:
+    """Certify a stream of frames (one linear base per margin), each with `previous` chosen by
+    `previous_of(i, last_certified_label)`; the number of false certificates and of decisions."""
+    bad, last = 0, None
+    for i, margin in enumerate(margins):
+        base = LinearBase(margin)
+        cert = smooth_certify(base, base.point(), sigma=SIGMA, alpha=alpha, n0=10, n_max=400, mode=mode,
+                              radius_threshold=threshold_of(margin), batch_size=500, previous=previous_of(i, last))
+        bad += violates(cert, margin)
+        last = cert.label if cert.certified else None
+    return bad, len(margins)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "sequential"])
+@pytest.mark.parametrize("case", ["runner_up", "just_below_p_star", "label_flips_every_frame"])
+def test_issue16_previous_selection_keeps_false_certifications_within_alpha(mode, case):
+    """False certifications stay within a binomial bound of alpha when the "previous" label is
+    chosen adversarially -- the runner-up, or a label whose p is just below p* -- and in a stream
+    whose true label changes at every frame (the previous command is then always wrong)."""
+    alpha, margin = 0.1, 0.3  # p = Phi(1.2) = 0.885 for the true label
+    if case == "runner_up":  # previous = the wrong side; the truth is certifiable
+        bad, runs = _stream_violations([margin] * RUNS, lambda i, last: "neg", mode=mode, alpha=alpha,
+                                       threshold_of=lambda m: 0.0)
+    elif case == "just_below_p_star":  # previous = the true label, but its radius is just below the threshold
+        bad, runs = _stream_violations([margin] * RUNS, lambda i, last: "pos", mode=mode, alpha=alpha,
+                                       threshold_of=lambda m: abs(m) * 1.02)
+    else:  # the truth alternates; previous = whatever was certified last
+        bad, runs = _stream_violations([margin if i % 2 else -margin for i in range(RUNS)],
+                                       lambda i, last: last, mode=mode, alpha=alpha,
+                                       threshold_of=lambda m: abs(m) * 1.02)
+    assert bad <= max_violations(alpha, runs), f"{bad}/{runs} false certificates at alpha={alpha}"
+
+
+def test_issue16_the_soundness_test_catches_retests_that_each_spend_the_full_alpha():
+    """DELIBERATELY WRONG scheme, for power: when the previous label fails, test it again on
+    fresh samples at the full alpha, up to four times (no union bound). The check used above
+    must reject it, so passing it means something."""
+    alpha, margin, runs = 0.1, 0.3, 1500
+    base = LinearBase(margin)
+
+    def retest_at_full_alpha() -> bool:
+        return any(violates(smooth_certify(base, base.point(), sigma=SIGMA, alpha=alpha, n0=10, n_max=400,
+                                           radius_threshold=margin * 1.02, batch_size=500), margin)
+                   for _ in range(4))
+
+    wrong = sum(retest_at_full_alpha() for _ in range(runs))
+    assert wrong > max_violations(alpha, runs), "the soundness check has no power against spending alpha twice"
+
+
+def test_issue16_a_right_previous_label_spends_no_selection_samples():
+    base = LinearBase(margin=50.0)  # p ~= 1
+    kw = dict(sigma=SIGMA, alpha=0.001, n0=32, n_max=2000, mode="sequential", radius_threshold=0.25, batch_size=256)
+    cold, warm = smooth_certify(base, base.point(), **kw), smooth_certify(base, base.point(), previous="pos", **kw)
+    assert cold.certified and (cold.selection, cold.n_selection) == ("samples", 32)
+    assert warm.certified and (warm.selection, warm.n_selection, warm.previous) == ("previous", 0, "pos")
+    assert warm.n_used == warm.n_estimation < cold.n_used
+    assert warm.test_alpha == pytest.approx(0.9 * 0.001) and cold.test_alpha == 0.001
+
+
+def test_issue16_a_wrong_previous_label_hands_its_samples_to_a_second_test_at_the_rest_of_alpha():
+    base = LinearBase(margin=50.0)
+    cert = smooth_certify(base, base.point(), sigma=SIGMA, alpha=0.001, n0=32, n_max=2000, mode="sequential",
+                          radius_threshold=0.25, batch_size=256, previous="neg")
+    assert cert.certified and cert.label == "pos" and cert.selection == "samples" and cert.previous == "neg"
+    assert cert.n_selection == sum(cert.selection_counts.values()) == cert.selection_counts["pos"]
+    assert cert.n_used == cert.n_selection + cert.n_estimation
+    assert cert.test_alpha == pytest.approx(0.001 - 0.9 * 0.001)
+    assert cert.to_dict()["previous"] == "neg"
+
+
+def test_issue16_a_previous_label_that_fails_and_stays_on_top_is_not_tested_twice():
+    base = LinearBase(margin=0.1)  # p = 0.655: "pos" is on top but far from a 0.25 radius
+    cert = smooth_certify(base, base.point(), sigma=SIGMA, alpha=0.001, n0=32, n_max=500, mode="sequential",
+                          radius_threshold=0.25, batch_size=256, previous="pos")
+    assert not cert.certified and cert.selection == "previous" and cert.n_used == cert.n_estimation
