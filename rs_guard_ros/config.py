@@ -1,5 +1,5 @@
 """Typed, validated configuration: the one source of every parameter's name, default,
-range and description, and the rules across parameters.
+range and description (the rules across parameters are in config_rules.py).
 
 The ROS parameter declarations (ros/params.py), the YAML files in config/
 (`param_files.dump_yaml`) and the `rs-guard` CLI flags are all derived from the dataclass
@@ -8,18 +8,16 @@ ROS parameter file: `smoothing.sigma`, `commands.left.angular_z`.
 """
 from __future__ import annotations
 
-import math
-import string
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 from . import certify
+from .config_rules import TWIST_FIELDS, check_consistent, loosens
 from .param_spec import ConfigError, ParamSpec, coerce, param, spec_of
 
 NODE_NAME = "rs_guard"
 MAX_AGE_S = 60.0  # upper bound of every frame age, command TTL and decision deadline (s)
 MAX_INSTRUCTION_AGE_S = 86_400.0  # an instruction may stand for a day, not forever (0 = never expires)
-TWIST_FIELDS = ("linear_x", "linear_y", "angular_z")  # the Twist fields a command sets
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,10 @@ class ModelConfig:
                             "processors that tile or resize each image dynamically (SmolVLM/Idefics3 image "
                             "splitting): certification needs one input size. Use the vision encoder's own size "
                             "(SmolVLM: 512); 0 = the model's fixed resolution", low=0, high=8192)
-    camera_key: str = param("", "lerobot: the policy's image feature the camera frame feeds, e.g. "
-                            "observation.images.front; empty = the policy's only image feature")
-    state: tuple[float, ...] = param((), "lerobot: the observation.state vector held fixed for every decision (raw "
-                                     "robot units; the policy normalises it); empty = zeros of the policy's state "
-                                     "size. The certificate covers this state only", item=float)
+    state: tuple[float, ...] = param((), "lerobot: an observation.state vector held fixed for every decision (raw "
+                                     "robot units; the policy normalises it) when no state.topic is read; empty = "
+                                     "zeros of the policy's state size. The certificate covers this state only",
+                                     item=float)
 
 
 @dataclass(frozen=True)
@@ -76,13 +73,8 @@ class DenoiserConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    mode: str = param("resize", "camera frame -> model input: squash-resize or centre-crop then resize",
-                      choices=("resize", "center_crop"))
-    expected_width: int = param(0, "camera frame width the gate accepts; 0 = any width at least the model "
-                                "input's (a frame smaller than the model input is always refused)", low=0,
-                                high=65_535)
-    expected_height: int = param(0, "camera frame height the gate accepts; 0 = any height at least the model "
-                                 "input's", low=0, high=65_535)
+    mode: str = param("resize", "camera frame -> model input, for every camera: squash-resize, or centre-crop then "
+                      "resize", choices=("resize", "center_crop"))
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,13 @@ class SmoothingConfig:
                          tighten="down")
     mode: str = param("sequential", "fixed: Cohen's CERTIFY with n_max samples; sequential: stop when decided",
                       choices=("fixed", "sequential"), runtime=True)
-    n0: int = param(32, "selection samples", low=1, high=100_000, runtime=True)
+    selection: str = param("previous", "how a decision picks the command it tests. previous: the command the gate "
+                           "is publishing (certified for the same instruction, within its TTL) is tested first, "
+                           "with no selection samples, at 0.9 alpha; if it fails, its samples select the "
+                           "command for a second test at the rest (docs/guarantee.md). samples: n0 selection "
+                           "samples every time (Cohen's CERTIFY)", choices=("previous", "samples"), runtime=True)
+    n0: int = param(32, "selection samples (when no previous command is tested)", low=1, high=100_000,
+                    runtime=True)
     n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1,
                        high=certify.MAX_SAMPLES, runtime=True)
     batch_size: int = param(256, "noisy samples per model call", low=1, high=65_536, runtime=True)
@@ -163,6 +161,9 @@ class NodeConfig:
     max_stamp_lead: float = param(0.1, "s a frame's header stamp may lie ahead of the node clock (camera/gate "
                                   "clock offset) before the frame is refused", low=0.0, high=10.0, runtime=True,
                                   tighten="down")
+    max_camera_skew: float = param(0.05, "s the header stamps of one decision's frames (one per camera) may spread; "
+                                   "wider, and the decision abstains naming the skew (one camera: unused)", low=0.0,
+                                   high=MAX_AGE_S, runtime=True, tighten="down")
     max_instruction_age: float = param(0.0, "s an instruction stays valid (0 = never expires)", low=0.0,
                                        high=MAX_INSTRUCTION_AGE_S, runtime=True, tighten="down", off=0.0)
     decision_deadline: float = param(2.0, "s a decision may take, on the node clock (simulation time under "
@@ -211,9 +212,57 @@ class CommandSet:
     table: Mapping[str, CommandConfig] = field(default_factory=lambda: dict(DEMO_COMMANDS))
 
 
+DEFAULT_CAMERA = "camera"  # the one camera of a file that names none (today's single-camera files)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera the model reads: its topic, where the backend feeds it, its expected size."""
+
+    topic: str = param("image", "the camera's sensor_msgs/Image topic (CompressedImage on <topic>/compressed with "
+                       "node.image_transport compressed); relative names can be remapped. Default: 'image' for the "
+                       "one-camera default, '<name>/image' for a camera named in cameras.names")
+    model_key: str = param("", "where the backend feeds this view: a LeRobot image feature (front or "
+                           "observation.images.front), an ONNX input name, a plugin's key; '' = its position in "
+                           "cameras.names (the order of the images in a transformers prompt)")
+    expected_width: int = param(0, "frame width this camera must have; 0 = any width at least the model input's "
+                                "(a frame smaller than the model input is always refused)", low=0, high=65_535)
+    expected_height: int = param(0, "frame height this camera must have; 0 = any height at least the model "
+                                 "input's", low=0, high=65_535)
+
+
+def camera_defaults(name: str) -> CameraConfig:
+    """A camera's defaults: the one-camera default reads `image`, any other camera `<name>/image`."""
+    return CameraConfig() if name == DEFAULT_CAMERA else CameraConfig(topic=f"{name}/image")
+
+
+@dataclass(frozen=True)
+class CameraSet:
+    names: tuple[str, ...] = param((DEFAULT_CAMERA,), "the cameras the model reads, in the order it takes them; a "
+                                   "decision takes the newest frame of each, and the certificate covers all of them "
+                                   "as one input", item=str)
+    table: Mapping[str, CameraConfig] = field(default_factory=lambda: {DEFAULT_CAMERA: CameraConfig()})
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The robot's joint state, read by the model, held fixed (not certified) for each decision."""
+
+    topic: str = param("", "sensor_msgs/JointState topic the model reads as the robot's state; '' = none (the "
+                       "state is trusted input, like the instruction: the certificate is about the images given it)")
+    joint_names: tuple[str, ...] = param((), "the joints the model reads, in its order; the message may carry more, "
+                                         "and a decision whose state lacks one abstains", item=str)
+    max_age: float = param(0.5, "s the joint state may be old (its header stamp, or its arrival when unstamped) when "
+                           "a decision starts and when it is published", low=0.0, high=MAX_AGE_S, runtime=True,
+                           tighten="down")
+
+
 GROUPS: dict[str, type] = {"model": ModelConfig, "model.denoiser": DenoiserConfig, "preprocess": PreprocessConfig,
                            "oracle": OracleConfig, "smoothing": SmoothingConfig, "instruction": InstructionConfig,
-                           "node": NodeConfig}
+                           "node": NodeConfig, "state": StateConfig}
+# Names of today's single-camera files that moved under cameras.<name>: accepted while one camera is named.
+MOVED_TO_CAMERA = {"preprocess.expected_width": "expected_width", "preprocess.expected_height": "expected_height",
+                   "model.camera_key": "model_key"}
 
 
 def _attr(group: str) -> str:
@@ -230,7 +279,9 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     instruction: InstructionConfig = field(default_factory=InstructionConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     commands: CommandSet = field(default_factory=CommandSet)
+    cameras: CameraSet = field(default_factory=CameraSet)
 
     def thresholds(self) -> dict[str, float]:
         """Every command's radius threshold. The abstain command is listed explicitly with 0:
@@ -244,20 +295,32 @@ class Config:
         flat["commands.abstain"] = self.commands.abstain
         for name, cmd in self.commands.table.items():
             flat.update({f"commands.{name}.{f.name}": getattr(cmd, f.name) for f in fields(CommandConfig)})
+        flat["cameras.names"] = self.cameras.names
+        for name, cam in self.cameras.table.items():
+            flat.update({f"cameras.{name}.{f.name}": getattr(cam, f.name) for f in fields(CameraConfig)})
         return flat
+
+    def specs(self) -> list[ParamSpec]:
+        """Every parameter of this configuration (its commands and cameras included)."""
+        return param_specs(self.commands.names, self.cameras.names)
 
 
 def _default(f: Any) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()
 
 
-def param_specs(command_names: Iterable[str] = tuple(DEMO_COMMANDS)) -> list[ParamSpec]:
-    """Every parameter for this command set, in declaration order."""
+def param_specs(command_names: Iterable[str] = tuple(DEMO_COMMANDS),
+                camera_names: Iterable[str] = (DEFAULT_CAMERA,)) -> list[ParamSpec]:
+    """Every parameter for these commands and cameras, in declaration order."""
     specs = [spec_of(f"{g}.{f.name}", f, _default(f)) for g, cls in GROUPS.items() for f in fields(cls)]
     specs += [spec_of(f"commands.{f.name}", f, _default(f)) for f in fields(CommandSet) if f.name != "table"]
     for name in command_names:
         base = DEMO_COMMANDS.get(name, CommandConfig())
         specs += [spec_of(f"commands.{name}.{f.name}", f, getattr(base, f.name)) for f in fields(CommandConfig)]
+    specs += [spec_of("cameras.names", _set_field(CameraSet, "names"), (DEFAULT_CAMERA,))]
+    for name in camera_names:
+        base = camera_defaults(name)
+        specs += [spec_of(f"cameras.{name}.{f.name}", f, getattr(base, f.name)) for f in fields(CameraConfig)]
     return specs
 
 
@@ -269,128 +332,66 @@ def from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
     the parameter.
     """
     base = base or Config()
-    names = coerce(spec_of("commands.names", _command_set_field("names"), ()),
-                   values.get("commands.names", base.commands.names))
-    if not names or len(set(names)) != len(names) or not all(n and "." not in n for n in names):
-        raise ConfigError(f"parameter 'commands.names': must be unique, non-empty names without dots (got {names})")
-    specs = {s.name: s for s in param_specs(names)}
+    names = _names("commands", CommandSet, values, base.commands.names)
+    cameras = _names("cameras", CameraSet, values, base.cameras.names)
+    values = _moved_to_camera(values, cameras)
+    specs = {s.name: s for s in param_specs(names, cameras)}
     merged = {name: spec.default for name, spec in specs.items()}
     merged.update({k: v for k, v in base.to_flat().items() if k in specs})
     for key, value in values.items():
         if key not in specs:
-            raise ConfigError(_unknown(key, names))
+            raise ConfigError(_unknown(key, names, cameras))
         merged[key] = coerce(specs[key], value)
     groups = {_attr(g): cls(**{f.name: merged[f"{g}.{f.name}"] for f in fields(cls)}) for g, cls in GROUPS.items()}
     table = {n: CommandConfig(**{f.name: merged[f"commands.{n}.{f.name}"] for f in fields(CommandConfig)})
              for n in names}
+    views = {n: CameraConfig(**{f.name: merged[f"cameras.{n}.{f.name}"] for f in fields(CameraConfig)})
+             for n in cameras}
     abstain = merged["commands.abstain"]
     if abstain not in names:
         raise ConfigError(f"parameter 'commands.abstain': '{abstain}' is not one of commands.names {list(names)}")
-    cfg = Config(**groups, commands=CommandSet(names=names, abstain=abstain, table=table))
-    _check_consistent(cfg)
+    cfg = Config(**groups, commands=CommandSet(names=names, abstain=abstain, table=table),
+                 cameras=CameraSet(names=cameras, table=views))
+    check_consistent(cfg)
     return cfg
 
 
-def _check_consistent(cfg: Config) -> None:
-    """Rules across parameters: an oracle error needs its level, and every threshold must be
-    certifiable within smoothing.n_max (a threshold that never certifies is a misconfiguration,
-    not a safe setting: it silently turns its command off)."""
-    o, s = cfg.oracle, cfg.smoothing
-    if o.error > 0.0 and o.error_alpha <= 0.0:
-        raise ConfigError(f"parameter 'oracle.error_alpha': must be > 0 when oracle.error = {o.error:g} "
-                          "(the alpha_O that calibrate-oracle reported with it)")
-    _check_prompt_template(cfg.model.prompt_template)
-    _check_abstain_and_ttl(cfg)
-    _check_action_outputs(cfg)
-    d = cfg.denoiser
-    if d.path and (d.sigma <= 0.0 or abs(d.sigma - s.sigma) > 1e-9 * s.sigma):
-        name = "model.denoiser.sigma" if d.sigma <= 0.0 else "smoothing.sigma"
-        raise ConfigError(f"parameter '{name}': with model.denoiser.path set ({d.path!r}), model.denoiser.sigma "
-                          f"(the sigma it was trained for, {d.sigma:g}) must be set and equal smoothing.sigma "
-                          f"({s.sigma:g}): a denoiser is trained for one noise level")
-    for name, threshold in cfg.thresholds().items():
-        if name == cfg.commands.abstain or certify.can_certify(threshold, s.sigma, s.alpha, s.n_max, o.error):
+def _names(group: str, cls: type, values: Mapping[str, Any], current: tuple[str, ...]) -> tuple[str, ...]:
+    """`<group>.names` from `values` (else `current`): unique, non-empty names without dots."""
+    names = coerce(spec_of(f"{group}.names", _set_field(cls, "names"), ()), values.get(f"{group}.names", current))
+    if not names or len(set(names)) != len(names) or not all(n and "." not in n for n in names):
+        raise ConfigError(f"parameter '{group}.names': must be unique, non-empty names without dots (got {names})")
+    return names
+
+
+def _moved_to_camera(values: Mapping[str, Any], cameras: tuple[str, ...]) -> dict[str, Any]:
+    """Today's single-camera names (MOVED_TO_CAMERA) as the one camera's own parameters; with
+    several cameras, or given both ways, a ConfigError that says where they moved."""
+    out = dict(values)
+    for old, field_name in MOVED_TO_CAMERA.items():
+        if old not in out:
             continue
-        try:
-            n_min = certify.samples_needed(threshold, s.sigma, s.alpha, o.error)
-            need = f"needs n_min = {n_min if n_min < 10 ** 9 else f'{n_min:.3g}'} samples"
-        except ValueError:
-            need = "cannot be certified with any number of samples"
-        largest = max(certify.max_certifiable_radius(s.n_max, s.sigma, s.alpha, o.error), 0.0)
-        raise ConfigError(
-            f"parameter 'commands.{name}.radius_threshold': {threshold:g} {need} at smoothing.sigma={s.sigma:g}, "
-            f"smoothing.alpha={s.alpha:g}, oracle.error={o.error:g}, but smoothing.n_max is {s.n_max} (the largest "
-            f"radius it can certify is {largest:.4g}); lower the threshold, raise smoothing.n_max or smoothing.sigma")
+        where = f"cameras.<name>.{field_name}"
+        if len(cameras) > 1:
+            raise ConfigError(f"parameter '{old}': moved to {where}; with cameras.names {list(cameras)} set it for "
+                              "each camera")
+        new = f"cameras.{cameras[0]}.{field_name}"
+        if new in out:
+            raise ConfigError(f"parameter '{old}': given twice, also as '{new}'; keep '{new}'")
+        out[new] = out.pop(old)
+    return out
 
 
-def _check_abstain_and_ttl(cfg: Config) -> None:
-    """The abstain action must be a standstill (every Twist field zero), and a certified command
-    may live at most as long as its frame may be old (command_ttl <= max_frame_age): the robot
-    never acts on a frame older than node.max_frame_age."""
-    abstain = cfg.commands.abstain
-    for name in TWIST_FIELDS:
-        value = getattr(cfg.commands.table[abstain], name)
-        if value != 0.0:
-            raise ConfigError(f"parameter 'commands.{abstain}.{name}': the abstain command '{abstain}' must be a "
-                              f"standstill (every Twist field 0), got {value:g}")
-    n = cfg.node
-    if n.command_ttl > n.max_frame_age:
-        raise ConfigError(f"parameter 'node.command_ttl': {n.command_ttl:g} s exceeds node.max_frame_age "
-                          f"({n.max_frame_age:g} s): a republished command would outlive its frame's freshness")
+def _set_field(cls: type, name: str) -> Any:
+    return next(f for f in fields(cls) if f.name == name)
 
 
-def _check_prompt_template(template: str) -> None:
-    """A prompt template must place the instruction, and nothing else, through a plain `{instruction}`."""
-    if not template:
-        return
-    try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
-                  if name is not None]
-    except ValueError as exc:
-        raise ConfigError(f"parameter 'model.prompt_template': {exc} (write {{{{ and }}}} for literal braces)") from exc
-    if any(field != ("instruction", "", None) for field in fields):
-        raise ConfigError("parameter 'model.prompt_template': braces may only hold {instruction}, with no format "
-                          "spec or conversion (write {{ and }} for literal braces)")
-    if not fields:
-        raise ConfigError("parameter 'model.prompt_template': must contain {instruction}, where the instruction goes")
-
-
-def _check_action_outputs(cfg: Config) -> None:
-    """Action outputs need the action oracle, and its Twist mapping must tell every command apart."""
-    m, o = cfg.model, cfg.oracle
-    makes_actions = m.backend == "lerobot" or (m.mode == "action" and m.backend in ("demo", "transformers"))
-    if makes_actions and o.kind != "action":
-        source = "model.backend 'lerobot'" if m.backend == "lerobot" else "model.mode 'action'"
-        raise ConfigError(f"parameter 'oracle.kind': '{o.kind}' cannot read the action vectors {source} produces; "
-                          "set oracle.kind: action")
-    axes = o.action_axes()
-    if o.kind != "action" or not axes:
-        return
-    indices = [index for index, _ in axes.values()]
-    if len(set(indices)) < len(indices):
-        raise ConfigError(f"parameter 'oracle.action_{list(axes)[-1]}_index': two Twist fields read the same action "
-                          f"element ({indices})")
-    twists: dict[tuple[float, ...], str] = {}
-    for name, cmd in cfg.commands.table.items():
-        if cmd.prototype:
-            raise ConfigError(f"parameter 'commands.{name}.prototype': unused once oracle.action_*_index maps actions "
-                              "to Twists (each command's own Twist is its prototype); remove it")
-        twist = tuple(getattr(cmd, f) for f in axes)
-        if twist in twists:
-            raise ConfigError(f"parameter 'commands.{name}.{next(iter(axes))}': commands '{twists[twist]}' and "
-                              f"'{name}' have the same Twist on the mapped fields {list(axes)}, so the action oracle "
-                              "cannot tell them apart; map more fields (oracle.action_*_index) or change a Twist")
-        twists[twist] = name
-
-
-def _command_set_field(name: str) -> Any:
-    return next(f for f in fields(CommandSet) if f.name == name)
-
-
-def _unknown(key: str, names: tuple[str, ...]) -> str:
+def _unknown(key: str, commands: tuple[str, ...], cameras: tuple[str, ...]) -> str:
     parts = key.split(".")
-    if len(parts) == 3 and parts[0] == "commands" and parts[1] not in names:
-        return f"parameter '{key}': unknown command '{parts[1]}' (commands.names is {list(names)})"
+    if len(parts) == 3 and parts[0] == "commands" and parts[1] not in commands:
+        return f"parameter '{key}': unknown command '{parts[1]}' (commands.names is {list(commands)})"
+    if len(parts) == 3 and parts[0] == "cameras" and parts[1] not in cameras:
+        return f"parameter '{key}': unknown camera '{parts[1]}' (cameras.names is {list(cameras)})"
     return f"parameter '{key}': unknown parameter"
 
 
@@ -398,7 +399,7 @@ def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
     """Apply run-time changes: only `runtime` parameters, validated like a file, and a
     parameter of the guarantee only in the direction that tightens it (`param`'s `tighten`):
     whoever can reach the parameter services must not be able to loosen the gate unseen."""
-    specs = {s.name: s for s in param_specs(cfg.commands.names)}
+    specs = {s.name: s for s in cfg.specs()}
     for key in changes:
         if key in specs and not specs[key].runtime:
             raise ConfigError(f"parameter '{key}': read-only at run time")
@@ -407,21 +408,12 @@ def update(cfg: Config, changes: Mapping[str, Any]) -> Config:
     for key in changes:
         spec = specs[key]
         unused = key == "oracle.error_alpha" and cfg.oracle.error == 0.0  # alpha_O meant nothing until now
-        if spec.tighten and not unused and _loosens(spec, before[key], after[key]):
+        if spec.tighten and not unused and loosens(spec, before[key], after[key]):
             way = "lowered" if spec.tighten == "down" else "raised"
             raise ConfigError(f"parameter '{key}': may only be {way} at run time ({before[key]:g} -> {after[key]:g} "
                               "would weaken the guarantee); restart the node with the new value in its parameter file")
     return new
 
 
-def _loosens(spec: ParamSpec, old: float, new: float) -> bool:
-    """Whether moving a guarantee parameter from `old` to `new` loosens it (its `off` value,
-    which switches the limit off, is the loosest of all)."""
-    def rank(value: float) -> float:
-        return math.inf if spec.off is not None and value == spec.off else value
-
-    return rank(new) > rank(old) if spec.tighten == "down" else rank(new) < rank(old)
-
-
-__all__ = ["Config", "ConfigError", "CommandConfig", "ParamSpec", "param_specs", "from_flat",
-           "update", "coerce"]
+__all__ = ["Config", "ConfigError", "CommandConfig", "CameraConfig", "ParamSpec", "param_specs", "from_flat",
+           "update", "coerce", "TWIST_FIELDS", "DEFAULT_CAMERA"]

@@ -28,6 +28,7 @@ from .policies.base import Policy
 from .policies.model_path import resolve
 from .certify import label_name
 from .smoothing import Certificate, buffer_bytes, smooth_certify
+from .views import ViewLayout, camera_radii, view_sizes
 
 TIMING_KEYS = ("preprocess", "denoise", "model", "oracle", "statistics", "total")
 
@@ -52,11 +53,15 @@ class Decision:
     certified: bool
     label: str | None  # the smoothed classifier's top label (None = UNKNOWN or no decision)
     radius: float  # certified l2 radius at the model input
-    radius_camera: float  # the same radius in camera-frame units (radius / ||A||_2)
+    radius_camera: float  # the same radius in camera-frame units (radius / ||A||_2; the largest norm of all cameras)
     p_lower: float
     n_used: int
     reason: str
     threshold: float = 0.0  # the label's radius threshold (inf: the label has none and never certifies)
+    radius_cameras: dict[str, float] = field(default_factory=dict)  # per camera, that camera perturbed alone
+    selection: str = ""  # how the tested label was chosen: "previous" (the standing command) or "samples"
+    n_selection: int = 0  # samples spent choosing the label
+    n_estimation: int = 0  # samples of the test that decided
     counts: dict[str, int] = field(default_factory=dict)
     timing_ms: dict[str, float] = field(default_factory=dict)
     certificate: Certificate | None = None
@@ -81,10 +86,23 @@ class Guard:
 
     def __init__(self, policy: Policy, oracle: Callable[[Sequence[Any]], list[Hashable | None]], cfg: Config):
         self.policy, self.oracle, self.cfg = policy, oracle, cfg
-        p = cfg.preprocess
-        self.preprocessor = Preprocessor(tuple(policy.input_size), p.mode,
-                                         expected_size=(p.expected_height, p.expected_width))
+        try:
+            self.layout = ViewLayout(cfg.cameras.names, view_sizes(policy))
+        except ValueError as exc:
+            raise config_mod.ConfigError(f"parameter 'cameras.names': {exc}") from exc
+        self.preprocessors = {
+            name: Preprocessor(size, cfg.preprocess.mode, expected_size=(cam.expected_height, cam.expected_width))
+            for name, size, cam in zip(cfg.cameras.names, self.layout.sizes, cfg.cameras.table.values())}
         self.check_budget(cfg)
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """The first camera's preprocessing (what the one-camera tools -- attack, doctor -- use)."""
+        return self.preprocessors[self.layout.names[0]]
+
+    @preprocessor.setter
+    def preprocessor(self, value: Preprocessor) -> None:
+        self.preprocessors[self.layout.names[0]] = value
 
     @classmethod
     def from_config(cls, cfg: Config | str | Path | None = None) -> "Guard":
@@ -94,24 +112,24 @@ class Guard:
         m, o = cfg.model, cfg.oracle
         if m.cpu_threads:  # process-wide: the guard's process runs one model
             torch.set_num_threads(m.cpu_threads)
-        policy = load_policy(m.backend, m.path or None, device=m.device, **model_options(m))
+        policy = load_policy(m.backend, m.path or None, device=m.device, **model_options(cfg))
         if cfg.denoiser.path:
             policy = denoised(policy, cfg)
         return cls(policy, make_oracle(o.kind, oracle_vocabulary(cfg, o.kind), **oracle_options(o, o.kind)), cfg)
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply a validated run-time change (thresholds, sigma, budgets); the model stays loaded."""
-        if (cfg.model, cfg.denoiser, cfg.preprocess, cfg.oracle.kind) != \
-                (self.cfg.model, self.cfg.denoiser, self.cfg.preprocess, self.cfg.oracle.kind):
-            raise config_mod.ConfigError("model, denoiser, preprocess and oracle.kind cannot change at run time")
+        if (cfg.model, cfg.denoiser, cfg.preprocess, cfg.cameras, cfg.oracle.kind) != \
+                (self.cfg.model, self.cfg.denoiser, self.cfg.preprocess, self.cfg.cameras, self.cfg.oracle.kind):
+            raise config_mod.ConfigError("model, denoiser, preprocess, cameras and oracle.kind cannot change at run "
+                                         "time")
         self.check_budget(cfg)
         self.cfg = cfg
 
     def buffer_bytes(self, cfg: Config) -> int:
-        """Bytes of noisy copies one model call under `cfg` holds (float32 model input)."""
+        """Bytes of noisy copies one model call under `cfg` holds (float32 model input, every view)."""
         s = cfg.smoothing
-        height, width = self.policy.input_size
-        return buffer_bytes(3 * height * width, 4, min(s.batch_size, max(s.n0, s.n_max)))
+        return buffer_bytes(self.layout.numel, 4, min(s.batch_size, max(s.n0, s.n_max)))
 
     def check_budget(self, cfg: Config) -> None:
         """ConfigError naming smoothing.batch_size when its noisy copies would exceed
@@ -119,19 +137,28 @@ class Guard:
         run-time change, so the node is never killed for memory in the middle of a decision)."""
         need, limit = self.buffer_bytes(cfg), int(cfg.smoothing.max_buffer_mb * 2**20)
         if need > limit:
-            per_row = buffer_bytes(3 * self.policy.input_size[0] * self.policy.input_size[1], 4, 1)
+            sizes = " + ".join(f"{h}x{w}" for h, w in self.layout.sizes)
             raise config_mod.ConfigError(
-                f"parameter 'smoothing.batch_size': {cfg.smoothing.batch_size} noisy copies of the "
-                f"{self.policy.input_size[0]}x{self.policy.input_size[1]} model input need {need / 2**20:.0f} MB, more "
-                f"than smoothing.max_buffer_mb ({cfg.smoothing.max_buffer_mb:g}); use at most {limit // per_row} or "
+                f"parameter 'smoothing.batch_size': {cfg.smoothing.batch_size} noisy copies of the {sizes} model "
+                f"input need {need / 2**20:.0f} MB, more than smoothing.max_buffer_mb "
+                f"({cfg.smoothing.max_buffer_mb:g}); use at most {limit // buffer_bytes(self.layout.numel, 4, 1)} or "
                 "raise smoothing.max_buffer_mb")
 
     def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None, *,
-               clock: Callable[[], float] = time.perf_counter) -> Decision:
-        """Certify the command for one camera frame (H, W, 3 RGB) and instruction; never raises.
+               clock: Callable[[], float] = time.perf_counter, previous: str | None = None,
+               state: Any = None) -> Decision:
+        """Certify the command for the camera frames and instruction; never raises.
+
+        `frame` is one (H, W, 3) RGB array, or {camera name: frame} with one frame per
+        camera of cameras.names; the certificate covers all views as one input
+        (views.py). `state` is the joint state vector the model reads when state.topic is
+        set (held fixed for the decision, not certified).
 
         The whole decision runs on one snapshot of the configuration (a run-time change
         applies from the next decision), and the Decision's `settings` say exactly which.
+        `previous` is the command standing for this instruction (certified by the previous
+        decision): with smoothing.selection "previous" it is tested first, spending no
+        selection samples (`smooth_certify`); it must not depend on this frame's noise.
         With `deadline_s`, the decision abstains once that many seconds have passed on
         `clock` (the node passes simulation time under use_sim_time): checked before every
         model batch and once more on the finished certificate, so a certificate whose last
@@ -143,15 +170,18 @@ class Guard:
         deadline = None if deadline_s is None else clock() + deadline_s
         try:
             text = self._check_instruction(instruction, cfg)
-            x, scale = self.prepare(frame)
+            x, norms = self.prepare(frame)
+            extra = self._state_kwargs(state, cfg)
             timing["preprocess"] = _ms_since(start)
             s = cfg.smoothing
-            cert = smooth_certify(self._base(text, cfg, timing, deadline, clock), x, sigma=s.sigma, alpha=s.alpha,
+            cert = smooth_certify(self._base(text, cfg, timing, deadline, clock, extra), x, sigma=s.sigma,
+                                  alpha=s.alpha,
                                   n0=s.n0, n_max=s.n_max, mode=s.mode, radius_threshold=cfg.thresholds(),
                                   batch_size=s.batch_size, oracle_error=cfg.oracle.error,
                                   seed=None if s.seed < 0 else s.seed,
-                                  max_buffer_bytes=int(s.max_buffer_mb * 2**20))
-            decision = self._from_certificate(cert, scale, cfg)
+                                  max_buffer_bytes=int(s.max_buffer_mb * 2**20),
+                                  previous=previous if s.selection == "previous" else None)
+            decision = self._from_certificate(cert, norms, cfg)
             if deadline is not None and decision.certified and clock() > deadline:
                 decision = decision.refused(f"deadline: the certificate was done {clock() - deadline:.3f} s after the "
                                             f"deadline ({deadline_s:g} s)", cfg.commands.abstain)
@@ -185,32 +215,65 @@ class Guard:
             raise DecisionError("instruction is not valid UTF-8 (lone surrogate)")
         return text
 
-    def prepare(self, frame: Any) -> tuple[torch.Tensor, float]:
-        """Deterministic preprocessing, then ONE host->device copy; returns (x, ||A||_2)."""
+    def prepare(self, frames: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Deterministic preprocessing of every camera's frame, then ONE host->device copy of the
+        joint input; returns (x, {camera: ||A||_2}). One frame, or {camera name: frame}."""
+        names = self.layout.names
+        if not isinstance(frames, Mapping):
+            if len(names) > 1:
+                raise DecisionError(f"{len(names)} cameras {list(names)} need one frame each, got one frame")
+            frames = {names[0]: frames}
+        if set(frames) != set(names):
+            raise DecisionError(f"frames for cameras {sorted(frames)}, expected {list(names)}")
+        views, norms = [], {}
+        for name in names:
+            view, norms[name] = self._prepare_view(name, frames[name])
+            views.append(view)
+        joint = self.layout.pack([torch.from_numpy(v) for v in views])
+        return joint.to(self.policy.device), norms
+
+    def _prepare_view(self, name: str, frame: Any) -> tuple[np.ndarray, float]:
+        """One camera's frame -> (3, H, W) float32 model input and its ||A||_2; DecisionError
+        (naming the camera when there are several) for a frame that cannot be used."""
+        where = f"camera '{name}': " if len(self.layout.names) > 1 else ""
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
             shape = getattr(frame, "shape", None)
-            raise DecisionError(f"frame must be an (H, W, 3) RGB array, got {type(frame).__name__} {shape}")
+            raise DecisionError(f"{where}frame must be an (H, W, 3) RGB array, got {type(frame).__name__} {shape}")
         if frame.dtype != np.uint8 and frame.dtype.kind != "f":
-            raise DecisionError(f"frame dtype must be uint8 or float, got {frame.dtype}")
+            raise DecisionError(f"{where}frame dtype must be uint8 or float, got {frame.dtype}")
+        pre = self.preprocessors[name]
         try:  # the size is checked before any pixel is read; then NaN and floats outside [0, 1]
-            x = self.preprocessor(frame)
-            scale = self.preprocessor.operator_norm(frame.shape[:2])
+            x = pre(frame)
+            norm = pre.operator_norm(frame.shape[:2])
         except ImageError as exc:
-            raise DecisionError(str(exc)) from exc
-        tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.policy.device)
-        return tensor.permute(2, 0, 1).contiguous(), scale
+            raise DecisionError(f"{where}{exc}") from exc
+        return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), norm
+
+    def _state_kwargs(self, state: Any, cfg: Config) -> dict[str, Any]:
+        """{"state": the joint state as a float32 tensor on the model's device} when state.topic
+        is configured (DecisionError if absent or not finite), else nothing."""
+        if not cfg.state.topic:
+            return {}
+        if state is None:
+            raise DecisionError("no joint state (state.topic is set)")
+        vector = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(-1))
+        if vector.numel() != len(cfg.state.joint_names) or not bool(torch.isfinite(vector).all()):
+            raise DecisionError(f"joint state must be {len(cfg.state.joint_names)} finite numbers "
+                                f"(state.joint_names), got {vector.numel()}")
+        return {"state": vector.to(self.policy.device)}
 
     def _base(self, instruction: str, cfg: Config, timing: dict[str, float], deadline: float | None,
-              clock: Callable[[], float]) -> Callable[[torch.Tensor], list[Hashable | None]]:
-        """h(x) = O(f(x, instruction)) on a batch, timed, with every output checked; past the
-        `deadline` (on `clock`) no further batch runs."""
+              clock: Callable[[], float], extra: dict[str, Any]) -> Callable[[torch.Tensor], list[Hashable | None]]:
+        """h(x) = O(f(x, instruction[, state])) on a batch of joint inputs (split into the
+        camera views without a copy), timed, with every output checked; past the `deadline`
+        (on `clock`) no further batch runs."""
         commands = set(cfg.commands.names)
 
         def base(batch: torch.Tensor) -> list[Hashable | None]:
             if deadline is not None and clock() > deadline:
                 raise DeadlineExceeded("decision deadline exceeded")
             t0 = time.perf_counter()
-            outputs = self.policy(batch, instruction)
+            outputs = self.policy(self.layout.unpack(batch), instruction, **extra)
             t1 = time.perf_counter()
             denoise_ms = self.policy.last_denoise_ms if isinstance(self.policy, DenoisedPolicy) else 0.0
             timing["denoise"] += denoise_ms
@@ -227,12 +290,15 @@ class Guard:
         return base
 
     @staticmethod
-    def _from_certificate(cert: Certificate, scale: float, cfg: Config) -> Decision:
+    def _from_certificate(cert: Certificate, norms: dict[str, float], cfg: Config) -> Decision:
         certified = cert.certified and cert.label is not None
+        radii = camera_radii(cert.radius, norms)
         return Decision(command=cert.label if certified else cfg.commands.abstain, certified=certified,
-                        label=cert.label, radius=cert.radius, radius_camera=cert.radius / scale if scale > 0 else 0.0,
+                        label=cert.label, radius=cert.radius, radius_camera=radii["joint"],
+                        radius_cameras=radii["each"],
                         p_lower=cert.p_lower, n_used=cert.n_used, reason=cert.reason,
-                        threshold=cert.radius_threshold,
+                        threshold=cert.radius_threshold, selection=cert.selection, n_selection=cert.n_selection,
+                        n_estimation=cert.n_estimation,
                         counts={label_name(k): v for k, v in cert.counts.items()},
                         certificate=cert, settings=settings_of(cfg))
 
@@ -249,7 +315,7 @@ def settings_of(cfg: Config) -> dict[str, Any]:
     s, o = cfg.smoothing, cfg.oracle
     return {"sigma": s.sigma, "alpha": s.alpha, "oracle_error": o.error, "denoiser": cfg.denoiser.path or None,
             "oracle_error_alpha": o.error_alpha if o.error > 0.0 else None, "thresholds": cfg.thresholds(),
-            "n0": s.n0, "n_max": s.n_max, "mode": s.mode, "batch_size": s.batch_size,
+            "n0": s.n0, "n_max": s.n_max, "mode": s.mode, "selection": s.selection, "batch_size": s.batch_size,
             "seed": None if s.seed < 0 else s.seed}
 
 
@@ -263,13 +329,20 @@ def denoised(policy: Policy, cfg: Config) -> DenoisedPolicy:
     return DenoisedPolicy(policy, denoiser)
 
 
-def model_options(m: config_mod.ModelConfig) -> dict[str, Any]:
-    """The configured options of backend `m.backend` (each backend takes only its own; an
-    empty string means "the model's own" and is passed as None)."""
+def model_options(cfg: Config) -> dict[str, Any]:
+    """The configured options of backend `model.backend` (each backend takes only its own; an
+    empty string means "the model's own" and is passed as None). Several cameras reach the
+    backend as their model keys; a state topic as `reads_state`."""
+    m, cams = cfg.model, cfg.cameras
+    keys = tuple(cams.table[name].model_key or None for name in cams.names)
+    several = len(keys) > 1
     hf = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens, trust_remote_code=m.trust_remote_code,
-              prompt_template=m.prompt_template or None, unnorm_key=m.unnorm_key or None, image_size=m.image_size)
-    lerobot = dict(camera_key=m.camera_key or None, state=m.state or None)
-    return {"demo": hf, "transformers": hf, "lerobot": lerobot, "onnx": {}, "plugin": {}}[m.backend]
+              prompt_template=m.prompt_template or None, unnorm_key=m.unnorm_key or None, image_size=m.image_size,
+              **({"views": len(keys)} if several else {}))
+    lerobot = dict(camera_keys=keys, state=m.state or None, reads_state=bool(cfg.state.topic))
+    onnx = {"input_names": tuple(key or name for key, name in zip(keys, cams.names))} if several else {}
+    plugin = {"cameras": {name: key or name for key, name in zip(keys, cams.names)}} if several else {}
+    return {"demo": hf, "transformers": hf, "lerobot": lerobot, "onnx": onnx, "plugin": plugin}[m.backend]
 
 
 def oracle_options(o: config_mod.OracleConfig, kind: str) -> dict[str, Any]:

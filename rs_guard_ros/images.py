@@ -449,7 +449,7 @@ class Preprocessor:
         if (exp_h and height != exp_h) or (exp_w and width != exp_w):
             raise ImageError(
                 f"frame {height}x{width} is not the expected camera size {_size_text(exp_h, exp_w)} "
-                "(height x width; preprocess.expected_height/expected_width)"
+                "(height x width; cameras.<name>.expected_height/expected_width)"
             )
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:

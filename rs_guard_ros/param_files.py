@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from .config import NODE_NAME, Config, ConfigError, ParamSpec, from_flat, param_specs
+from .config import NODE_NAME, Config, ConfigError, ParamSpec, from_flat
 
 DEFAULT_FQN = f"/{NODE_NAME}"  # the node's fully qualified name without a namespace
 PARAMETERS_KEY = "ros__parameters"
@@ -120,7 +120,7 @@ def dump_yaml(cfg: Config, node_name: str = FILE_NODE_KEY) -> str:
     description and range or choices (empty lists are commented out: ROS 2's parameter-file
     parser cannot type an empty array, and they are the defaults)."""
     flat = {k: v for k, v in cfg.to_flat().items() if v != ()}
-    specs = {s.name: s for s in param_specs(cfg.commands.names)}
+    specs = {s.name: s for s in cfg.specs()}
     lines = [f"{_yaml_scalar(node_name)}:", f"  {PARAMETERS_KEY}:"]
     opened: list[str] = []
     for name in [s.name for s in specs.values()]:

@@ -124,6 +124,8 @@ LOOSER = [  # (parameter, tighter value, looser value) from a base whose limits 
     ("node.max_instruction_age", 30.0, 0.0),  # 0 = never expires: the loosest of all
     ("node.decision_deadline", 1.0, 0.0),  # 0 = no deadline
     ("commands.forward.radius_threshold", 0.3, 0.2),
+    ("node.max_camera_skew", 0.02, 0.1),
+    ("state.max_age", 0.3, 0.6),
 ]
 ON = {"oracle.error": 0.02, "oracle.error_alpha": 0.001, "node.max_instruction_age": 60.0, "node.command_ttl": 0.4}
 
@@ -174,7 +176,7 @@ def test_issue15_3_an_abstain_command_that_moves_is_refused_naming_the_field(fie
 def test_every_backend_option_a_real_vla_needs_is_a_parameter_with_a_description():
     names = {s.name: s for s in SPECS}
     for name in ("model.prompt_template", "model.unnorm_key", "model.image_size", "model.dtype",
-                 "model.trust_remote_code", "model.camera_key", "model.state", "oracle.action_linear_x_index",
+                 "model.trust_remote_code", "cameras.camera.model_key", "model.state", "oracle.action_linear_x_index",
                  "oracle.action_linear_x_scale", "oracle.action_angular_z_index", "oracle.action_angular_z_scale"):
         assert len(names[name].description) > 40, name
     assert "lerobot" in names["model.backend"].choices

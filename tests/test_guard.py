@@ -227,7 +227,8 @@ def test_defect5_a_decision_runs_on_one_snapshot_of_the_configuration_and_report
     assert d.settings == {"sigma": 0.25, "alpha": 0.001, "oracle_error": 0.0, "denoiser": None,
                           "oracle_error_alpha": None,
                           "thresholds": {"forward": 0.25, "left": 0.1, "right": 0.1, "stop": 0.0},
-                          "n0": 16, "n_max": 300, "mode": "fixed", "batch_size": 100, "seed": None}
+                          "n0": 16, "n_max": 300, "mode": "fixed", "selection": "previous", "batch_size": 100,
+                          "seed": None}
     later = guard.decide(left_bright_frame(), "go")  # the change applies from the next decision
     assert later.settings["sigma"] == 0.5 and later.threshold == 0.3 and json.dumps(later.to_dict())
 

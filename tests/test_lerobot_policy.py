@@ -59,7 +59,7 @@ def test_the_policy_loads_through_lerobots_own_interfaces(lerobot, policy_dir) -
     policy = load_policy("lerobot", str(policy_dir), device="cpu")
     assert type(policy.policy).__module__ == "lerobot._standin"  # imported as `lerobot`, from the stand-in
     assert policy.name == "lerobot:standin_vla:standin_policy" and policy.output_kind == "action"
-    assert policy.input_size == (H, W) and policy.camera_key == "observation.images.front"
+    assert policy.input_size == (H, W) and policy.camera_keys == ("observation.images.front",)
     assert torch.equal(policy.state, torch.zeros(standin.ACTION_DIM))  # the default fixed state
     actions = policy(colour((0.0, 1.0, 0.0), 2), "go to the red box")
     # Un-normalised by the postprocessor: raw LeKiwi units (x.vel 0.2 m/s), not the policy's normalised ones.
@@ -81,33 +81,59 @@ def test_every_call_is_a_stateless_evaluation_of_its_own_frames(lerobot, tmp_pat
     # Without the reset, the stand-in (like LeRobot) carries state across calls: what the backend avoids.
     inner, pre = policy.policy, policy.preprocess
     inner.reset()
-    first = inner.select_action(pre(policy.batch(green[:1], "go")))
-    assert not torch.equal(inner.select_action(pre(policy.batch(green[:1], "go"))), first)  # a stale chunk step
+    first = inner.select_action(pre(policy.batch((green[:1],), "go", None)))
+    assert not torch.equal(inner.select_action(pre(policy.batch((green[:1],), "go", None))), first)  # a stale chunk step
     inner.reset()
-    inner.predict_action_chunk(pre(policy.batch(red[:1], "go")))
-    mixed = inner.predict_action_chunk(pre(policy.batch(green[:1], "go")))
+    inner.predict_action_chunk(pre(policy.batch((red[:1],), "go", None)))
+    mixed = inner.predict_action_chunk(pre(policy.batch((green[:1],), "go", None)))
     inner.reset()
-    assert not torch.allclose(mixed, inner.predict_action_chunk(pre(policy.batch(green[:1], "go"))))
+    assert not torch.allclose(mixed, inner.predict_action_chunk(pre(policy.batch((green[:1],), "go", None))))
 
 
 def test_camera_and_state_are_configurable_and_checked(lerobot, policy_dir) -> None:
-    short = load_policy("lerobot", str(policy_dir), device="cpu", camera_key="front", state=[0.1] * 9)
-    assert short.camera_key == "observation.images.front" and short.state[0].item() == pytest.approx(0.1)
-    with pytest.raises(ValueError, match=r"model\.camera_key 'wrist' is not one of .*observation\.images\.front"):
-        load_policy("lerobot", str(policy_dir), device="cpu", camera_key="wrist")
+    short = load_policy("lerobot", str(policy_dir), device="cpu", camera_keys=("front",), state=[0.1] * 9)
+    assert short.camera_keys == ("observation.images.front",) and short.state[0].item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match=r"model_key 'wrist' is not one of .*observation\.images\.front"):
+        load_policy("lerobot", str(policy_dir), device="cpu", camera_keys=("wrist",))
     with pytest.raises(ValueError, match=r"model\.state has 2 values; the policy's observation\.state has 9"):
         load_policy("lerobot", str(policy_dir), device="cpu", state=[0.0, 0.0])
 
 
-def test_a_policy_with_several_cameras_needs_model_camera_key(lerobot, policy_dir) -> None:
+def _two_camera_policy(policy_dir):
     import json
 
     config = json.loads((policy_dir / "config.json").read_text())
     config["input_features"]["observation.images.wrist"] = {"type": "VISUAL", "shape": [3, 8, 8]}
     (policy_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"model\.camera_key: the policy takes 2 cameras"):
+    return policy_dir
+
+
+def test_a_policy_with_several_cameras_needs_a_model_key_per_camera(lerobot, policy_dir) -> None:
+    _two_camera_policy(policy_dir)
+    with pytest.raises(ValueError, match=r"cameras\.<name>\.model_key: the policy takes 2 cameras"):
         load_policy("lerobot", str(policy_dir), device="cpu")
-    assert load_policy("lerobot", str(policy_dir), device="cpu", camera_key="front").input_size == (H, W)
+    with pytest.raises(ValueError, match=r"cameras\.names: the policy also takes \['observation\.images\.wrist'\]"):
+        load_policy("lerobot", str(policy_dir), device="cpu", camera_keys=("front",))
+    with pytest.raises(ValueError, match="two cameras feed the same image feature"):
+        load_policy("lerobot", str(policy_dir), device="cpu", camera_keys=("front", "observation.images.front"))
+
+
+def test_issue17_every_camera_reaches_its_own_feature_and_the_state_comes_with_each_call(lerobot, policy_dir) -> None:
+    """Two cameras (front 24x32, wrist 8x8) as two image features of one observation, and the
+    joint state from the topic with every call: each reaches the policy."""
+    policy = load_policy("lerobot", str(_two_camera_policy(policy_dir)), device="cpu",
+                         camera_keys=("front", "wrist"), reads_state=True)
+    assert policy.views == 2 and policy.input_sizes == ((H, W), (8, 8)) and policy.state is None
+    green_front = colour((0.0, 1.0, 0.0), 2)
+    green_wrist, red_wrist = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    green_wrist[:, 1], red_wrist[:, 0] = 1.0, 1.0
+    calm, raised = torch.zeros(standin.ACTION_DIM), torch.full((standin.ACTION_DIM,), 1e3)
+    both_green = policy((green_front, green_wrist), "go", state=calm)
+    half_red = policy((green_front, red_wrist), "go", state=calm)
+    assert both_green[0][standin.X_VEL] > 0.0 and half_red[0][standin.THETA_VEL] > 0.0  # the wrist view counts
+    assert not policy((green_front, green_wrist), "go", state=raised)[0].any()  # ... and so does the state
+    with pytest.raises(ValueError, match="expected 2 camera view"):
+        policy(green_front, "go", state=calm)
 
 
 REAL_POLICY = os.environ.get("RS_GUARD_LEROBOT_POLICY")
@@ -116,7 +142,7 @@ REAL_POLICY = os.environ.get("RS_GUARD_LEROBOT_POLICY")
 @pytest.mark.skipif(not REAL_POLICY or importlib.util.find_spec("lerobot") is None,
                     reason="needs LeRobot installed and RS_GUARD_LEROBOT_POLICY=<a local pretrained policy directory>")
 def test_a_real_lerobot_policy_gives_one_finite_action_per_noisy_frame_call_after_call() -> None:
-    policy = load_policy("lerobot", REAL_POLICY, camera_key=os.environ.get("RS_GUARD_LEROBOT_CAMERA") or None)
+    policy = load_policy("lerobot", REAL_POLICY, camera_keys=(os.environ.get("RS_GUARD_LEROBOT_CAMERA") or None,))
     gen = torch.Generator().manual_seed(0)
     frames = torch.rand(1, 3, *policy.input_size, generator=gen) + 0.25 * torch.randn(3, 3, *policy.input_size,
                                                                                         generator=gen)

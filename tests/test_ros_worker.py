@@ -16,6 +16,7 @@ from rs_guard_ros.config import Config
 from rs_guard_ros.guard import Decision, abstain_decision
 from rs_guard_ros.images import encode_raw
 from rs_guard_ros.ros.gate_state import ACTIVE, FrameTime, OutputGate
+from rs_guard_ros.ros.sync import CameraFrame
 from rs_guard_ros.ros.worker import DecisionWorker, FrameJob, GateContext, Instruction
 
 WAIT_S = 30.0  # progress only: how long to wait for a thread to get somewhere, never a timing claim
@@ -66,10 +67,12 @@ class BlockingGuard:
         self.release = [threading.Event() for _ in range(8)]
         self.raise_on = set()
         self.calls = 0
+        self.previous = []  # what each decision was offered to test first
 
-    def decide(self, frame, instruction, deadline_s=None, clock=None) -> Decision:
+    def decide(self, frame, instruction, deadline_s=None, clock=None, previous=None, state=None) -> Decision:
         call = self.calls
         self.calls += 1
+        self.previous.append(previous)
         self.entered[call].set()
         assert self.release[call].wait(WAIT_S)
         if call in self.raise_on:
@@ -101,7 +104,7 @@ def frame_job(now: float) -> FrameJob:
     fields = encode_raw(np.full((24, 32, 3), 120, np.uint8))
     msg = Image(height=fields.height, width=fields.width, encoding=fields.encoding, step=fields.step)
     msg.data = fields.data
-    return FrameJob(msg, FrameTime(now, "arrival"), now, time.monotonic())
+    return FrameJob({"camera": CameraFrame("camera", msg, FrameTime(now, "arrival"), now)}, time.monotonic())
 
 
 def active_worker(deadline_s: float = 1.0):
@@ -180,3 +183,25 @@ def test_issue15_1_a_certified_output_remembers_the_instruction_it_was_certified
     assert ctx.io.wait(lambda: ctx.io.decisions)
     assert ctx.io.current.certified and ctx.io.current.instruction == "go to the red box"
     assert ctx.io.gate.superseded_by("stop") and worker.stop(wait_s=WAIT_S)
+
+
+def test_issue16_the_next_decision_is_offered_the_standing_command_for_its_instruction_only():
+    """smoothing.selection "previous": the worker offers the command the gate is publishing --
+    certified, for the same instruction, within its TTL -- and nothing otherwise."""
+    worker, ctx, _ = active_worker()
+    guard = ctx.guard
+    worker.start()
+    for call in range(4):
+        guard.release[call].set()
+    worker.offer(frame_job(ctx.now()))
+    assert ctx.io.wait(lambda: len(ctx.io.decisions) == 1)
+    worker.offer(frame_job(ctx.now()))  # forward is standing
+    assert ctx.io.wait(lambda: len(ctx.io.decisions) == 2)
+    with ctx.lock:
+        ctx.instruction = Instruction("go to the blue ball", ctx.now())  # another instruction: not for it
+    worker.offer(frame_job(ctx.now()))
+    assert ctx.io.wait(lambda: len(ctx.io.decisions) == 3)
+    ctx.now.t += ctx.cfg.node.command_ttl + 0.01  # the standing command's TTL is over
+    worker.offer(frame_job(ctx.now()))
+    assert ctx.io.wait(lambda: len(ctx.io.decisions) == 4)
+    assert guard.previous == [None, "forward", None, None] and worker.stop(wait_s=WAIT_S)

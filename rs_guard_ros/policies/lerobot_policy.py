@@ -9,11 +9,13 @@ interface used is the one LeRobot's own inference loop uses (lerobot >= 0.4):
 preprocessor tokenises the task, normalises the state and moves tensors to the device; the
 postprocessor un-normalises actions.
 
-Each noisy frame is one row of an observation batch:
-  "observation.images.<camera>"  the noisy frames, (B, 3, H, W), [0, 1] plus noise, unclipped,
-                                 at the camera feature's resolution (the policy resizes itself);
-  "observation.state"            the configured fixed state (zeros by default), (B, D);
-  "task"                         the instruction, once per row.
+Each noisy sample is one row of an observation batch:
+  "observation.images.<key>"  one per camera (cameras.<name>.model_key), the noisy views,
+                              (B, 3, H, W), [0, 1] plus noise, unclipped, at that image
+                              feature's resolution (the policy resizes itself);
+  "observation.state"         the robot's joint state of this decision (state.topic), or the
+                              configured fixed state (zeros by default), (B, D);
+  "task"                      the instruction, once per row.
 
 Certification needs every noisy sample to be an independent, stateless evaluation of the
 current (noisy) frame. LeRobot policies are stateful for closed-loop control: `select_action`
@@ -54,19 +56,29 @@ def _lerobot(module: str) -> Any:
                          f"`pip install 'lerobot[smolvla]'` or 'lerobot[pi]': {exc}") from exc
 
 
-def camera_feature(image_features: dict[str, Any], camera_key: str | None) -> str:
-    """The image feature the camera feeds: `camera_key` (full or without the
-    "observation.images." prefix), or the policy's only one."""
+def camera_features(image_features: dict[str, Any], keys: Sequence[str | None]) -> tuple[str, ...]:
+    """The image feature each camera feeds, in camera order: its key (full, or without the
+    "observation.images." prefix), or -- for one camera without a key -- the policy's only one.
+    Every image feature of the policy must be fed by one camera."""
     names = sorted(image_features)
-    if camera_key is None:
+    if len(keys) == 1 and keys[0] is None:
         if len(names) != 1:
-            raise ValueError(f"model.camera_key: the policy takes {len(names)} cameras {names}; name the one this "
-                             "gate's camera feeds")
-        return names[0]
-    for key in (camera_key, IMAGE_PREFIX + camera_key):
-        if key in image_features:
-            return key
-    raise ValueError(f"model.camera_key {camera_key!r} is not one of the policy's image features {names}")
+            raise ValueError(f"cameras.<name>.model_key: the policy takes {len(names)} cameras {names}; name the "
+                             "one this gate's camera feeds")
+        return (names[0],)
+    found = []
+    for key in keys:
+        match = next((k for k in (key, IMAGE_PREFIX + str(key)) if key and k in image_features), None)
+        if match is None:
+            raise ValueError(f"cameras.<name>.model_key {key!r} is not one of the policy's image features {names}")
+        found.append(match)
+    if len(set(found)) != len(found):
+        raise ValueError(f"cameras.<name>.model_key: two cameras feed the same image feature ({found})")
+    unfed = sorted(set(names) - set(found))
+    if unfed:
+        raise ValueError(f"cameras.names: the policy also takes {unfed}; name a camera for each of its image "
+                         f"features {names}")
+    return tuple(found)
 
 
 def fixed_state(state_feature: Any, state: Sequence[float] | None) -> torch.Tensor | None:
@@ -89,36 +101,52 @@ class LeRobotPolicy:
 
     output_kind = "action"
 
-    def __init__(self, path: str | Path, *, device: str = "auto", camera_key: str | None = None,
-                 state: Sequence[float] | None = None) -> None:
+    def __init__(self, path: str | Path, *, device: str = "auto", camera_keys: Sequence[str | None] = (None,),
+                 state: Sequence[float] | None = None, reads_state: bool = False) -> None:
+        """`camera_keys`: the image feature each camera feeds (cameras.<name>.model_key, None =
+        the policy's only one); `state`: a fixed observation.state; `reads_state`: the state
+        comes with every call instead (state.topic)."""
         root = local_model_dir(path)
         configs = _lerobot("lerobot.configs.policies")
         factory = _lerobot("lerobot.policies.factory")
         self.device = resolve_device(device)
         cfg = configs.PreTrainedConfig.from_pretrained(root)
         cfg.device = str(self.device)
-        self.camera_key = camera_feature(cfg.image_features, camera_key)
-        self.input_size = tuple(int(v) for v in cfg.image_features[self.camera_key].shape[-2:])
-        self.state = fixed_state(cfg.robot_state_feature, state)
+        self.camera_keys = camera_features(cfg.image_features, tuple(camera_keys))
+        self.input_sizes = tuple(tuple(int(v) for v in cfg.image_features[k].shape[-2:]) for k in self.camera_keys)
+        self.input_size, self.views = self.input_sizes[0], len(self.camera_keys)
+        if reads_state and cfg.robot_state_feature is None:
+            raise ValueError("state.topic: this policy takes no observation.state")
+        self.state = None if reads_state else fixed_state(cfg.robot_state_feature, state)
         self.policy = factory.get_policy_class(cfg.type).from_pretrained(root, config=cfg)
         self.preprocess, self.postprocess = factory.make_pre_post_processors(
             cfg, pretrained_path=str(root), preprocessor_overrides={"device_processor": {"device": str(self.device)}})
         self.name = f"lerobot:{cfg.type}:{root.name}"
-        self(torch.full((1, 3, *self.input_size), 0.5), _PROBE_INSTRUCTION)  # a broken pipeline fails at load
+        probe = tuple(torch.full((1, 3, *size), 0.5) for size in self.input_sizes)
+        size = int(np.prod(cfg.robot_state_feature.shape)) if reads_state else 0
+        self(probe if self.views > 1 else probe[0], _PROBE_INSTRUCTION,  # a broken pipeline fails at load
+             **({"state": torch.zeros(size)} if reads_state else {}))
 
-    def batch(self, frames: torch.Tensor, instruction: str) -> dict[str, Any]:
-        """The raw observation batch for LeRobot's preprocessor: one row per noisy frame."""
-        rows = frames.shape[0]
-        observation: dict[str, Any] = {self.camera_key: frames, "task": [instruction] * rows}
-        if self.state is not None:
-            observation[STATE_KEY] = self.state.to(frames.device).expand(rows, -1)
+    def batch(self, views: Sequence[torch.Tensor], instruction: str, state: torch.Tensor | None) -> dict[str, Any]:
+        """The raw observation batch for LeRobot's preprocessor: one row per noisy sample."""
+        rows = views[0].shape[0]
+        observation: dict[str, Any] = dict(zip(self.camera_keys, views))
+        observation["task"] = [instruction] * rows
+        state = self.state if state is None else state
+        if state is not None:
+            observation[STATE_KEY] = state.to(views[0].device, torch.float32).reshape(1, -1).expand(rows, -1)
         return observation
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, instruction: str) -> list[np.ndarray]:
-        """One action vector per frame: the first step of a chunk predicted from a reset policy."""
-        frames = check_frames(frames, self.input_size, self.device).float()
+    def __call__(self, frames: torch.Tensor | Sequence[torch.Tensor], instruction: str,
+                 state: torch.Tensor | None = None) -> list[np.ndarray]:
+        """One action vector per sample: the first step of a chunk predicted from a reset policy.
+        `frames`: (B, 3, H, W), or one such tensor per camera; `state`: this decision's joint state."""
+        views = (frames,) if isinstance(frames, torch.Tensor) else tuple(frames)
+        if len(views) != self.views:
+            raise ValueError(f"expected {self.views} camera view(s), got {len(views)}")
+        views = tuple(check_frames(v, size, self.device).float() for v, size in zip(views, self.input_sizes))
         self.policy.reset()  # no action queue or observation history from earlier samples
-        chunk = self.policy.predict_action_chunk(self.preprocess(self.batch(frames, instruction)))
+        chunk = self.policy.predict_action_chunk(self.preprocess(self.batch(views, instruction, state)))
         actions = self.postprocess(chunk[:, 0])
         return list(actions.detach().to("cpu", torch.float64).numpy())

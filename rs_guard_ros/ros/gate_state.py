@@ -36,6 +36,10 @@ INACTIVE = "inactive"
 SHUTDOWN = "shutdown"
 MODEL_LOAD_FAILED = "model_load_failed"
 SUPERSEDED = "superseded"
+CAMERA_SKEW = "camera_skew"
+NO_STATE = "no_state"
+STALE_STATE = "stale_state"
+MALFORMED_STATE = "malformed_state"
 WITHDRAWN_BY_INSTRUCTION = f"{SUPERSEDED}: a new instruction withdrew the certified command"
 
 # Phases of the node. Only ACTIVE decides; LOADING (unmanaged start-up) republishes abstain.
@@ -68,9 +72,10 @@ def reason_kind(reason: str) -> str:
         return "certified"
     if head in ("error", "deadline", "model", MODEL_LOAD_FAILED):
         return "fault"
-    if head in (NO_FRAME, STALE_FRAME, FUTURE_STAMP, NO_INSTRUCTION, STALE_INSTRUCTION, TTL_EXPIRED, SUPERSEDED):
+    if head in (NO_FRAME, STALE_FRAME, FUTURE_STAMP, NO_INSTRUCTION, STALE_INSTRUCTION, TTL_EXPIRED, SUPERSEDED,
+                CAMERA_SKEW, NO_STATE, STALE_STATE):
         return "stale"
-    if head in ("input", MALFORMED_IMAGE):
+    if head in ("input", MALFORMED_IMAGE, MALFORMED_STATE):
         return "input"
     if head in (LOADING, INACTIVE, SHUTDOWN):
         return "lifecycle"
@@ -92,12 +97,19 @@ def stale_reason(now: float, frame_time: float | None, instruction_time: float |
     alive). An age below zero means the clock jumped back (a simulation reset): stale,
     fail closed. `max_instruction_age` 0 means an instruction never expires.
     """
+    return (frame_arrival_reason(now, frame_time, max_frame_age)
+            or instruction_reason(now, instruction_time, max_instruction_age))
+
+
+def frame_arrival_reason(now: float, frame_time: float | None, max_frame_age: float) -> str | None:
+    """Why a camera whose newest message arrived at `frame_time` counts as stopped at `now`:
+    no message yet, none for `max_frame_age`, or one "after" now (the clock jumped back)."""
     if frame_time is None:
         return NO_FRAME
     frame_age = now - frame_time
     if frame_age < 0.0 or frame_age > max_frame_age:
         return f"{STALE_FRAME}: last frame {frame_age:.3f} s ago (max_frame_age {max_frame_age:g} s)"
-    return instruction_reason(now, instruction_time, max_instruction_age)
+    return None
 
 
 def instruction_reason(now: float, instruction_time: float | None, max_instruction_age: float) -> str | None:
@@ -222,6 +234,14 @@ class OutputGate:
         withdrawn = self.current.certified
         self.on_decision(Output(self.abstain_command, False, reason), now)
         return withdrawn
+
+    def standing(self, instruction: str, now: float, command_ttl: float) -> str | None:
+        """The certified command still standing at `now` for `instruction` (within its TTL), or
+        None: what the next decision may test first (smoothing.selection "previous")."""
+        c = self.current
+        if not c.certified or c.instruction != instruction or self._since is None:
+            return None
+        return c.command if 0.0 <= now - self._since <= command_ttl else None
 
     def superseded_by(self, instruction: str) -> bool:
         """Whether `instruction`, just received, withdraws the current output: a certified
@@ -410,5 +430,5 @@ def json_safe(value: Any) -> Any:
 
 
 __all__ = ["Level", "Output", "OutputGate", "AbstainWarnings", "LatestSlot", "GateStats", "FrameTime", "reason_kind", "reason_key",
-           "stale_reason", "instruction_reason", "frame_time", "frame_reason", "ttl_reason", "bounded",
+           "stale_reason", "frame_arrival_reason", "instruction_reason", "frame_time", "frame_reason", "ttl_reason", "bounded",
            "instruction_fields", "json_safe", "UNCONFIGURED", "LOADING_PHASE", "INACTIVE_PHASE", "ACTIVE", "FINALIZED"]

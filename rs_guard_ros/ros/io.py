@@ -9,6 +9,7 @@ TTL, and the quiet mode on cmd_vel. Callers hold the node's lock around these ca
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from ..config import Config
@@ -35,13 +36,21 @@ IMAGE_TOPIC, COMPRESSED_IMAGE_TOPIC, INSTRUCTION_TOPIC, CMD_VEL_TOPIC = (
     "image", "image/compressed", "instruction", "cmd_vel")
 
 
-def subscribe(node: rclpy.node.Node, compressed: bool, on_image: Callable[[Any], None],
-              on_instruction: Callable[[String], None]) -> None:
-    """The camera (Image on `image`, or CompressedImage on `image/compressed`; best effort,
-    newest only) and the instruction (reliable, newest only)."""
-    node.create_subscription(CompressedImage if compressed else Image,
-                             COMPRESSED_IMAGE_TOPIC if compressed else IMAGE_TOPIC, on_image, SENSOR_QOS)
+def subscribe(node: rclpy.node.Node, cfg: Config, on_image: Callable[[str, Any], None],
+              on_instruction: Callable[[String], None], on_state: Callable[[JointState], None]) -> None:
+    """Every camera (Image on cameras.<name>.topic -- `image` by default -- or CompressedImage on
+    `<topic>/compressed`; best effort, newest only), the instruction (reliable, newest only)
+    and, when state.topic is set, the joint state (best effort, newest only: it matches
+    reliable publishers too)."""
+    compressed = cfg.node.image_transport == "compressed"
+    for name in cfg.cameras.names:
+        topic = cfg.cameras.table[name].topic
+        node.create_subscription(CompressedImage if compressed else Image,
+                                 f"{topic}/compressed" if compressed else topic,
+                                 functools.partial(on_image, name), SENSOR_QOS)
     node.create_subscription(String, INSTRUCTION_TOPIC, on_instruction, INSTRUCTION_QOS)
+    if cfg.state.topic:
+        node.create_subscription(JointState, cfg.state.topic, on_state, SENSOR_QOS)
 
 
 def decode(msg: Any) -> Any:

@@ -65,6 +65,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from .. import __version__, config
@@ -73,6 +74,7 @@ from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PH
                          UNCONFIGURED, WITHDRAWN_BY_INSTRUCTION, Level, frame_time)
 from .io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
 from .params import declare_parameters, plain_value
+from .sync import CameraFrame, ViewRounds, joint_sample
 from .worker import DecisionWorker, FrameJob, GateContext, Instruction
 
 try:  # Humble and later: let the node, not rclpy, decide what SIGINT/SIGTERM do
@@ -96,14 +98,14 @@ class RsGuardNode(LifecycleNode):
         applied), then publishers, subscriptions and timers."""
         super().__init__(config.NODE_NAME, automatically_declare_parameters_from_overrides=True, **kwargs)
         cfg = declare_parameters(self, argv)
-        self._param_names = {s.name for s in config.param_specs(cfg.commands.names)}
+        self._param_names = {s.name for s in cfg.specs()}
         self._pending: Config | None = None  # validated by the on-set callback, applied after
         self.managed = cfg.node.managed
         self.failed = False
         self._ctx = GateContext(cfg=cfg, io=GateIO(self, cfg), now=self._now, logger=self.get_logger(),
                                 deadline_now=self._deadline_now)
         self._worker = DecisionWorker(self._ctx)
-        subscribe(self, cfg.node.image_transport == "compressed", self._on_image, self._on_instruction)
+        subscribe(self, cfg, self._on_image, self._on_instruction, self._on_state)
         self._republish_timer = self.create_timer(1.0 / cfg.node.publish_rate, self._on_republish)
         self.create_timer(cfg.node.watchdog_period, self._worker.watch_inputs)
         self.create_timer(cfg.node.watchdog_period, self._worker.watch_deadline,
@@ -186,7 +188,7 @@ class RsGuardNode(LifecycleNode):
         with self._ctx.lock:
             if self._ctx.phase == FINALIZED:
                 return TransitionCallbackReturn.FAILURE
-            self._ctx.phase, self._ctx.last_arrival = ACTIVE, None
+            self._ctx.phase, self._ctx.rounds = ACTIVE, ViewRounds(self._ctx.cfg.cameras.names)
             self._worker.reset_watch()
             self._ctx.io.gate.force_abstain(INACTIVE, self._now())
         self.get_logger().info("gate active")
@@ -238,14 +240,22 @@ class RsGuardNode(LifecycleNode):
 
     # -- inputs -------------------------------------------------------------------------
 
-    def _on_image(self, msg: Any) -> None:
-        """Note the arrival (the camera is alive) and hand the frame to the decision thread."""
+    def _on_image(self, camera: str, msg: Any) -> None:
+        """Note a camera's newest frame (the camera is alive); once every camera has a new one,
+        hand the newest of each to the decision thread."""
         now = self._now()
         with self._ctx.lock:
-            if self._ctx.phase != ACTIVE:
+            if self._ctx.phase != ACTIVE or self._ctx.rounds is None:
                 return
-            self._ctx.last_arrival = now
-        self._worker.offer(FrameJob(msg, frame_time(stamp_s(msg), now), now, time.monotonic()))
+            views = self._ctx.rounds.arrive(CameraFrame(camera, msg, frame_time(stamp_s(msg), now), now))
+        if views is not None:
+            self._worker.offer(FrameJob(views, time.monotonic()))
+
+    def _on_state(self, msg: JointState) -> None:
+        """Keep the newest joint state (a malformed one is kept too: the decision names what is wrong)."""
+        sample = joint_sample(stamp_s(msg), self._now(), msg.name, msg.position)
+        with self._ctx.lock:
+            self._ctx.joint_state = sample
 
     def _on_instruction(self, msg: String) -> None:
         """Keep the latest instruction (recorded in every phase: it is not re-sent). A command

@@ -123,7 +123,7 @@ def declare_parameters(node: rclpy.node.Node, argv: Sequence[str]) -> Config:
     check_params_files(params_files(argv), node.get_fully_qualified_name(), set(given) | set(ROS_OWN_PARAMETERS))
     cfg = config.from_flat(given)
     values = cfg.to_flat()
-    for spec in config.param_specs(cfg.commands.names):
+    for spec in cfg.specs():
         ptype, value = _parameter_type(spec), values[spec.name]
         value = list(value) if isinstance(value, tuple) else value
         if node.has_parameter(spec.name):  # given: declared as found, now with its descriptor

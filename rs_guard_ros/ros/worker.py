@@ -30,22 +30,29 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import Config
-from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, AbstainWarnings, FrameTime, GateStats,
-                         LatestSlot, Output, bounded, frame_reason, instruction_fields, instruction_reason,
-                         reason_kind, stale_reason, ttl_reason)
+from .gate_state import (ACTIVE, MALFORMED_IMAGE, SUPERSEDED, UNCONFIGURED, AbstainWarnings, GateStats, LatestSlot,
+                         Output, bounded, instruction_fields, instruction_reason, reason_kind, ttl_reason)
+from .sync import CameraFrame, JointSample, ViewRounds, arrivals_reason, state_fields, state_vector, views_reason
 from ..images import ImageError
 from .io import GateIO, decode, stamp_s
 
 
 @dataclass
 class FrameJob:
-    """A camera message waiting for (or in) a decision."""
+    """The newest frame of every camera, waiting for (or in) a decision."""
 
-    msg: Any
-    frame: FrameTime  # its capture time on the node clock, and where that came from
-    received: float  # arrival, node clock, s
-    received_mono: float  # arrival, time.monotonic(), for latency
+    views: dict[str, CameraFrame]  # camera name -> its newest frame when the decision was asked for
+    received_mono: float  # arrival of the frame that completed the round, time.monotonic(), for latency
     job_id: int = 0
+
+    @property
+    def primary(self) -> CameraFrame:
+        """The first camera's frame: the one the record's frame fields describe."""
+        return next(iter(self.views.values()))
+
+    def oldest(self, now: float) -> float:
+        """The earliest capture time of the views (a command's TTL counts from it), at most `now`."""
+        return min(min(v.frame.t for v in self.views.values()), now)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ class GateContext:
     phase: str = UNCONFIGURED
     guard: Any = None  # rs_guard_ros.guard.Guard once loaded (torch is imported then)
     instruction: Instruction | None = None
-    last_arrival: float | None = None  # the newest camera message, any kind (the camera watchdog)
+    rounds: ViewRounds | None = None  # every camera's newest frame (set by the node for its cameras)
+    joint_state: JointSample | None = None  # the newest joint state (state.topic)
 
     def abstain(self, source: str, reason: str, now: float, **extra: Any) -> None:
         """Publish the abstain action now, with a record (see GateIO.abstain)."""
@@ -170,26 +178,27 @@ class DecisionWorker:
             started = ctx.deadline_now()
             self._in_flight = (job.job_id, started)
         t0 = time.monotonic()
-        instruction = None
-        try:
-            frame = decode(job.msg)
-        except ImageError as exc:
-            decision = guard.abstain(bounded(f"{MALFORMED_IMAGE}: {exc}"))
+        instruction, state, vector = None, None, None
+        frames, why = _decode_views(job)
+        if why:
+            decision = guard.abstain(why)
         else:
             with ctx.lock:
-                cfg, instruction = ctx.cfg, ctx.instruction
-                why = _input_reason(ctx.now(), job, instruction, cfg, "deciding")
+                cfg, instruction, state, now = ctx.cfg, ctx.instruction, ctx.joint_state, ctx.now()
+                vector, why = _state_for(now, state, cfg, "deciding")
+                why = _input_reason(now, job, instruction, cfg, "deciding") or why
+                previous = None if why else ctx.io.gate.standing(instruction.text, now, cfg.node.command_ttl)
             deadline = cfg.node.decision_deadline
             decision = (guard.abstain(why) if why else
-                        guard.decide(frame, instruction.text, deadline_s=deadline if deadline > 0 else None,
-                                     clock=ctx.deadline_now))
-        self._publish(job, decision, instruction, (time.monotonic() - t0) * 1e3, started)
+                        guard.decide(frames, instruction.text, deadline_s=deadline if deadline > 0 else None,
+                                     clock=ctx.deadline_now, previous=previous, state=vector))
+        self._publish(job, decision, instruction, (time.monotonic() - t0) * 1e3, started, state, vector)
 
     def _publish(self, job: FrameJob, decision: Any, instruction: Instruction | None, work_ms: float,
-                 started: float) -> None:
+                 started: float, state: JointSample | None = None, vector: Any = None) -> None:
         """Publish a decision unless it was cancelled; a certified one must still be within its
-        deadline (counted from `started`), fresh, and its instruction still current, else it
-        becomes an abstain with the reason."""
+        deadline (counted from `started`), its frames and joint state fresh, and its instruction
+        still current, else it becomes an abstain with the reason."""
         ctx = self._ctx
         with ctx.lock:
             if self._finish(job.job_id):
@@ -200,18 +209,20 @@ class DecisionWorker:
             now, cfg = ctx.now(), ctx.cfg
             if decision.certified:
                 why = (late_reason(ctx.deadline_now() - started, cfg.node.decision_deadline)
-                       or _publish_reason(now, job, instruction, ctx.instruction, cfg))
+                       or _publish_reason(now, job, instruction, ctx.instruction, cfg)
+                       or _state_for(now, state, cfg, "publishing")[1])
                 if why:
                     decision = decision.refused(why, cfg.commands.abstain)
             total_ms = (time.monotonic() - job.received_mono) * 1e3
             record = decision.to_dict()
             # timing_ms (from the Guard) breaks "decide" down; latency_ms is frame arrival -> publish.
-            record.update(_ros_fields(job, instruction, now), source="decision", dropped_frames=self.dropped,
+            record.update(_ros_fields(job, instruction, now), **state_fields(state, vector), source="decision",
+                          dropped_frames=self.dropped,
                           latency_ms={"queue": max(0.0, total_ms - work_ms), "decode_and_decide": work_ms,
                                       "total": total_ms})
             output = Output(decision.command, decision.certified, decision.reason,
                             instruction.text if decision.certified else None)
-            ctx.io.decision(output, now, min(job.frame.t, now), cfg.node.abstain_publish_timeout, record)
+            ctx.io.decision(output, now, job.oldest(now), cfg.node.abstain_publish_timeout, record)
             ctx.stats.record(time.monotonic(), decision.certified, decision.reason, total_ms)
             warning = None if decision.certified else ctx.warnings.note(decision.reason, time.monotonic())
         if warning:
@@ -220,18 +231,19 @@ class DecisionWorker:
     # -- watchdogs ----------------------------------------------------------------------
 
     def watch_inputs(self) -> None:
-        """No camera message for node.max_frame_age, or a missing or expired instruction ->
-        abstain now (once per cause), on the node clock."""
+        """A camera with no message for node.max_frame_age (each camera on its own), or a
+        missing or expired instruction -> abstain now (once per cause), on the node clock."""
         ctx = self._ctx
         with ctx.lock:
-            if ctx.phase != ACTIVE:
+            if ctx.phase != ACTIVE or ctx.rounds is None:
                 return
-            now, n = ctx.now(), ctx.cfg.node
+            now, n, arrivals = ctx.now(), ctx.cfg.node, ctx.rounds.arrivals()
             instruction = ctx.instruction.received if ctx.instruction else None
-            why = stale_reason(now, ctx.last_arrival, instruction, n.max_frame_age, n.max_instruction_age)
-            cause = why.split(":", 1)[0] if why else None
+            stale = arrivals_reason(now, arrivals, ctx.rounds.cameras, n.max_frame_age)
+            why = stale[0] if stale else instruction_reason(now, instruction, n.max_instruction_age)
+            cause = stale[1] if stale else why.split(":", 1)[0] if why else None
             if cause is not None and cause != self._stale_cause:
-                frame = ctx.last_arrival
+                frame = min(arrivals.values(), default=None)
                 ctx.abstain("watchdog", why, now, frame_received=frame, instruction_received=instruction,
                             frame_age=None if frame is None else now - frame,
                             instruction_age=None if instruction is None else now - instruction)
@@ -270,12 +282,33 @@ def late_reason(elapsed: float, deadline: float) -> str | None:
     return None
 
 
+def _decode_views(job: FrameJob) -> tuple[dict[str, Any], str | None]:
+    """Every view's RGB frame, or the reason (malformed_image, naming the camera when there are
+    several) a message cannot be decoded."""
+    frames = {}
+    for name, view in job.views.items():
+        try:
+            frames[name] = decode(view.msg)
+        except ImageError as exc:
+            where = f"{name}: " if len(job.views) > 1 else ""
+            return frames, bounded(f"{MALFORMED_IMAGE}: {where}{exc}")
+    return frames, None
+
+
+def _state_for(now: float, state: JointSample | None, cfg: Config, moment: str) -> tuple[Any, str | None]:
+    """(joint-state vector, None) when state.topic is read and fresh, (None, reason) when it
+    cannot be used, (None, None) when no state is read."""
+    st = cfg.state
+    return state_vector(now, state, st.joint_names, st.max_age, moment) if st.topic else (None, None)
+
+
 def _input_reason(now: float, job: FrameJob, instruction: Instruction | None, cfg: Config,
                   moment: str) -> str | None:
-    """Why a frame and instruction cannot be acted on at `now`: the frame too old or
-    stamped in the future, the instruction missing or expired; None when both are fresh."""
+    """Why the frames and instruction cannot be acted on at `now`: a view missing, too old,
+    stamped in the future or skewed; the instruction missing or expired; None when all fresh."""
     n = cfg.node
-    return (frame_reason(now, job.frame, n.max_frame_age, n.max_stamp_lead, moment)
+    return (views_reason(now, job.views, cfg.cameras.names, n.max_frame_age, n.max_stamp_lead, n.max_camera_skew,
+                         moment)
             or instruction_reason(now, instruction.received if instruction else None, n.max_instruction_age))
 
 
@@ -284,19 +317,28 @@ def _publish_reason(now: float, job: FrameJob, decided: Instruction | None, curr
     """Why a certified decision must not be published at `now`: its inputs are no longer
     fresh, its command would already have expired, or the instruction changed meanwhile."""
     why = (_input_reason(now, job, current, cfg, "publishing")
-           or ttl_reason(now, min(job.frame.t, now), cfg.node.command_ttl))
+           or ttl_reason(now, job.oldest(now), cfg.node.command_ttl))
     if why is None and (decided is None or current.text != decided.text):
         why = f"{SUPERSEDED}: the instruction changed during the decision"
     return why
 
 
 def _ros_fields(job: FrameJob, instruction: Instruction | None, now: float) -> dict[str, Any]:
-    """The ROS side of a decision record: when (node clock), which frame and how old it was
-    at publishing, which instruction (bounded: a prefix, its length and hash)."""
-    return {"time": now, "stamp": stamp_s(job.msg), "frame_id": bounded(job.msg.header.frame_id),
-            "frame_received": job.received, "frame_time": job.frame.t, "frame_time_source": job.frame.source,
-            "frame_age": now - job.frame.t, **instruction_fields(instruction.text if instruction else None),
-            "instruction_received": instruction.received if instruction else None, "decision_id": job.job_id}
+    """The ROS side of a decision record: when (node clock), which frame and how old it was at
+    publishing (the first camera's; with several cameras each one's under "cameras"), which
+    instruction (bounded: a prefix, its length and hash)."""
+    first = job.primary
+    fields = {"time": now, **_frame_fields(first, now), **instruction_fields(instruction.text if instruction else None),
+              "instruction_received": instruction.received if instruction else None, "decision_id": job.job_id}
+    if len(job.views) > 1:
+        fields["cameras"] = {name: _frame_fields(view, now) for name, view in job.views.items()}
+    return fields
+
+
+def _frame_fields(view: CameraFrame, now: float) -> dict[str, Any]:
+    msg = view.msg
+    return {"stamp": stamp_s(msg), "frame_id": bounded(msg.header.frame_id), "frame_received": view.received,
+            "frame_time": view.frame.t, "frame_time_source": view.frame.source, "frame_age": now - view.frame.t}
 
 
 __all__ = ["DecisionWorker", "GateContext", "FrameJob", "Instruction"]

@@ -24,10 +24,12 @@ What it reproduces of LeRobot (the parts that matter to a gate):
   and, like SmolVLA's flow matching, draws its own noise (flow_noise_std) when none is given.
 
 The rule (a LeKiwi-like base: action = 6 arm joints, then x.vel m/s, y.vel m/s, theta.vel
-deg/s), on the mean colour (r, g, b) of the camera image in [0, 1]:
+deg/s), on the mean colour (r, g, b) of the camera images in [0, 1] (every image feature,
+equally weighted):
   x.vel     = 0.2 * clip(2 (g - max(r, b)), 0, 1)    green: drive forward;
   theta.vel = 34.4 * clip(2 (r - b), -1, 1)           red: turn left, blue: turn right;
-  all zero when the task contains the word "stop"; a dark frame gives zero too.
+  all zero when the task contains the word "stop", or when the first state value, normalised,
+  is above STATE_STOP (an arm raised: the base must not move); a dark frame gives zero too.
 Later steps of a chunk fade out linearly, so a stale queued action differs from a fresh one.
 
 Write a site folder (holding the `lerobot` stand-in package) and a policy directory:
@@ -56,6 +58,7 @@ STATE = "observation.state"
 ACTION = "action"
 ACTION_DIM = 9  # LeKiwi: 6 arm joints, x.vel, y.vel, theta.vel
 X_VEL, THETA_VEL = 6, 8
+STATE_STOP = 10.0  # a normalised first state value above this stops the base
 TOKENS = "observation.language.tokens"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 POSTPROCESSOR_FILE = "policy_postprocessor.json"
@@ -186,12 +189,12 @@ class StandInVLAPolicy(PreTrainedPolicy):
         if STATE not in batch:
             raise KeyError(f"STAND-IN lerobot: '{STATE}' missing from the batch")
         self._remember(batch)
-        images = self._history(next(iter(self.config.image_features))).float()
-        rgb = images.mean(dim=(1, 3, 4))  # over history and pixels -> (B, 3)
+        rgb = torch.stack([self._history(key).float().mean(dim=(1, 3, 4))  # over history and pixels: (B, 3)
+                           for key in self.config.image_features]).mean(dim=0)
         r, g, b = rgb.unbind(dim=1)
         x_vel = 0.2 * torch.clamp(self.gain[0] * (g - torch.maximum(r, b)), 0.0, 1.0)
         theta_vel = 34.4 * torch.clamp(self.gain[1] * (r - b), -1.0, 1.0)
-        stop = (batch[TOKENS] == word_id("stop")).any(dim=1)
+        stop = (batch[TOKENS] == word_id("stop")).any(dim=1) | (self._history(STATE)[:, -1, 0] > STATE_STOP)
         raw = torch.zeros(len(rgb), ACTION_DIM, device=rgb.device)
         raw[:, X_VEL] = torch.where(stop, 0.0, x_vel)
         raw[:, THETA_VEL] = torch.where(stop, 0.0, theta_vel)
