@@ -2,11 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros import certify, cli
+from rs_guard_ros import certify, cli, config, param_files
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -168,3 +169,37 @@ def test_each_command_has_flags_for_its_parameters_even_from_a_config_files_comm
     args = cli.build_parser(cli.command_names(argv)).parse_args(argv)
     cfg = cli.config_from_args(args)
     assert cfg.thresholds() == {"go": 0.3, "halt": 0.0} and cfg.model.state == (0.5, 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15, item 6: the CLI reads every file the node runs with
+# ---------------------------------------------------------------------------
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "config").glob("*.yaml"))
+ROS_OWN = "/**:\n  ros__parameters:\n    use_sim_time: false\n    start_type_description_service: true\n"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_item6_every_shipped_file_and_ros_own_parameters_load_in_the_cli(tmp_path, path):
+    ros_own = tmp_path / "ros_own.yaml"
+    ros_own.write_text(ROS_OWN)
+    argv = ["doctor", "--config", str(path), "--config", str(ros_own)]
+    cfg = cli.config_from_args(cli.build_parser(cli.command_names(argv)).parse_args(argv))
+    assert cfg == param_files.load_config(path)
+
+
+def test_item6_ros_own_parameters_must_be_true_or_false_in_the_cli_as_in_the_node(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ROS_OWN.replace("true", "1"))
+    with pytest.raises(config.ConfigError, match="parameter 'start_type_description_service': expected true or false"):
+        param_files.load_config(bad)
+
+
+@pytest.mark.timeout(300)
+def test_item6_doctor_runs_with_a_file_that_sets_ros_own_parameters(tmp_path):
+    ros_own = tmp_path / "ros_own.yaml"
+    ros_own.write_text(ROS_OWN)
+    out = run("doctor", "--config", str(ros_own), "--model.device", "cpu", "--smoothing.batch_size", "32",
+              "--repeats", "1", "--node.decision_deadline", "600", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "every threshold can be certified within the deadline" in out.stdout
