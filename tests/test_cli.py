@@ -203,3 +203,35 @@ def test_item6_doctor_runs_with_a_file_that_sets_ros_own_parameters(tmp_path):
               "--repeats", "1", "--node.decision_deadline", "600", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert "every threshold can be certified within the deadline" in out.stdout
+
+
+# ---------------------------------------------------------------------------
+# Issue 15, item 11: rs-guard plan
+# ---------------------------------------------------------------------------
+
+def test_plan_says_more_than_ten_to_the_k_for_an_astronomical_n_min():
+    out = run("plan", "--sigma", "0.25", "--radius", "5")
+    n_min = certify.samples_needed(5, 0.25, 0.001)
+    assert out.returncode == 0 and f"n_min = more than 10^{len(str(n_min)) - 1}\n" in out.stdout
+    assert str(n_min) not in out.stdout
+    assert json.loads(run("plan", "--sigma", "0.25", "--radius", "5", "--json").stdout)["n_min"] == n_min  # exact
+
+
+@pytest.mark.parametrize("flag,value,name", [
+    ("--alpha", "0.7", "smoothing.alpha"), ("--alpha", "0", "smoothing.alpha"), ("--sigma", "5", "smoothing.sigma"),
+    ("--oracle-error", "0.5", "oracle.error")])
+def test_plan_refuses_what_the_node_refuses_with_config_pys_range(flag, value, name):
+    spec = next(s for s in config.param_specs() if s.name == name)
+    with pytest.raises(config.ConfigError):
+        config.coerce(spec, float(value))  # the node's rule
+    args = {"--sigma": "0.25", "--radius": "0.5", flag: value}
+    line = one_line_error(run("plan", *(a for kv in args.items() for a in kv)), "plan")
+    assert f"argument {flag}: parameter '{name}': must be in [{spec.low}, {spec.high}]" in line
+
+
+def test_plan_prints_p_star_with_the_oracle_error_when_there_is_one():
+    with_eps = run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01")
+    assert with_eps.returncode == 0 and "p* + eps_O = 0.987250" in with_eps.stdout
+    assert json.loads(run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01", "--json").stdout)[
+        "p_required_with_oracle_error"] == pytest.approx(0.97725 + 0.01, abs=1e-5)
+    assert "eps_O" not in run("plan", "--sigma", "0.25", "--radius", "0.5").stdout
