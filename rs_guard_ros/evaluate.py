@@ -15,7 +15,9 @@ frame). examples/frames.csv (image,instruction,command) is such a file. Key colu
                 row have no ground truth
 
 Other columns are ignored. With several sources the keys are each source's own (file name,
-index and time within that recording).
+index and time within that recording). Where the file gives the instructions, a frame with
+no row and no instruction in the recording is not decided: its row's reason is "unlabelled:
+...", and it is counted apart (`unlabelled`), never as an abstain.
 
 `evaluate` writes into the output folder: decisions.csv and decisions.jsonl (one row per
 frame), summary.json, PNG plots (see :mod:`rs_guard_ros.plots`) and report.md. Several
@@ -57,7 +59,8 @@ CURVE_POINTS = 101  # radius grid of the certified-accuracy curve
 ROW_FIELDS = ("index", "name", "time_s", "instruction", "command", "certified", "label", "radius",
               "radius_camera", "threshold", "p_lower", "n_used", "reason", "latency_ms")
 SOURCE_SUMMARY = ("frames", "certified", "abstained", "certified_pct", "abstain_pct", "abstain_reasons",
-                  "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified")
+                  "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified", "unlabelled")
+UNLABELLED = "unlabelled"  # the reason of a frame with no label row to give its instruction: not decided
 
 
 @dataclass(frozen=True)
@@ -169,10 +172,13 @@ def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True
 def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
                  deadline_s: float | None = None) -> dict[str, Any]:
     """One row: the Guard's decision for the frame (an abstain row for a frame with no image or
-    no instruction), with its ground truth when labels are given. The one per-frame step of
-    every evaluation, in process and on Ray workers alike."""
+    no instruction; an unlabelled one for a frame whose instruction only a missing label row
+    could give), with its ground truth when labels are given. The one per-frame step of every
+    evaluation, in process and on Ray workers alike."""
     instruction = _instruction(frame, labels)
-    if frame.rgb is None:
+    if instruction is None and labels is not None and labels.instructions and labels.command_for(frame) is None:
+        decision, latency = guard.abstain(f"{UNLABELLED}: no row in {labels.path} and no instruction"), None
+    elif frame.rgb is None:
         decision, latency = guard.abstain(f"input: {frame.error or 'no image'}"), None
     elif instruction is None:
         decision, latency = guard.abstain("input: no instruction for this frame"), None
@@ -245,8 +251,9 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
             print(f"rs-guard eval: interrupted after {len(rows)} frames; {out / 'decisions.jsonl'} holds their "
                   "rows: run the same command with --resume to decide the rest", file=sys.stderr)
             raise
-    if not rows:
-        raise ValueError(f"source {', '.join(str(s.path) for s in sources)}: no frames to evaluate")
+    if not counted(rows):
+        raise ValueError(f"source {', '.join(str(s.path) for s in sources)}: no frames to evaluate"
+                         + (f" ({len(rows)} with no row in {labels.path} and no instruction)" if rows else ""))
     summary = summarize(rows, workers.cfg, workers.device, labels is not None)
     summary["source"] = _source_summary(sources, labels)
     if several:
@@ -255,7 +262,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
         summary["ray"] = workers.stats.to_dict()
     summary["files"] = {name: str(out / name) for name in ("decisions.csv", "decisions.jsonl", "summary.json",
                                                            "report.md")}
-    summary["files"].update(plots.write_plots(rows, summary, out))
+    summary["files"].update(plots.write_plots(counted(rows), summary, out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(summary))
     return summary
@@ -347,7 +354,8 @@ def per_source(rows: Sequence[dict[str, Any]], sources: Sequence[FrameSource], c
     out = []
     for s in sources:
         group = groups[str(s.path)]
-        figures = summarize(group, cfg, device, has_labels) if group else {"frames": 0}
+        figures = (summarize(group, cfg, device, has_labels) if counted(group)
+                   else {"frames": 0, "unlabelled": len(group) if has_labels else None})
         out.append({"kind": s.kind, "path": str(s.path), "instruction_topic": s.instruction_topic,
                     **{k: figures.get(k) for k in SOURCE_SUMMARY}})
     return out
@@ -377,9 +385,16 @@ def radius_grid(rows: Sequence[dict[str, Any]], thresholds: Iterable[float]) -> 
     return [float(v) for v in np.linspace(0.0, top, CURVE_POINTS)]
 
 
+def counted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the figures are over: all but those of unlabelled frames (never decided)."""
+    return [r for r in rows if not r["reason"].startswith(f"{UNLABELLED}:")]
+
+
 def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labels: bool) -> dict[str, Any]:
     """Counts, rates, sample use, latency and (with labels) correctness, as plain JSON types;
-    `device` is where the model ran."""
+    `device` is where the model ran. Unlabelled frames are counted apart (`unlabelled`) and in
+    no other figure."""
+    unlabelled, rows = len(rows) - len(counted(rows)), counted(rows)
     n = len(rows)
     certified = sum(r["certified"] for r in rows)
     decided = [r for r in rows if r["latency_ms"] is not None]  # rows where the model actually ran
@@ -399,7 +414,7 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labe
         "model": {"backend": cfg.model.backend, "path": cfg.model.path, "device": device},
         "thresholds": cfg.thresholds(),
         "labelled": None, "labelled_unknown": None, "correct_certified": None, "wrong_certified": None,
-        "certified_accuracy": None,
+        "certified_accuracy": None, "unlabelled": unlabelled if has_labels else None,
     }
     if has_labels:
         labelled = [r for r in rows if r["ground_truth"] is not None]
@@ -444,6 +459,9 @@ def report_markdown(s: dict[str, Any]) -> str:
         "labels). Latency is per decision, frames that never reached the "
         "model (undecodable, no instruction) excluded.", "",
     ]
+    if s.get("unlabelled"):
+        lines += [f"{s['unlabelled']} more frames have no row in the labels file and no instruction: not decided, "
+                  "and left out of every figure.", ""]
     if "sources" in s:
         lines += ["## Per source", "", "| source | kind | frames | certified | abstained | wrong certified | "
                   "median samples | latency p50 (ms) | latency p99 (ms) |",
@@ -486,7 +504,9 @@ def format_summary(s: dict[str, Any]) -> str:
              f"p99 {_fmt(lat.get('p99'))} ms"]
     if s["labelled"] is not None:
         lines.append(f"  {s['labelled']} labelled: {s['correct_certified']} certified correct, "
-                     f"{s['wrong_certified']} certified WRONG")
+                     f"{s['wrong_certified']} certified WRONG"
+                     + (f"; {s['unlabelled']} unlabelled, not decided (no row, no instruction)"
+                        if s["unlabelled"] else ""))
     if "sources" in s:
         lines.append(f"  {len(s['sources'])} sources: per-source figures in summary.json and report.md")
     if "ray" in s:
@@ -554,5 +574,5 @@ def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.
 
 
 __all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",
-           "resumed_rows", "per_source", "certified_accuracy", "summarize", "add_eval_arguments", "run_eval",
-           "format_summary"]
+           "resumed_rows", "per_source", "certified_accuracy", "counted", "summarize", "add_eval_arguments",
+           "run_eval", "format_summary"]

@@ -474,6 +474,35 @@ def test_median_samples_and_latency_ignore_frames_that_never_reached_the_model(g
     assert math.isclose(summary["abstain_pct"], 50.0)
 
 
+def test_a_frame_with_no_label_row_and_no_instruction_is_counted_apart_never_as_an_abstain(guard, tmp_path):
+    """Issue 15: such a frame was an abstain row ("no instruction"), inflating the abstain rate."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, side in (("a.png", "left"), ("b.png", "right"), ("c.png", "left")):
+        cv2.imwrite(str(folder / name), sided(side))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,instruction,command\na.png,go,left\nb.png,go,right\n")  # c.png has no row
+    out = tmp_path / "out"
+    summary = ev.run_eval(parse(["--images", str(folder), "--labels", str(labels), "--out", str(out),
+                                 "--no-progress"]), guard)
+    assert (summary["frames"], summary["certified"], summary["abstained"], summary["unlabelled"]) == (2, 2, 0, 1)
+    assert summary["abstain_pct"] == 0.0 and summary["abstain_reasons"] == {}
+    rows = read_rows(out)  # every frame keeps its row, the unlabelled one saying why it was not decided
+    assert [r["name"] for r in rows] == ["a.png", "b.png", "c.png"]
+    assert rows[2]["reason"] == f"unlabelled: no row in {labels} and no instruction" and rows[2]["latency_ms"] == ""
+    assert "1 more frames have no row in the labels file" in (out / "report.md").read_text()
+    assert "1 unlabelled, not decided" in ev.format_summary(summary)
+    # With an instruction for every frame, the unlabelled frame is decided and counted (no ground truth).
+    summary = ev.run_eval(parse(["--images", str(folder), "--labels", str(labels), "--out", str(tmp_path / "o2"),
+                                 "--instruction", "go", "--no-progress"]), guard)
+    assert (summary["frames"], summary["labelled"], summary["unlabelled"]) == (3, 2, 0)
+    only_unlabelled = tmp_path / "none.csv"
+    only_unlabelled.write_text("image,instruction,command\nzzz.png,go,left\n")
+    with pytest.raises(ValueError, match="no frames to evaluate .3 with no row in"):
+        ev.run_eval(parse(["--images", str(folder), "--labels", str(only_unlabelled), "--out",
+                           str(tmp_path / "o3"), "--no-progress"]), guard)
+
+
 # ----------------------------------------------------------------------------- the shipped demo
 
 @pytest.mark.slow
