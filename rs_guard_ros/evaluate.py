@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import scale
-from .certify import UNKNOWN_NAME
+from .certify import UNKNOWN_NAME, label_name
 from .recordings import Frame, FrameSource, open_sources
 
 if TYPE_CHECKING:  # type hints only: importing this module (the CLI parser does) must not load torch
@@ -185,7 +185,21 @@ def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
     else:
         decision = guard.decide(frame.rgb, instruction, deadline_s=deadline_s)
         latency = decision.timing_ms["total"]
-    return _row(frame, instruction, decision, latency, labels)
+    row = _row(frame, instruction, decision, latency, labels)
+    if labels is not None and latency is not None:
+        row["clean_label"] = clean_label(guard, frame.rgb, instruction)
+    return row
+
+
+def clean_label(guard: Guard, rgb: np.ndarray, instruction: str) -> str | None:
+    """The base classifier on the clean frame, no noise: the model's plain answer (through the
+    denoiser, if there is one), for the accuracy the gate's certified accuracy is compared with.
+    The gate never computes it (sigma 0 is not a setting); None if the model fails on it."""
+    try:
+        x, _ = guard.prepare(rgb)
+        return label_name(guard.oracle(guard.policy(x[None], instruction.strip()))[0])
+    except Exception:  # counted as not correct, like a model fault in a decision
+        return None
 
 
 def failed_row(cfg: Config, labels: Labels | None, frame: Frame, reason: str) -> dict[str, Any]:
@@ -209,7 +223,7 @@ def _row(frame: Frame, instruction: str | None, d: Decision, latency: float | No
            "n_used": d.n_used, "reason": d.reason, "latency_ms": latency, "counts": d.counts,
            "timing_ms": d.timing_ms}
     if labels is not None:
-        row["ground_truth"] = labels.command_for(frame)
+        row.update(ground_truth=labels.command_for(frame), clean_label=None)
     return row
 
 
@@ -230,7 +244,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
     several = len(sources) > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = (("source",) if several else ()) + ROW_FIELDS + (("ground_truth",) if labels is not None else ())
+    fields = (("source",) if several else ()) + ROW_FIELDS + (("ground_truth", "clean_label") if labels else ())
     rows = resumed_rows(out, sources, labels) if resume else []
     done = {_row_key(row) for row in rows}
     todo = (f for source in sources for f in source if _frame_key(f, several) not in done)
@@ -292,7 +306,7 @@ class RowWriter:
         return self
 
     def write(self, row: dict[str, Any]) -> None:
-        self.csv.writerow({k: "" if row[k] is None else row[k] for k in self.fields})
+        self.csv.writerow({k: "" if row.get(k) is None else row[k] for k in self.fields})
         self.jsonl.write(json.dumps(row) + "\n")
 
     def __exit__(self, *exc: Any) -> None:
@@ -374,6 +388,13 @@ def certified_accuracy(rows: Sequence[dict[str, Any]], radii: Sequence[float]) -
     return [float((good >= radius).sum()) / len(labelled) for radius in radii]
 
 
+def clean_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The model's accuracy on the clean frames (no noise, no gate) over the frames the
+    certified-accuracy curve is over; None where there are none."""
+    frames = curve_rows(rows)
+    return sum(r.get("clean_label") == r["ground_truth"] for r in frames) / len(frames) if frames else None
+
+
 def curve_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The frames the accuracy curve is over: those whose ground truth is a command (not UNKNOWN)."""
     return [r for r in rows if r.get("ground_truth") not in (None, UNKNOWN)]
@@ -414,7 +435,7 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labe
         "model": {"backend": cfg.model.backend, "path": cfg.model.path, "device": device},
         "thresholds": cfg.thresholds(),
         "labelled": None, "labelled_unknown": None, "correct_certified": None, "wrong_certified": None,
-        "certified_accuracy": None, "unlabelled": unlabelled if has_labels else None,
+        "certified_accuracy": None, "clean_accuracy": None, "unlabelled": unlabelled if has_labels else None,
     }
     if has_labels:
         labelled = [r for r in rows if r["ground_truth"] is not None]
@@ -424,7 +445,8 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labe
                        wrong_certified=sum(r["command"] != r["ground_truth"] for r in gated),
                        labelled_unknown=sum(r["ground_truth"] == UNKNOWN for r in labelled),
                        certified_accuracy={"radius": radii, "accuracy": certified_accuracy(rows, radii),
-                                           "frames": len(curve_rows(rows))})
+                                           "frames": len(curve_rows(rows))},
+                       clean_accuracy=clean_accuracy(rows))
     return summary
 
 
@@ -475,7 +497,9 @@ def report_markdown(s: dict[str, Any]) -> str:
                   f"Fraction of the {s['certified_accuracy']['frames']} frames labelled with a command whose "
                   "smoothed label is correct with a certified l2 radius R > 0 and R >= r (model-input units, "
                   "[0,1] intensity; Cohen et al. 2019); frames labelled UNKNOWN are left out. Dashed lines: the "
-                  "per-command thresholds the gate requires before it publishes.", ""]
+                  "per-command thresholds the gate requires before it publishes. The same frames without noise: "
+                  f"the model alone (no gate) is right on {_fmt(_pct(s['clean_accuracy']))} % of them "
+                  "(`clean_label`).", ""]
     lines += ["## Radius over time", "", "![radius timeline](radius_timeline.png)", "",
               "Each frame's certified radius (green: published, red: abstained) and the threshold of its "
               "top label (grey).", "",
@@ -484,6 +508,10 @@ def report_markdown(s: dict[str, Any]) -> str:
               "| reason | frames |", "|---|---:|"]
     lines += [f"| {reason} | {count} |" for reason, count in sorted(s["abstain_reasons"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
 
 
 def _table_row(s: dict[str, Any]) -> str:
@@ -507,6 +535,11 @@ def format_summary(s: dict[str, Any]) -> str:
                      f"{s['wrong_certified']} certified WRONG"
                      + (f"; {s['unlabelled']} unlabelled, not decided (no row, no instruction)"
                         if s["unlabelled"] else ""))
+        if s["clean_accuracy"] is not None:
+            acc = s["certified_accuracy"]
+            lines.append(f"  accuracy on the {acc['frames']} frames labelled with a command: the model alone on the "
+                         f"clean frame {_pct(s['clean_accuracy']):.1f} %, certified (R > 0) "
+                         f"{_pct(acc['accuracy'][0]):.1f} %")
     if "sources" in s:
         lines.append(f"  {len(s['sources'])} sources: per-source figures in summary.json and report.md")
     if "ray" in s:
@@ -574,5 +607,5 @@ def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.
 
 
 __all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",
-           "resumed_rows", "per_source", "certified_accuracy", "counted", "summarize", "add_eval_arguments",
-           "run_eval", "format_summary"]
+           "resumed_rows", "per_source", "certified_accuracy", "clean_accuracy", "clean_label", "counted",
+           "summarize", "add_eval_arguments", "run_eval", "format_summary"]
