@@ -60,8 +60,10 @@ def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0) -
                              "sequential_certify_probability": seq.certify_probability,
                              "sequential_expected_samples": seq.expected_samples}
         rows.append(row)
+    p_required = certify.p_required(radius, sigma)
     return {"sigma": sigma, "radius": radius, "alpha": alpha, "oracle_error": oracle_error, "n_min": n_min,
-            "p_required": certify.p_required(radius, sigma), "within_budget": n_min <= certify.MAX_SAMPLES,
+            "p_required": p_required, "p_required_with_oracle_error": p_required + oracle_error,
+            "within_budget": n_min <= certify.MAX_SAMPLES,
             "max_samples": certify.MAX_SAMPLES,
             "max_radius_at_max_samples": certify.max_certifiable_radius(certify.MAX_SAMPLES, sigma, alpha, oracle_error),
             "table": rows}
@@ -69,10 +71,12 @@ def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0) -
 
 def format_plan(result: dict[str, Any]) -> str:
     """Human-readable plan: the headline numbers, then per true p one row per sample budget."""
+    eps = result["oracle_error"]
     lines = [f"To certify R >= {result['radius']} at sigma={result['sigma']}, alpha={result['alpha']}, "
-             f"oracle error {result['oracle_error']}:",
-             f"  smoothed probability needed p* = {result['p_required']:.6f}",
-             f"  fewest samples (all agree)   n_min = {result['n_min']}"]
+             f"oracle error {eps}:",
+             f"  smoothed probability needed p* = {result['p_required']:.6f}"
+             + (f"; with the oracle error, p* + eps_O = {result['p_required_with_oracle_error']:.6f}" if eps else ""),
+             f"  fewest samples (all agree)   n_min = {_count(result['n_min'])}"]
     if not result["within_budget"]:
         lines.append(f"  n_min exceeds the largest sample budget ({result['max_samples']}): not certifiable at this "
                      f"sigma; {result['max_samples']} samples certify at most R = "
@@ -91,8 +95,30 @@ def format_plan(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _count(n: int) -> str:
+    """A sample count as people read it: exact up to a billion, else its order of magnitude."""
+    return str(n) if n < 10 ** 9 else f"more than 10^{len(str(n)) - 1}"
+
+
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan(args.sigma, args.radius, args.alpha, args.oracle_error)
+
+
+def param_type(name: str) -> Callable[[str], Any]:
+    """An argparse type for a flag that stands for parameter `name`: its text read as the
+    parameter's type, then held to config.py's range for it (the node's, so both refuse alike)."""
+    spec = next(s for s in config.param_specs(()) if s.name == name)
+    convert = _flag_type(spec)
+
+    def parse(text: str) -> Any:
+        value = convert(text)  # a ValueError here is argparse's "invalid float value"
+        try:
+            return config.coerce(spec, value)
+        except config.ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = spec.type.__name__
+    return parse
 
 
 def add_config_flags(parser: argparse.ArgumentParser, extra: tuple[str, ...] = (),
@@ -109,7 +135,7 @@ def add_config_flags(parser: argparse.ArgumentParser, extra: tuple[str, ...] = (
             kind = _flag_type(spec)
             group.add_argument(f"--{spec.name}", dest=spec.name, type=kind, default=None, choices=spec.choices,
                                metavar=None if spec.choices else _flag_metavar(spec),
-                               help=f"{spec.description} (default: {spec.default})")
+                               help=f"{spec.description} (default: {spec.default})".replace("%", "%%"))
 
 
 def _flag_type(spec: config.ParamSpec) -> Callable[[str], Any]:
@@ -362,10 +388,13 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="samples needed to certify a radius (the planning law)")
-    p.add_argument("--sigma", type=float, required=True, help="noise standard deviation ([0,1] intensity units)")
+    p.add_argument("--sigma", type=param_type("smoothing.sigma"), required=True,
+                   help="noise standard deviation ([0,1] intensity units), as smoothing.sigma")
     p.add_argument("--radius", type=float, required=True, help="radius threshold R* to certify")
-    p.add_argument("--alpha", type=float, default=0.001, help="false-certification probability per decision")
-    p.add_argument("--oracle-error", type=float, default=0.0, help="oracle error bound eps_O")
+    p.add_argument("--alpha", type=param_type("smoothing.alpha"), default=0.001,
+                   help="false-certification probability per decision, as smoothing.alpha")
+    p.add_argument("--oracle-error", type=param_type("oracle.error"), default=0.0,
+                   help="oracle error bound eps_O, as oracle.error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_plan, formatter=format_plan)
 

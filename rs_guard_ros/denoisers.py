@@ -25,7 +25,6 @@ would need >= 48 channels to carry the noise through). No ROS here.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -427,12 +426,6 @@ class DenoisedPolicy:
         self.denoise_ms += self.last_denoise_ms
         self.calls += 1
         return self.policy(clean, instruction)
-
-
-def read_card(folder: str | Path) -> dict[str, Any]:
-    """The training record (denoiser.json) beside a shipped denoiser, if any."""
-    card = Path(folder) / "denoiser.json"
-    return json.loads(card.read_text()) if card.is_file() else {}
 
 
 DEFAULT_DENOISER_DIR = Path(__file__).resolve().parent / "models" / "denoiser"

@@ -87,13 +87,18 @@ def measured_samples(cfg: Config, repeats: int = 3, raw_batches: int = 3) -> int
     """How many samples `measure` evaluates (fewer where the probe frame's output is UNKNOWN)."""
     from . import benchmark
 
-    s, eps = cfg.smoothing, cfg.oracle.error
-    if s.mode == "fixed":
-        check = s.n_max
-    else:  # a consistent model stops at its command's first look; take the largest
-        check = max((looks[0].n for t in cfg.thresholds().values()
-                     if (looks := certify.sequential_looks(t, s.sigma, s.alpha, s.n_max, eps))), default=s.n_max)
+    s = cfg.smoothing
+    # a consistent model stops at its command's first look (fixed mode: n_max); take the largest
+    check = max(first_look(cfg, t) for t in cfg.thresholds().values()) if s.mode == "sequential" else s.n_max
     return (raw_batches + 1) * s.batch_size + benchmark.decision_cost_samples(cfg, repeats) + repeats * (s.n0 + check)
+
+
+def first_look(cfg: Config, threshold: float) -> int:
+    """The estimation samples after which the sequential test certifies `threshold` for a
+    consistent model (p = 1): its first look (n_max where it has none), whatever cfg's mode."""
+    s = cfg.smoothing
+    looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
+    return looks[0].n if looks else s.n_max
 
 
 def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
@@ -154,11 +159,7 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     """One command's row of the summary (sample counts include the n0 selection samples)."""
     s, eps = cfg.smoothing, cfg.oracle.error
     n_min = certify.samples_needed(threshold, s.sigma, s.alpha, eps)
-    if s.mode == "sequential":
-        looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, eps)
-        first = looks[0].n if looks else s.n_max
-    else:
-        first = s.n_max
+    first = first_look(cfg, threshold) if s.mode == "sequential" else s.n_max
     row: dict[str, Any] = {"command": name, "threshold": threshold, "abstain": name == cfg.commands.abstain,
                            "n_min": n_min, "first_look": first, "samples_first_look": s.n0 + first}
     for p in P_TRUE:
@@ -192,8 +193,7 @@ def max_threshold_in_time(cfg: Config, budget: int) -> float | None:
     radius = math.floor(100 * certify.max_certifiable_radius(
         available, s.sigma, certify.FIRST_LOOK_SHARE * s.alpha, eps)) / 100
     while radius > 0.0:  # guard against rounding at the boundary: check it with the test's own looks
-        looks = certify.sequential_looks(radius, s.sigma, s.alpha, s.n_max, eps)
-        if looks and looks[0].n <= available:
+        if first_look(cfg, radius) <= available:  # (n_max, when there is no look, exceeds `available`)
             return radius
         radius = round(radius - 0.01, 2)
     return None
@@ -217,7 +217,7 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
                 fixes.append(f"lower the threshold to {lower:g} (commands.{c['command']}.radius_threshold)")
         else:
             fixes.append(f"use smoothing.mode sequential (a consistent model stops after "
-                         f"{_sequential_first(cfg, c['threshold'])} samples instead of n_max {s.n_max})")
+                         f"{s.n0 + first_look(cfg, c['threshold'])} samples instead of n_max {s.n_max})")
         fixes.append(f"raise node.decision_deadline to {_round_up(DEADLINE_MARGIN * c['latency_first_look_s'])}")
         if on_cpu:
             fixes.append("use CUDA (model.device cuda)")
@@ -242,12 +242,6 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
         lines.append(f"model.cpu_threads is 0 (torch's default, one thread per core): where other processes share "
                      f"the CPU, set it to {RECOMMENDED_CPU_THREADS}; oversubscribed threads slow inference many-fold")
     return lines
-
-
-def _sequential_first(cfg: Config, threshold: float) -> int:
-    s = cfg.smoothing
-    looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
-    return s.n0 + (looks[0].n if looks else s.n_max)
 
 
 def _sigma_for(cfg: Config, threshold: float, budget: int | None) -> float | None:
@@ -321,5 +315,5 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "measure", "run", "summary", "advice", "max_threshold_in_time",
+__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "measure", "first_look", "run", "summary", "advice", "max_threshold_in_time",
            "probe_frame", "format_report"]

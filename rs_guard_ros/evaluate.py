@@ -15,7 +15,9 @@ frame). examples/frames.csv (image,instruction,command) is such a file. Key colu
                 row have no ground truth
 
 Other columns are ignored. With several sources the keys are each source's own (file name,
-index and time within that recording).
+index and time within that recording). Where the file gives the instructions, a frame with
+no row and no instruction in the recording is not decided: its row's reason is "unlabelled:
+...", and it is counted apart (`unlabelled`), never as an abstain.
 
 `evaluate` writes into the output folder: decisions.csv and decisions.jsonl (one row per
 frame), summary.json, PNG plots (see :mod:`rs_guard_ros.plots`) and report.md. Several
@@ -44,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import scale
-from .certify import UNKNOWN_NAME
+from .certify import UNKNOWN_NAME, label_name
 from .recordings import Frame, FrameSource, open_sources
 
 if TYPE_CHECKING:  # type hints only: importing this module (the CLI parser does) must not load torch
@@ -57,7 +59,8 @@ CURVE_POINTS = 101  # radius grid of the certified-accuracy curve
 ROW_FIELDS = ("index", "name", "time_s", "instruction", "command", "certified", "label", "radius",
               "radius_camera", "threshold", "p_lower", "n_used", "reason", "latency_ms")
 SOURCE_SUMMARY = ("frames", "certified", "abstained", "certified_pct", "abstain_pct", "abstain_reasons",
-                  "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified")
+                  "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified", "unlabelled")
+UNLABELLED = "unlabelled"  # the reason of a frame with no label row to give its instruction: not decided
 
 
 @dataclass(frozen=True)
@@ -169,17 +172,34 @@ def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True
 def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
                  deadline_s: float | None = None) -> dict[str, Any]:
     """One row: the Guard's decision for the frame (an abstain row for a frame with no image or
-    no instruction), with its ground truth when labels are given. The one per-frame step of
-    every evaluation, in process and on Ray workers alike."""
+    no instruction; an unlabelled one for a frame whose instruction only a missing label row
+    could give), with its ground truth when labels are given. The one per-frame step of every
+    evaluation, in process and on Ray workers alike."""
     instruction = _instruction(frame, labels)
-    if frame.rgb is None:
+    if instruction is None and labels is not None and labels.instructions and labels.command_for(frame) is None:
+        decision, latency = guard.abstain(f"{UNLABELLED}: no row in {labels.path} and no instruction"), None
+    elif frame.rgb is None:
         decision, latency = guard.abstain(f"input: {frame.error or 'no image'}"), None
     elif instruction is None:
         decision, latency = guard.abstain("input: no instruction for this frame"), None
     else:
         decision = guard.decide(frame.rgb, instruction, deadline_s=deadline_s)
         latency = decision.timing_ms["total"]
-    return _row(frame, instruction, decision, latency, labels)
+    row = _row(frame, instruction, decision, latency, labels)
+    if labels is not None and latency is not None:
+        row["clean_label"] = clean_label(guard, frame.rgb, instruction)
+    return row
+
+
+def clean_label(guard: Guard, rgb: np.ndarray, instruction: str) -> str | None:
+    """The base classifier on the clean frame, no noise: the model's plain answer (through the
+    denoiser, if there is one), for the accuracy the gate's certified accuracy is compared with.
+    The gate never computes it (sigma 0 is not a setting); None if the model fails on it."""
+    try:
+        x, _ = guard.prepare(rgb)
+        return label_name(guard.oracle(guard.policy(x[None], instruction.strip()))[0])
+    except Exception:  # counted as not correct, like a model fault in a decision
+        return None
 
 
 def failed_row(cfg: Config, labels: Labels | None, frame: Frame, reason: str) -> dict[str, Any]:
@@ -203,7 +223,7 @@ def _row(frame: Frame, instruction: str | None, d: Decision, latency: float | No
            "n_used": d.n_used, "reason": d.reason, "latency_ms": latency, "counts": d.counts,
            "timing_ms": d.timing_ms}
     if labels is not None:
-        row["ground_truth"] = labels.command_for(frame)
+        row.update(ground_truth=labels.command_for(frame), clean_label=None)
     return row
 
 
@@ -224,7 +244,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
     several = len(sources) > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = (("source",) if several else ()) + ROW_FIELDS + (("ground_truth",) if labels is not None else ())
+    fields = (("source",) if several else ()) + ROW_FIELDS + (("ground_truth", "clean_label") if labels else ())
     rows = resumed_rows(out, sources, labels) if resume else []
     done = {_row_key(row) for row in rows}
     todo = (f for source in sources for f in source if _frame_key(f, several) not in done)
@@ -245,8 +265,9 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
             print(f"rs-guard eval: interrupted after {len(rows)} frames; {out / 'decisions.jsonl'} holds their "
                   "rows: run the same command with --resume to decide the rest", file=sys.stderr)
             raise
-    if not rows:
-        raise ValueError(f"source {', '.join(str(s.path) for s in sources)}: no frames to evaluate")
+    if not counted(rows):
+        raise ValueError(f"source {', '.join(str(s.path) for s in sources)}: no frames to evaluate"
+                         + (f" ({len(rows)} with no row in {labels.path} and no instruction)" if rows else ""))
     summary = summarize(rows, workers.cfg, workers.device, labels is not None)
     summary["source"] = _source_summary(sources, labels)
     if several:
@@ -255,7 +276,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
         summary["ray"] = workers.stats.to_dict()
     summary["files"] = {name: str(out / name) for name in ("decisions.csv", "decisions.jsonl", "summary.json",
                                                            "report.md")}
-    summary["files"].update(plots.write_plots(rows, summary, out))
+    summary["files"].update(plots.write_plots(counted(rows), summary, out))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(summary))
     return summary
@@ -285,7 +306,7 @@ class RowWriter:
         return self
 
     def write(self, row: dict[str, Any]) -> None:
-        self.csv.writerow({k: "" if row[k] is None else row[k] for k in self.fields})
+        self.csv.writerow({k: "" if row.get(k) is None else row[k] for k in self.fields})
         self.jsonl.write(json.dumps(row) + "\n")
 
     def __exit__(self, *exc: Any) -> None:
@@ -347,7 +368,8 @@ def per_source(rows: Sequence[dict[str, Any]], sources: Sequence[FrameSource], c
     out = []
     for s in sources:
         group = groups[str(s.path)]
-        figures = summarize(group, cfg, device, has_labels) if group else {"frames": 0}
+        figures = (summarize(group, cfg, device, has_labels) if counted(group)
+                   else {"frames": 0, "unlabelled": len(group) if has_labels else None})
         out.append({"kind": s.kind, "path": str(s.path), "instruction_topic": s.instruction_topic,
                     **{k: figures.get(k) for k in SOURCE_SUMMARY}})
     return out
@@ -366,6 +388,13 @@ def certified_accuracy(rows: Sequence[dict[str, Any]], radii: Sequence[float]) -
     return [float((good >= radius).sum()) / len(labelled) for radius in radii]
 
 
+def clean_accuracy(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The model's accuracy on the clean frames (no noise, no gate) over the frames the
+    certified-accuracy curve is over; None where there are none."""
+    frames = curve_rows(rows)
+    return sum(r.get("clean_label") == r["ground_truth"] for r in frames) / len(frames) if frames else None
+
+
 def curve_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The frames the accuracy curve is over: those whose ground truth is a command (not UNKNOWN)."""
     return [r for r in rows if r.get("ground_truth") not in (None, UNKNOWN)]
@@ -377,9 +406,16 @@ def radius_grid(rows: Sequence[dict[str, Any]], thresholds: Iterable[float]) -> 
     return [float(v) for v in np.linspace(0.0, top, CURVE_POINTS)]
 
 
+def counted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the figures are over: all but those of unlabelled frames (never decided)."""
+    return [r for r in rows if not r["reason"].startswith(f"{UNLABELLED}:")]
+
+
 def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labels: bool) -> dict[str, Any]:
     """Counts, rates, sample use, latency and (with labels) correctness, as plain JSON types;
-    `device` is where the model ran."""
+    `device` is where the model ran. Unlabelled frames are counted apart (`unlabelled`) and in
+    no other figure."""
+    unlabelled, rows = len(rows) - len(counted(rows)), counted(rows)
     n = len(rows)
     certified = sum(r["certified"] for r in rows)
     decided = [r for r in rows if r["latency_ms"] is not None]  # rows where the model actually ran
@@ -399,7 +435,7 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labe
         "model": {"backend": cfg.model.backend, "path": cfg.model.path, "device": device},
         "thresholds": cfg.thresholds(),
         "labelled": None, "labelled_unknown": None, "correct_certified": None, "wrong_certified": None,
-        "certified_accuracy": None,
+        "certified_accuracy": None, "clean_accuracy": None, "unlabelled": unlabelled if has_labels else None,
     }
     if has_labels:
         labelled = [r for r in rows if r["ground_truth"] is not None]
@@ -409,7 +445,8 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: Config, device: str, has_labe
                        wrong_certified=sum(r["command"] != r["ground_truth"] for r in gated),
                        labelled_unknown=sum(r["ground_truth"] == UNKNOWN for r in labelled),
                        certified_accuracy={"radius": radii, "accuracy": certified_accuracy(rows, radii),
-                                           "frames": len(curve_rows(rows))})
+                                           "frames": len(curve_rows(rows))},
+                       clean_accuracy=clean_accuracy(rows))
     return summary
 
 
@@ -444,6 +481,9 @@ def report_markdown(s: dict[str, Any]) -> str:
         "labels). Latency is per decision, frames that never reached the "
         "model (undecodable, no instruction) excluded.", "",
     ]
+    if s.get("unlabelled"):
+        lines += [f"{s['unlabelled']} more frames have no row in the labels file and no instruction: not decided, "
+                  "and left out of every figure.", ""]
     if "sources" in s:
         lines += ["## Per source", "", "| source | kind | frames | certified | abstained | wrong certified | "
                   "median samples | latency p50 (ms) | latency p99 (ms) |",
@@ -457,7 +497,9 @@ def report_markdown(s: dict[str, Any]) -> str:
                   f"Fraction of the {s['certified_accuracy']['frames']} frames labelled with a command whose "
                   "smoothed label is correct with a certified l2 radius R > 0 and R >= r (model-input units, "
                   "[0,1] intensity; Cohen et al. 2019); frames labelled UNKNOWN are left out. Dashed lines: the "
-                  "per-command thresholds the gate requires before it publishes.", ""]
+                  "per-command thresholds the gate requires before it publishes. The same frames without noise: "
+                  f"the model alone (no gate) is right on {_fmt(_pct(s['clean_accuracy']))} % of them "
+                  "(`clean_label`).", ""]
     lines += ["## Radius over time", "", "![radius timeline](radius_timeline.png)", "",
               "Each frame's certified radius (green: published, red: abstained) and the threshold of its "
               "top label (grey).", "",
@@ -466,6 +508,10 @@ def report_markdown(s: dict[str, Any]) -> str:
               "| reason | frames |", "|---|---:|"]
     lines += [f"| {reason} | {count} |" for reason, count in sorted(s["abstain_reasons"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
 
 
 def _table_row(s: dict[str, Any]) -> str:
@@ -486,7 +532,14 @@ def format_summary(s: dict[str, Any]) -> str:
              f"p99 {_fmt(lat.get('p99'))} ms"]
     if s["labelled"] is not None:
         lines.append(f"  {s['labelled']} labelled: {s['correct_certified']} certified correct, "
-                     f"{s['wrong_certified']} certified WRONG")
+                     f"{s['wrong_certified']} certified WRONG"
+                     + (f"; {s['unlabelled']} unlabelled, not decided (no row, no instruction)"
+                        if s["unlabelled"] else ""))
+        if s["clean_accuracy"] is not None:
+            acc = s["certified_accuracy"]
+            lines.append(f"  accuracy on the {acc['frames']} frames labelled with a command: the model alone on the "
+                         f"clean frame {_pct(s['clean_accuracy']):.1f} %, certified (R > 0) "
+                         f"{_pct(acc['accuracy'][0]):.1f} %")
     if "sources" in s:
         lines.append(f"  {len(s['sources'])} sources: per-source figures in summary.json and report.md")
     if "ray" in s:
@@ -554,5 +607,5 @@ def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.
 
 
 __all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",
-           "resumed_rows", "per_source", "certified_accuracy", "summarize", "add_eval_arguments", "run_eval",
-           "format_summary"]
+           "resumed_rows", "per_source", "certified_accuracy", "clean_accuracy", "clean_label", "counted",
+           "summarize", "add_eval_arguments", "run_eval", "format_summary"]

@@ -24,7 +24,7 @@ from .oracles import make_oracle
 from .oracles.action import twist_prototypes
 from .denoisers import DenoisedPolicy, load_denoiser
 from .policies import load_policy
-from .policies.base import Policy
+from .policies.base import Policy, last_denoise_ms
 from .policies.model_path import resolve
 from .certify import label_name
 from .smoothing import Certificate, buffer_bytes, smooth_certify
@@ -275,7 +275,7 @@ class Guard:
             t0 = time.perf_counter()
             outputs = self.policy(self.layout.unpack(batch), instruction, **extra)
             t1 = time.perf_counter()
-            denoise_ms = self.policy.last_denoise_ms if isinstance(self.policy, DenoisedPolicy) else 0.0
+            denoise_ms = last_denoise_ms(self.policy)
             timing["denoise"] += denoise_ms
             if len(outputs) != len(batch):
                 raise ModelFault(f"returned {len(outputs)} outputs for {len(batch)} frames")

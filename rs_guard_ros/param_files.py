@@ -19,6 +19,9 @@ PARAMETERS_KEY = "ros__parameters"
 # The node name the shipped parameter files use: rcl applies "/**" to the node in any
 # namespace on every distribution (Humble's rcl matches no other wildcard pattern).
 FILE_NODE_KEY = "/**"
+# Parameters rclpy declares and applies itself (ours never use these names). A file or a -p
+# argument may set them; each must be a bool, and neither the node nor the CLI counts them as ours.
+ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,11 +72,22 @@ def _node_entries(tree: Mapping[str, Any], prefix: str, path: Path) -> Iterator[
         if key == PARAMETERS_KEY:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"parameter file {path}: '{prefix or '/'}' has no {PARAMETERS_KEY} mapping")
-            yield prefix or "/", flatten(value)
+            params = flatten(value)
+            empty = next((name for name, v in params.items() if v == []), None)
+            if empty is not None:
+                raise ConfigError(f"parameter file {path}: {empty_list_error(empty)}")
+            yield prefix or "/", params
         elif isinstance(value, Mapping):
             yield from _node_entries(value, f"{prefix}/{str(key).strip('/')}", path)
         else:
             raise ConfigError(f"parameter file {path}: '{prefix}/{key}' is neither a namespace nor {PARAMETERS_KEY}")
+
+
+def empty_list_error(name: str) -> str:
+    """Why an empty list cannot be given: rcl reads [] as a parameter with no type, which
+    rclpy cannot declare (the node would stop without naming it)."""
+    return (f"parameter '{name}': an empty list cannot be given to a ROS node (rcl reads [] as a value with no "
+            "type); leave the parameter out for its default")
 
 
 def node_name_matches(pattern: str, fqn: str) -> bool:
@@ -102,8 +116,17 @@ def read_param_file(path: str | Path, fqn: str = DEFAULT_FQN) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for _, params in applying_entries(path, fqn):
         flat.update(params)
-    flat.pop("use_sim_time", None)  # a standard ROS parameter, not ours
-    return flat
+    return without_ros_own(flat)
+
+
+def without_ros_own(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`flat` without ROS's own parameters (ROS_OWN_PARAMETERS), each checked to be true or
+    false (a wrong type would leave the node on, say, wall time); ConfigError names it."""
+    ours = dict(flat)
+    for name in ROS_OWN_PARAMETERS:
+        if name in ours and not isinstance(ours.pop(name), bool):
+            raise ConfigError(f"parameter '{name}': expected true or false")
+    return ours
 
 
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -158,5 +181,6 @@ def _yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=float("inf")).strip().removesuffix("\n...").strip()
 
 
-__all__ = ["DEFAULT_FQN", "PARAMETERS_KEY", "FILE_NODE_KEY", "flatten", "unflatten", "param_file_entries",
-           "node_name_matches", "applying_entries", "read_param_file", "load_config", "dump_yaml"]
+__all__ = ["DEFAULT_FQN", "PARAMETERS_KEY", "FILE_NODE_KEY", "ROS_OWN_PARAMETERS", "flatten", "unflatten",
+           "param_file_entries", "node_name_matches", "applying_entries", "read_param_file", "without_ros_own",
+           "empty_list_error", "load_config", "dump_yaml"]

@@ -174,13 +174,16 @@ class RayWorkers:
 def actor_options(cfg: Config, resources: dict[str, float]) -> tuple[dict[str, float], Config]:
     """Ray resources of one Guard actor, and the configuration it builds its Guard from.
 
-    A cluster with GPUs and a model on auto/cuda: one GPU per actor, whose model runs on
-    "cuda" (Ray makes the assigned GPU the only visible one). Else model.cpu_threads CPUs (at
-    least one) and the CPU.
+    A cluster with GPUs and a model on auto/cuda: one GPU per actor, whose model (and a
+    denoiser set to a cuda device) runs on "cuda" (Ray makes the assigned GPU the only visible
+    one, so a cuda:1 there does not exist). Else model.cpu_threads CPUs (at least one) and the CPU.
     """
     device = cfg.model.device
     if resources.get("GPU", 0) >= 1 and (device in ("auto", "cuda") or device.startswith("cuda:")):
-        return {"num_cpus": 1, "num_gpus": 1}, config.from_flat({"model.device": "cuda"}, base=cfg)
+        on_gpu = {"model.device": "cuda"}
+        if cfg.denoiser.device.startswith("cuda"):
+            on_gpu["model.denoiser.device"] = "cuda"
+        return {"num_cpus": 1, "num_gpus": 1}, config.from_flat(on_gpu, base=cfg)
     cpu_cfg = config.from_flat({"model.device": "cpu"}, base=cfg) if device == "auto" else cfg
     return {"num_cpus": max(1, cfg.model.cpu_threads), "num_gpus": 0}, cpu_cfg
 

@@ -2,11 +2,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros import certify, cli
+from rs_guard_ros import certify, cli, config, param_files
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -168,3 +169,69 @@ def test_each_command_has_flags_for_its_parameters_even_from_a_config_files_comm
     args = cli.build_parser(cli.command_names(argv)).parse_args(argv)
     cfg = cli.config_from_args(args)
     assert cfg.thresholds() == {"go": 0.3, "halt": 0.0} and cfg.model.state == (0.5, 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15, item 6: the CLI reads every file the node runs with
+# ---------------------------------------------------------------------------
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "config").glob("*.yaml"))
+ROS_OWN = "/**:\n  ros__parameters:\n    use_sim_time: false\n    start_type_description_service: true\n"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_item6_every_shipped_file_and_ros_own_parameters_load_in_the_cli(tmp_path, path):
+    ros_own = tmp_path / "ros_own.yaml"
+    ros_own.write_text(ROS_OWN)
+    argv = ["doctor", "--config", str(path), "--config", str(ros_own)]
+    cfg = cli.config_from_args(cli.build_parser(cli.command_names(argv)).parse_args(argv))
+    assert cfg == param_files.load_config(path)
+
+
+def test_item6_ros_own_parameters_must_be_true_or_false_in_the_cli_as_in_the_node(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ROS_OWN.replace("true", "1"))
+    with pytest.raises(config.ConfigError, match="parameter 'start_type_description_service': expected true or false"):
+        param_files.load_config(bad)
+
+
+@pytest.mark.timeout(300)
+def test_item6_doctor_runs_with_a_file_that_sets_ros_own_parameters(tmp_path):
+    ros_own = tmp_path / "ros_own.yaml"
+    ros_own.write_text(ROS_OWN)
+    out = run("doctor", "--config", str(ros_own), "--model.device", "cpu", "--smoothing.batch_size", "32",
+              "--repeats", "1", "--no-progress")
+    assert out.returncode in (0, 3), out.stderr  # 3: this machine is too slow for the deadline, not an error
+    assert "model transformers:demo_vla" in out.stdout and "\nstop " in out.stdout
+
+
+# ---------------------------------------------------------------------------
+# Issue 15, item 11: rs-guard plan
+# ---------------------------------------------------------------------------
+
+def test_plan_says_more_than_ten_to_the_k_for_an_astronomical_n_min():
+    out = run("plan", "--sigma", "0.25", "--radius", "5")
+    n_min = certify.samples_needed(5, 0.25, 0.001)
+    assert out.returncode == 0 and f"n_min = more than 10^{len(str(n_min)) - 1}\n" in out.stdout
+    assert str(n_min) not in out.stdout
+    assert json.loads(run("plan", "--sigma", "0.25", "--radius", "5", "--json").stdout)["n_min"] == n_min  # exact
+
+
+@pytest.mark.parametrize("flag,value,name", [
+    ("--alpha", "0.7", "smoothing.alpha"), ("--alpha", "0", "smoothing.alpha"), ("--sigma", "5", "smoothing.sigma"),
+    ("--oracle-error", "0.5", "oracle.error")])
+def test_plan_refuses_what_the_node_refuses_with_config_pys_range(flag, value, name):
+    spec = next(s for s in config.param_specs() if s.name == name)
+    with pytest.raises(config.ConfigError):
+        config.coerce(spec, float(value))  # the node's rule
+    args = {"--sigma": "0.25", "--radius": "0.5", flag: value}
+    line = one_line_error(run("plan", *(a for kv in args.items() for a in kv)), "plan")
+    assert f"argument {flag}: parameter '{name}': must be in [{spec.low}, {spec.high}]" in line
+
+
+def test_plan_prints_p_star_with_the_oracle_error_when_there_is_one():
+    with_eps = run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01")
+    assert with_eps.returncode == 0 and "p* + eps_O = 0.987250" in with_eps.stdout
+    assert json.loads(run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01", "--json").stdout)[
+        "p_required_with_oracle_error"] == pytest.approx(0.97725 + 0.01, abs=1e-5)
+    assert "eps_O" not in run("plan", "--sigma", "0.25", "--radius", "0.5").stdout

@@ -92,6 +92,27 @@ def test_fixed_mode_spends_n_max_and_is_advised_to_go_sequential():
     assert "use smoothing.mode sequential" in line and "use CUDA" not in line
 
 
+@pytest.mark.parametrize("mode", ["sequential", "fixed"])
+def test_the_first_look_has_one_home_that_the_summary_the_advice_and_the_measurement_budget_use(mode):
+    """Issue 15: doctor computed the sequential first look in three places; doctor.first_look is
+    now the one, and every figure that needs it agrees with certify's looks."""
+    from rs_guard_ros import benchmark
+
+    cfg = config.from_flat({**SLOW_FORWARD, "smoothing.mode": mode, "smoothing.n_max": 1000})
+    s = cfg.smoothing
+    looks = {name: certify.sequential_looks(t, s.sigma, s.alpha, s.n_max)[0].n for name, t in cfg.thresholds().items()}
+    assert {name: doctor.first_look(cfg, t) for name, t in cfg.thresholds().items()} == looks
+    r = doctor.summary(cfg, 100.0, 0.0, deadline_s=0.5, device="cpu")
+    assert {name: c["first_look"] for name, c in rows(r).items()} == (
+        looks if mode == "sequential" else dict.fromkeys(looks, s.n_max))
+    check = max(looks.values()) if mode == "sequential" else s.n_max
+    assert doctor.measured_samples(cfg, 1, 1) == 2 * s.batch_size + benchmark.decision_cost_samples(cfg, 1) + (
+        s.n0 + check)
+    if mode == "fixed":
+        advice = next(a for a in r["advice"] if a.startswith("forward:"))
+        assert f"a consistent model stops after {s.n0 + looks['forward']} samples instead of n_max" in advice
+
+
 @pytest.mark.parametrize("bad", [dict(samples_per_s=0.0), dict(samples_per_s=float("nan")), dict(overhead_s=-1.0),
                                  dict(deadline_s=-0.5)])
 def test_summary_refuses_meaningless_speeds(bad):

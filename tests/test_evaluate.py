@@ -474,6 +474,61 @@ def test_median_samples_and_latency_ignore_frames_that_never_reached_the_model(g
     assert math.isclose(summary["abstain_pct"], 50.0)
 
 
+def test_a_frame_with_no_label_row_and_no_instruction_is_counted_apart_never_as_an_abstain(guard, tmp_path):
+    """Issue 15: such a frame was an abstain row ("no instruction"), inflating the abstain rate."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, side in (("a.png", "left"), ("b.png", "right"), ("c.png", "left")):
+        cv2.imwrite(str(folder / name), sided(side))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,instruction,command\na.png,go,left\nb.png,go,right\n")  # c.png has no row
+    out = tmp_path / "out"
+    summary = ev.run_eval(parse(["--images", str(folder), "--labels", str(labels), "--out", str(out),
+                                 "--no-progress"]), guard)
+    assert (summary["frames"], summary["certified"], summary["abstained"], summary["unlabelled"]) == (2, 2, 0, 1)
+    assert summary["abstain_pct"] == 0.0 and summary["abstain_reasons"] == {}
+    rows = read_rows(out)  # every frame keeps its row, the unlabelled one saying why it was not decided
+    assert [r["name"] for r in rows] == ["a.png", "b.png", "c.png"]
+    assert rows[2]["reason"] == f"unlabelled: no row in {labels} and no instruction" and rows[2]["latency_ms"] == ""
+    assert "1 more frames have no row in the labels file" in (out / "report.md").read_text()
+    assert "1 unlabelled, not decided" in ev.format_summary(summary)
+    # With an instruction for every frame, the unlabelled frame is decided and counted (no ground truth).
+    summary = ev.run_eval(parse(["--images", str(folder), "--labels", str(labels), "--out", str(tmp_path / "o2"),
+                                 "--instruction", "go", "--no-progress"]), guard)
+    assert (summary["frames"], summary["labelled"], summary["unlabelled"]) == (3, 2, 0)
+    only_unlabelled = tmp_path / "none.csv"
+    only_unlabelled.write_text("image,instruction,command\nzzz.png,go,left\n")
+    with pytest.raises(ValueError, match="no frames to evaluate .3 with no row in"):
+        ev.run_eval(parse(["--images", str(folder), "--labels", str(only_unlabelled), "--out",
+                           str(tmp_path / "o3"), "--no-progress"]), guard)
+
+
+def test_with_labels_the_report_gives_the_models_accuracy_on_the_clean_frames_beside_the_certified_one(tmp_path):
+    """Issue 15: docs/denoiser.md compares the gate with the model's plain accuracy; sigma 0 is not
+    a setting, so eval measures it itself: the base classifier once on each clean frame. Near-even
+    frames (contrast 1) are right on the clean frame and a coin toss under noise: the clean
+    accuracy counts them, the certified accuracy cannot."""
+    guard = make_guard(**{"smoothing.n0": 8, "smoothing.n_max": 64, "smoothing.batch_size": 64,
+                          "smoothing.mode": "fixed", "smoothing.seed": 0, "smoothing.sigma": 0.25})
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = {"a.png": sided("left"), "b.png": sided("right"), "c.png": sided("left", contrast=1),
+              "d.png": sided("right", contrast=1), "e.png": sided("left")}
+    for name, frame in frames.items():
+        cv2.imwrite(str(folder / name), frame)
+    labels = tmp_path / "labels.csv"  # e.png deliberately mislabelled: wrong on the clean frame too
+    labels.write_text("image,command\na.png,left\nb.png,right\nc.png,left\nd.png,right\ne.png,right\n")
+    out = tmp_path / "out"
+    summary = ev.run_eval(parse(["--images", str(folder), "--labels", str(labels), "--out", str(out),
+                                 "--instruction", "go", "--no-progress"]), guard)
+    rows = read_rows(out)
+    assert [r["clean_label"] for r in rows] == ["left", "right", "left", "right", "left"]  # the stand-in's rule
+    assert summary["clean_accuracy"] == 4 / 5
+    assert summary["certified_accuracy"]["accuracy"][0] < summary["clean_accuracy"]  # the near-even frames
+    assert "the model alone (no gate) is right on 80.0 % of them" in (out / "report.md").read_text()
+    assert "the model alone on the clean frame 80.0 %" in ev.format_summary(summary)
+
+
 # ----------------------------------------------------------------------------- the shipped demo
 
 @pytest.mark.slow

@@ -246,6 +246,30 @@ def test_reason_keys_are_short_and_do_not_grow_with_numbers():
     assert reason_key("stale_frame: last frame 0.612 s ago") == reason_key("stale_frame: last frame 3.1 s ago")
 
 
+@pytest.mark.parametrize("reason,key", [  # issue 15: the keys /diagnostics showed were cut mid-word
+    (frame_reason(10.0, FrameTime(9.0, "header"), 0.5, 0.1, "publishing"),
+     "stale_frame:frame captured # s before publishing"),  # was "...before publishing (max_frame_"
+    (frame_reason(10.0, FrameTime(11.0, "header"), 0.5, 0.1, "deciding"),
+     "future_stamp:frame stamped # s ahead of the node clock when"),
+    (ttl_reason(10.0, 8.0, 0.5), "ttl_expired:the command of a frame captured # s ago expired"),
+])
+def test_reason_keys_of_the_gates_own_reasons_end_on_a_whole_word(reason, key):
+    assert reason_key(reason) == key
+
+
+_WORDS = st.lists(st.text("abcxyz_", min_size=1, max_size=15), min_size=1, max_size=12).map(" ".join)
+
+
+@given(head=_WORDS, tail=_WORDS, limit=st.integers(8, 80))
+def test_a_reason_key_is_the_longest_run_of_whole_words_within_the_limit(head, tail, limit):
+    words, key = f"{head}:{tail}".split(), ""
+    for word in words:  # the greedy answer: whole words while they fit
+        if len(f"{key} {word}".strip()) > limit:
+            break
+        key = f"{key} {word}".strip()
+    assert reason_key(f"{head}: {tail}", limit) == (key or words[0][:limit])
+
+
 # -- LatestSlot --------------------------------------------------------------------------
 
 def test_slot_keeps_only_the_newest_item_and_counts_drops():

@@ -50,7 +50,7 @@ def test_without_lerobot_the_backend_says_how_to_install_it(policy_dir) -> None:
 
 def test_a_hub_id_policy_path_answers_with_the_download_command(lerobot, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"`huggingface-cli download lerobot/smolvla_base --local-dir "
+    with pytest.raises(ValueError, match=r"`hf download lerobot/smolvla_base --local-dir "
                                          r"/opt/models/smolvla_base`"):
         load_policy("lerobot", "lerobot/smolvla_base", device="cpu")
 

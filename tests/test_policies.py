@@ -554,8 +554,27 @@ def test_a_hub_id_model_path_answers_in_one_line_with_the_exact_download_command
         load_policy("transformers", "openvla/openvla-7b", device="cpu")
     assert str(err.value) == (
         "model.path 'openvla/openvla-7b' looks like a Hugging Face hub id, but nothing is downloaded at run time: "
-        "run `huggingface-cli download openvla/openvla-7b --local-dir /opt/models/openvla-7b` on a machine with "
+        "run `hf download openvla/openvla-7b --local-dir /opt/models/openvla-7b` on a machine with "
         "network and set model.path: /opt/models/openvla-7b")
+
+
+def test_the_download_command_we_print_is_one_the_installed_huggingface_hub_ships() -> None:
+    """Issue 15: huggingface_hub dropped `huggingface-cli`; the command in every missing-model
+    message must run as printed (here: its program is one of the package's console scripts,
+    and that program's own parser accepts the arguments, checked with --help)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    from rs_guard_ros.policies.model_path import download_command
+
+    words = download_command("openvla/openvla-7b", "/opt/models/openvla-7b").split()
+    scripts = {e.name for e in importlib.metadata.distribution("huggingface_hub").entry_points
+               if e.group == "console_scripts"}
+    assert words[0] in scripts, f"{words[0]} is not a console script of huggingface_hub {sorted(scripts)}"
+    program = Path(sys.executable).parent / words[0]
+    usage = subprocess.run([str(program), *words[1:2], "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0 and "--local-dir" in usage.stdout
 
 
 def test_a_missing_model_directory_is_told_apart_from_a_hub_id(tmp_path, monkeypatch) -> None:

@@ -67,7 +67,7 @@ def test_the_shipped_real_vla_configs_load_validate_and_can_certify_every_thresh
         s = cfg.smoothing
         assert all(certify.can_certify(r, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
                    for r in cfg.thresholds().values())
-    assert "huggingface-cli download openvla/openvla-7b --local-dir /opt/models/openvla-7b" in OPENVLA_YAML.read_text()
+    assert "hf download openvla/openvla-7b --local-dir /opt/models/openvla-7b" in OPENVLA_YAML.read_text()
 
 
 def test_the_shipped_openvla_config_answers_a_hub_id_with_the_download_command(tmp_path, monkeypatch) -> None:
@@ -76,7 +76,7 @@ def test_the_shipped_openvla_config_answers_a_hub_id_with_the_download_command(t
         Guard.from_config(load_config(OPENVLA_YAML, overrides={"model.path": "openvla/openvla-7b"}))
     assert str(err.value) == (
         "model.path 'openvla/openvla-7b' looks like a Hugging Face hub id, but nothing is downloaded at run time: "
-        "run `huggingface-cli download openvla/openvla-7b --local-dir /opt/models/openvla-7b` on a machine with "
+        "run `hf download openvla/openvla-7b --local-dir /opt/models/openvla-7b` on a machine with "
         "network and set model.path: /opt/models/openvla-7b")
     with pytest.raises(ValueError, match=r"^model\.path '/opt/models/openvla-7b' does not exist on this machine"):
         Guard.from_config(load_config(OPENVLA_YAML))  # the shipped path, absent here

@@ -214,6 +214,19 @@ def test_one_gpu_per_actor_where_the_cluster_has_gpus_else_cpu_threads_cpus(devi
     assert scale.default_count(options, resources) == count
 
 
+@pytest.mark.parametrize("model,denoiser,resources,expected", [
+    ("cuda:1", "cuda:1", {"GPU": 1.0}, "cuda"),  # issue 15: cuda:1 does not exist in a one-GPU actor
+    ("auto", "cuda", {"GPU": 2.0}, "cuda"),
+    ("auto", "", {"GPU": 2.0}, ""),  # '' = the model's device, which is rewritten already
+    ("cuda", "cpu", {"GPU": 1.0}, "cpu"),  # a CPU denoiser stays on the CPU
+    ("auto", "cuda:1", {"CPU": 4.0}, "cuda:1"),  # no GPU actor: nothing to rewrite
+])
+def test_a_gpu_actor_runs_a_cuda_denoiser_on_its_one_visible_gpu(model, denoiser, resources, expected):
+    cfg = from_flat({"model.device": model, "model.denoiser.device": denoiser})
+    _, actor_cfg = scale.actor_options(cfg, resources)
+    assert actor_cfg.denoiser.device == expected
+
+
 # ----------------------------------------------------------------------------- attack
 def test_attack_on_ray_writes_the_in_process_layout_one_scene_per_worker_call(ray_local, tmp_path):
     argv = ["--scenes", "2", "--steps", "1", "--eot-samples", "1", "--attacks", "linf", "--smoothing.n_max", "300",

@@ -21,5 +21,14 @@ class Policy(Protocol):
     input_size: tuple[int, int]
     device: torch.device
     output_kind: str  # "text" | "logits" | "action"
+    # ms of the latest call spent in a denoiser in front of the model (denoised smoothing),
+    # reported apart from the model's time. A policy without a denoiser need not define it:
+    # `last_denoise_ms(policy)` reads this default then.
+    last_denoise_ms: float = 0.0
 
     def __call__(self, frames: torch.Tensor, instruction: str) -> Sequence[Any]: ...
+
+
+def last_denoise_ms(policy: Any) -> float:
+    """The policy's `last_denoise_ms`, or the protocol's default where it defines none."""
+    return float(getattr(policy, "last_denoise_ms", Policy.last_denoise_ms))

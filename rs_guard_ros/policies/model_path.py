@@ -3,7 +3,8 @@
 Nothing is downloaded at run time: a robot may have no network, and a model that changes
 under a running gate would void its certificates. So a path that is not a local directory
 is refused at load time with one line that says what to run, and where: a string shaped
-like a Hugging Face hub id ("org/name") gets the exact `huggingface-cli download` command.
+like a Hugging Face hub id ("org/name") gets the exact `hf download` command (`hf` is the
+CLI huggingface_hub ships; it replaced `huggingface-cli`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 def download_command(hub_id: str, local_dir: str | Path) -> str:
     """The command that fetches `hub_id` into `local_dir` (run where there is network)."""
-    return f"huggingface-cli download {hub_id} --local-dir {local_dir}"
+    return f"hf download {hub_id} --local-dir {local_dir}"
 
 
 def resolve(path: str | Path) -> Path:

@@ -82,10 +82,14 @@ def reason_kind(reason: str) -> str:
     return "uncertain"
 
 
-def reason_key(reason: str) -> str:
-    """A short, bounded key for counting reasons: the first two ':' fields, numbers elided."""
+def reason_key(reason: str, limit: int = 60) -> str:
+    """A short, bounded key for counting reasons: the first two ':' fields, numbers elided,
+    remarks in parentheses (settings, hints) left out, at most `limit` characters of whole words."""
     key = ":".join(part.strip() for part in reason.split(":")[:2])
-    return re.sub(r"\d+(\.\d+)?", "#", key)[:60] or "unspecified"
+    key = " ".join(re.sub(r"\([^()]*\)", " ", re.sub(r"\d+(\.\d+)?", "#", key)).split())
+    if len(key) > limit:  # cut before the word that crosses the limit (a single longer word: hard cut)
+        key = key[:limit + 1].rsplit(" ", 1)[0][:limit]
+    return key or "unspecified"
 
 
 def stale_reason(now: float, frame_time: float | None, instruction_time: float | None,

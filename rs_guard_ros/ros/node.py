@@ -60,6 +60,7 @@ from typing import Any, Sequence
 
 import rclpy
 import rclpy.logging
+from rclpy.logging import LoggingSeverity
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -73,7 +74,7 @@ from ..config import Config, ConfigError
 from .gate_state import (ACTIVE, FINALIZED, INACTIVE, INACTIVE_PHASE, LOADING_PHASE, MODEL_LOAD_FAILED, SHUTDOWN,
                          UNCONFIGURED, WITHDRAWN_BY_INSTRUCTION, Level, frame_time)
 from .io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, GateIO, stamp_s, subscribe
-from .params import declare_parameters, plain_value
+from .params import check_command_line, declare_parameters, plain_value
 from .sync import CameraFrame, ViewRounds, joint_sample
 from .worker import DecisionWorker, FrameJob, GateContext, Instruction
 
@@ -361,11 +362,15 @@ smoothing certifies the VLA's output for the camera frame, else the abstain acti
   --params-file FILE   config/<robot>.yaml (every parameter, range and description:
                        config/default.yaml); -r remaps the topics image, image/compressed,
                        instruction and cmd_vel
+  -p NAME:=VALUE       validated as in a file, over the files' values; an empty string is
+                       -p "NAME:=''" (quoted: a shell turns NAME:='' into NAME:=, which rcl refuses)
   can it keep up?      rs-guard doctor --config FILE   (measures the model against the deadline)
 
 exit status: 0 after SIGINT/SIGTERM (the abstain action is the last word), 1 the model failed
-to load, 2 a parameter or parameter file could not be applied (the log line names it)
+to load, 2 the node could not start: a parameter, parameter file or ROS argument could not be
+applied (one log line names it)
 """
+EXIT_CANNOT_START = 2
 
 
 def _own_flags(argv: Sequence[str]) -> list[str]:
@@ -374,10 +379,36 @@ def _own_flags(argv: Sequence[str]) -> list[str]:
     return args[:args.index("--ros-args")] if "--ros-args" in args else args
 
 
+def _cannot_start(exc: Exception) -> int:
+    """A start-up failure as one fatal log line (stderr) naming what failed; exit code 2."""
+    what = "invalid parameters" if isinstance(exc, ConfigError) else f"cannot start: {type(exc).__name__}"
+    rclpy.logging.get_logger(config.NODE_NAME).fatal(f"{what}: {' '.join(str(exc).split())}")
+    if rclpy.ok():
+        rclpy.shutdown()
+    return EXIT_CANNOT_START
+
+
+def _start(argv: Sequence[str], stop: threading.Event) -> RsGuardNode:
+    """rclpy and the node, from the command line checked first (rcl answers its own errors with a
+    traceback); ConfigError or whatever rclpy raises when something given cannot be applied."""
+    check_command_line(argv)
+    # rcl logs a generic "Failed to parse global arguments" before raising what failed: hold
+    # it back, so the one line main() logs is the whole story.
+    rclpy.logging.set_logger_level("rcl", LoggingSeverity.FATAL)
+    if SignalHandlerOptions is not None:
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    else:  # pragma: no cover
+        rclpy.init(args=argv)
+    if rclpy.logging.get_logger_effective_level("rcl") == LoggingSeverity.FATAL:  # not set by --log-level
+        rclpy.logging.set_logger_level("rcl", LoggingSeverity.UNSET)
+    _install_signal_handlers(stop)
+    return RsGuardNode(argv)
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script `rs_guard_node`: exit 0 after a signal, 1 if the model fails to load,
-    2 for parameters that cannot be applied (the log line names the parameter or file);
-    --help and --version answer without starting ROS."""
+    2 if it cannot start (one log line names the parameter, file or argument); --help and
+    --version answer without starting ROS."""
     argv = sys.argv if args is None else args
     own = _own_flags(argv)
     if "--version" in own:
@@ -386,19 +417,11 @@ def main(args: list[str] | None = None) -> int:
     if "-h" in own or "--help" in own:
         print(USAGE, end="")
         return 0
-    if SignalHandlerOptions is not None:
-        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    else:  # pragma: no cover
-        rclpy.init(args=argv)
     stop = threading.Event()
-    _install_signal_handlers(stop)
     try:
-        node = RsGuardNode(argv)
-    except ConfigError as exc:
-        rclpy.logging.get_logger(config.NODE_NAME).fatal(f"invalid parameters: {exc}")
-        if rclpy.ok():
-            rclpy.shutdown()
-        return 2
+        node = _start(argv, stop)
+    except Exception as exc:  # every start-up failure is one line and exit 2, never a traceback
+        return _cannot_start(exc)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     if not node.managed:

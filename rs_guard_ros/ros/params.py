@@ -10,9 +10,14 @@ parameter it was given (parameter files, -p arguments) is declared and readable 
    `rs_guard` while the node runs as `/robot1/rs_guard`, a typo in the top key), so a file
    none of whose entries applies, or an applying entry whose parameter did not arrive,
    is a ConfigError naming the file;
-2. validates every given parameter with config.from_flat (an unknown name, a wrong type,
+2. takes each `-p NAME:=VALUE` on the command line as rcl types it alone
+   (`override_values`): rcl keeps one slot per type for a parameter, and rclpy reads the
+   first set slot in the order bool, integer, double, string, arrays, so an override of
+   another type than the file's value (`-p smoothing.n_max:=abc` over a file's 500) would
+   otherwise be dropped without a word;
+3. validates every given parameter with config.from_flat (an unknown name, a wrong type,
    an out-of-range value or an inconsistent set is a ConfigError naming the parameter);
-3. re-declares each of ours with its validated value, description, range and read-only
+4. re-declares each of ours with its validated value, description, range and read-only
    flag (undeclare, then declare with ignore_override=True).
 
 The node turns a ConfigError into exit code 2 at start-up: a parameter it was given but
@@ -21,8 +26,9 @@ could not apply never leaves it running on defaults.
 from __future__ import annotations
 
 import array
+import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import rclpy.node
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -30,9 +36,8 @@ from rclpy.parameter import Parameter
 
 from .. import config, param_files
 from ..config import Config, ConfigError, ParamSpec
+from ..param_files import ROS_OWN_PARAMETERS, node_name_matches, without_ros_own
 
-# Parameters rclpy declares and applies itself (ours never use these names): each must be a bool.
-ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")
 # rcl command-line options, inside --ros-args, that take one value (so the value is not an option).
 _ROS_OPTIONS_WITH_VALUE = {"-r", "--remap", "-p", "--param", "--params-file", "-e", "--enclave", "--log-level",
                            "--log-config-file", "--log-file-name"}
@@ -43,11 +48,10 @@ def plain_value(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
 
-# -- parameter files on the command line ---------------------------------------------------
+# -- parameter files and overrides on the command line -----------------------------------
 
-def params_files(argv: Sequence[str]) -> list[str]:
-    """The `--params-file` paths in the `--ros-args ... [--]` sections of a command line."""
-    files: list[str] = []
+def _ros_options(argv: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(option, value) of each option with a value in the `--ros-args ... [--]` sections."""
     in_ros_args = False
     tokens = iter(argv)
     for token in tokens:
@@ -57,9 +61,41 @@ def params_files(argv: Sequence[str]) -> list[str]:
             in_ros_args = False
         elif in_ros_args and token in _ROS_OPTIONS_WITH_VALUE:
             value = next(tokens, None)
-            if token == "--params-file" and value is not None:
-                files.append(value)
-    return files
+            if value is not None:
+                yield token, value
+
+
+def params_files(argv: Sequence[str]) -> list[str]:
+    """The `--params-file` paths in the `--ros-args ... [--]` sections of a command line."""
+    return [value for option, value in _ros_options(argv) if option == "--params-file"]
+
+
+def param_rules(argv: Sequence[str]) -> list[tuple[str | None, str, str]]:
+    """(node name or None, parameter name, value text) of each `-p [NODE:]NAME:=VALUE` in the
+    `--ros-args` sections, in order; ConfigError naming the parameter for a rule with no value
+    (`-p NAME:=`, what the shell leaves of `NAME:=''`: rcl cannot parse it) or an empty list."""
+    rules = []
+    for option, rule in _ros_options(argv):
+        if option not in ("-p", "--param") or ":=" not in rule:
+            continue  # not a rule: rcl itself refuses it
+        target, value = rule.split(":=", 1)
+        node, _, name = target.rpartition(":")
+        if value == "":
+            raise ConfigError(f"parameter '{name}': '{option} {rule}' has no value (a shell turns {name}:='' into "
+                              f"that); write an empty string as {option} \"{name}:=''\"")
+        if re.fullmatch(r"\[\s*\]", value):
+            raise ConfigError(param_files.empty_list_error(name))
+        rules.append((node or None, name, value))
+    return rules
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Before rclpy.init: ConfigError (one line, naming it) for what rcl or rclpy would refuse
+    with a traceback or without naming it: a `-p` rule with no value or an empty list, a
+    parameter file that is missing, unreadable, not YAML or holds an empty list."""
+    param_rules(argv)
+    for path in params_files(argv):
+        param_files.param_file_entries(path)
 
 
 def check_params_files(paths: Sequence[str], fqn: str, given: set[str]) -> None:
@@ -75,19 +111,38 @@ def check_params_files(paths: Sequence[str], fqn: str, given: set[str]) -> None:
                                   f"(use {fqn!r} or '/**')")
 
 
+def override_values(node: rclpy.node.Node, argv: Sequence[str]) -> dict[str, Any]:
+    """{name: value} of the command line's `-p` rules that apply to `node`, the last rule for a
+    name winning, each typed by rcl alone: a scratch node in the same context is given just
+    that rule (public API: `cli_args` without the global arguments), so no parameter file's
+    value of another type can shadow it."""
+    fqn, values = node.get_fully_qualified_name(), {}
+    for target, name, value in param_rules(argv):
+        if target is not None and not node_name_matches(target, fqn):
+            continue
+        scratch = rclpy.node.Node(f"{config.NODE_NAME}_override", context=node.context,
+                                  cli_args=["--ros-args", "-p", f"{name}:={value}"], use_global_arguments=False,
+                                  automatically_declare_parameters_from_overrides=True,
+                                  start_parameter_services=False, enable_rosout=False)
+        try:
+            values[name] = plain_value(scratch.get_parameter(name).value)
+        finally:
+            scratch.destroy_node()
+    return values
+
+
 # -- declaring -----------------------------------------------------------------------------
 
-def given_parameters(node: rclpy.node.Node) -> dict[str, Any]:
-    """Every parameter the node was given, {name: value} (ROS's own checked, then left out).
+def given_parameters(node: rclpy.node.Node, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Every parameter the node was given, {name: value}, its command line's `-p` rules as
+    they were written (`override_values`); ROS's own are checked, then left out.
 
     Public API: the node was created with automatically_declare_parameters_from_overrides,
     so what it was given is what is declared before `declare_parameters` runs.
     """
     given = {name: plain_value(p.value) for name, p in node.get_parameters_by_prefix("").items()}
-    for name in ROS_OWN_PARAMETERS:
-        if name in given and not isinstance(given.pop(name), bool):
-            raise ConfigError(f"parameter '{name}': expected true or false")
-    return given
+    given.update(override_values(node, argv))
+    return without_ros_own(given)
 
 
 def _descriptor(spec: ParamSpec, ptype: Parameter.Type) -> ParameterDescriptor:
@@ -119,7 +174,7 @@ def declare_parameters(node: rclpy.node.Node, argv: Sequence[str]) -> Config:
     parameter, then declare ours with their validated values, descriptions and ranges:
     commands.names first, then the per-command parameters for those names. ConfigError
     names the file or the parameter that could not be applied."""
-    given = given_parameters(node)
+    given = given_parameters(node, argv)
     check_params_files(params_files(argv), node.get_fully_qualified_name(), set(given) | set(ROS_OWN_PARAMETERS))
     cfg = config.from_flat(given)
     values = cfg.to_flat()
@@ -134,5 +189,5 @@ def declare_parameters(node: rclpy.node.Node, argv: Sequence[str]) -> Config:
     return cfg
 
 
-__all__ = ["declare_parameters", "given_parameters", "params_files", "check_params_files", "plain_value",
-           "ROS_OWN_PARAMETERS"]
+__all__ = ["declare_parameters", "given_parameters", "override_values", "params_files", "param_rules",
+           "check_command_line", "check_params_files", "plain_value"]

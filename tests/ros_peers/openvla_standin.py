@@ -23,7 +23,7 @@ The rule, on the mean colour (r, g, b) of the frame (values in [0, 1]):
   5 Hz control rate: forward 0.1 m/s, left/right +-0.4 rad/s -- that file's command Twists.
 The instruction is encoded but does not change the action.
 
-Build the directory (as `huggingface-cli download` would leave it):
+Build the directory (as `hf download` would leave it):
     python tests/ros_peers/openvla_standin.py /tmp/openvla_standin
 then run the gate with config/openvla.yaml and model.path: /tmp/openvla_standin.
 """
