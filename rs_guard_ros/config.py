@@ -122,9 +122,10 @@ class SmoothingConfig:
                       choices=("fixed", "sequential"), runtime=True)
     selection: str = param("previous", "how a decision picks the command it tests. previous: the command the gate "
                            "is publishing (certified for the same instruction, within its TTL) is tested first, "
-                           "with no selection samples, at 0.9 alpha; if it fails, its samples select the "
-                           "command for a second test at the rest (docs/guarantee.md). samples: n0 selection "
-                           "samples every time (Cohen's CERTIFY)", choices=("previous", "samples"), runtime=True)
+                           f"with no selection samples, at {certify.PREVIOUS_SHARE:g} alpha; if it fails, its "
+                           "samples select the command for a second test at the rest (docs/guarantee.md). "
+                           "samples: n0 selection samples every time (Cohen's CERTIFY)",
+                           choices=("previous", "samples"), runtime=True)
     n0: int = param(32, "selection samples (when no previous command is tested)", low=1, high=100_000,
                     runtime=True)
     n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1,

@@ -339,8 +339,9 @@ def model_options(cfg: Config) -> dict[str, Any]:
     hf = dict(dtype=m.dtype, mode=m.mode, max_new_tokens=m.max_new_tokens, trust_remote_code=m.trust_remote_code,
               prompt_template=m.prompt_template or None, unnorm_key=m.unnorm_key or None, image_size=m.image_size,
               **({"views": len(keys)} if several else {}))
-    lerobot = dict(camera_keys=keys, state=m.state or None, reads_state=bool(cfg.state.topic))
-    onnx = {"input_names": tuple(key or name for key, name in zip(keys, cams.names))} if several else {}
+    lerobot = dict(camera_keys=keys, state=m.state or None, state_names=cfg.state.joint_names)
+    onnx = dict(reads_state=bool(cfg.state.topic),
+                **({"input_names": tuple(key or name for key, name in zip(keys, cams.names))} if several else {}))
     plugin = {"cameras": {name: key or name for key, name in zip(keys, cams.names)}} if several else {}
     return {"demo": hf, "transformers": hf, "lerobot": lerobot, "onnx": onnx, "plugin": plugin}[m.backend]
 

@@ -173,7 +173,13 @@ def _range_text(spec: ParamSpec) -> str:
         text = f" (range [{low}, {high}])"
     else:
         text = ""
-    return text + ("; changeable at run time" if spec.runtime else "")
+    if not spec.runtime:
+        return text
+    if spec.tighten is None:
+        return text + "; changeable at run time"
+    way, other = ("lowered", "raising") if spec.tighten == "down" else ("raised", "lowering")
+    off = f", or {spec.off:g}," if spec.off is not None else ""
+    return text + f"; at run time only {way} ({other} it{off} needs a restart)"
 
 
 def _yaml_scalar(value: Any) -> str:

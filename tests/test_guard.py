@@ -1,5 +1,6 @@
 """Guard: every input ends in a Decision; only certified commands are published."""
 import json
+from pathlib import Path
 import time
 
 import numpy as np
@@ -269,3 +270,32 @@ def test_defect10_the_expected_camera_size_certifies_its_own_frames_with_the_cam
     d = make_guard(**{"preprocess.expected_width": 128, "preprocess.expected_height": 96}).decide(
         left_bright_frame(), "go")
     assert d.certified and d.radius_camera == pytest.approx(d.radius / np.sqrt(32 * 48 / (96 * 128)))
+
+
+# What commit 5cb1694 (the last one-camera gate) decided on the shipped example frames with the
+# demo VLA, sim_diffdrive.yaml, its camera size given the old way (preprocess.expected_*), a
+# fixed noise seed and fixed mode: (frame, command, estimation counts, p_lower, radius_camera).
+ONE_CAMERA_DECISIONS = [
+    ("forward_1", "left", {'left': 197, 'stop': 2, 'right': 1}, 0.9363101408260166, 0.6601350433334288),
+    ("left_2", "left", {'left': 200}, 0.9660508789898133, 0.7905433061218408),
+    ("stop_1", "right", {'right': 200}, 0.9660508789898133, 0.7905433061218408),
+]
+
+
+def test_issue17_a_one_camera_file_from_today_decides_exactly_as_before():
+    """A single-camera parameter file from before multi-camera support gives the very same
+    decisions: same noise, same views, same counts and bounds, to the last bit."""
+    import cv2
+
+    from rs_guard_ros.param_files import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "config" / "sim_diffdrive.yaml", overrides={
+        "model.device": "cpu", "smoothing.seed": 12345, "smoothing.mode": "fixed", "smoothing.n_max": 200,
+        "smoothing.selection": "samples", "preprocess.expected_width": 128, "preprocess.expected_height": 96})
+    assert cfg.cameras.names == ("camera",) and cfg.cameras.table["camera"].expected_width == 128
+    guard = Guard.from_config(cfg)
+    for frame, command, counts, p_lower, radius_camera in ONE_CAMERA_DECISIONS:
+        rgb = cv2.cvtColor(cv2.imread(str(root / "examples" / f"{frame}.png")), cv2.COLOR_BGR2RGB)
+        d = guard.decide(rgb, "go to the red box")
+        assert (d.command, d.counts, d.p_lower, d.radius_camera) == (command, counts, p_lower, radius_camera), frame

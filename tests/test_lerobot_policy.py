@@ -121,8 +121,9 @@ def test_a_policy_with_several_cameras_needs_a_model_key_per_camera(lerobot, pol
 def test_issue17_every_camera_reaches_its_own_feature_and_the_state_comes_with_each_call(lerobot, policy_dir) -> None:
     """Two cameras (front 24x32, wrist 8x8) as two image features of one observation, and the
     joint state from the topic with every call: each reaches the policy."""
+    joints = tuple(f"joint_{i}" for i in range(standin.ACTION_DIM))
     policy = load_policy("lerobot", str(_two_camera_policy(policy_dir)), device="cpu",
-                         camera_keys=("front", "wrist"), reads_state=True)
+                         camera_keys=("front", "wrist"), state_names=joints)
     assert policy.views == 2 and policy.input_sizes == ((H, W), (8, 8)) and policy.state is None
     green_front = colour((0.0, 1.0, 0.0), 2)
     green_wrist, red_wrist = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
@@ -134,6 +135,8 @@ def test_issue17_every_camera_reaches_its_own_feature_and_the_state_comes_with_e
     assert not policy((green_front, green_wrist), "go", state=raised)[0].any()  # ... and so does the state
     with pytest.raises(ValueError, match="expected 2 camera view"):
         policy(green_front, "go", state=calm)
+    with pytest.raises(ValueError, match=r"state\.joint_names: 2 joints, but the policy's observation\.state has 9"):
+        load_policy("lerobot", str(policy_dir), device="cpu", camera_keys=("front", "wrist"), state_names=("a", "b"))
 
 
 REAL_POLICY = os.environ.get("RS_GUARD_LEROBOT_POLICY")

@@ -72,6 +72,45 @@ def test_a_lerobot_policy_drives_the_node_to_a_certified_twist(ros_env, tmp_path
     _expect_forward_twist(record, twists, load_config(overrides=flat))
 
 
+@pytest.mark.ros
+@pytest.mark.slow
+def test_issue17_a_two_camera_lerobot_policy_with_joint_state_runs_from_its_config_file(ros_env, tmp_path):
+    """config/lerobot_two_cameras.yaml alone (the model path pointed at the stand-in): front and
+    wrist frames on their own topics and /joint_states reach the policy; a green scene on both
+    cameras is certified `forward` with a radius per camera, and the record names the state."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    yaml_file = ROOT / "config" / "lerobot_two_cameras.yaml"
+    cfg = load_config(yaml_file)
+    policy = lerobot_standin.write_policy(tmp_path / "policy", cameras=("front", "wrist"))
+    site = lerobot_standin.write_package(tmp_path / "lerobot_standin_site")
+    overrides = {"model": {"path": str(policy), "device": "cpu"}, "node": NODE}
+    green = np.broadcast_to(np.array((0, 255, 0), np.uint8), (480, 640, 3)).copy()
+    with running_gate(dict(ros_env, PYTHONPATH=str(site)), tmp_path, overrides, param_files=(yaml_file,)) as (_, probe):
+        pubs = [probe.node.create_publisher(Image, cfg.cameras.table[name].topic, qos_profile_sensor_data)
+                for name in cfg.cameras.names]
+        joints = probe.node.create_publisher(JointState, cfg.state.topic, qos_profile_sensor_data)
+
+        def send() -> None:
+            now = probe.now()
+            for pub in pubs:
+                pub.publish(probe.image_msg(green, now))
+            state = JointState(name=list(reversed(cfg.state.joint_names)), position=[0.0] * 9)  # any order
+            state.header.stamp = probe.node.get_clock().now().to_msg()
+            joints.publish(state)
+
+        assert probe.wait_for(lambda: all(p.get_subscription_count() for p in [*pubs, joints]), 60)
+        assert probe.wait_ready(180), "the node did not come up"
+        probe.say("go to the red box")
+        got = probe.wait_for(lambda: [c for c in probe.certs("decision") if c["certified"]], 240, 0.1, send)
+        assert got, f"no certified decision; last records: {probe.certs()[-3:]}"
+        record = got[0]
+        assert set(record["cameras"]) == {"front", "wrist"} and set(record["radius_cameras"]) == {"front", "wrist"}
+        assert record["state_joints"] == 9 and record["state_sha256"]
+    _expect_forward_twist(record, probe.snapshot()[1], cfg)
+
+
 def test_the_stand_ins_are_named_as_such():
     for module in (openvla_standin, lerobot_standin):
         assert "STAND-IN" in (module.__doc__ or "").upper(), module.__name__

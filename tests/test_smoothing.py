@@ -387,7 +387,7 @@ def test_issue16_a_right_previous_label_spends_no_selection_samples():
     assert cold.certified and (cold.selection, cold.n_selection) == ("samples", 32)
     assert warm.certified and (warm.selection, warm.n_selection, warm.previous) == ("previous", 0, "pos")
     assert warm.n_used == warm.n_estimation < cold.n_used
-    assert warm.test_alpha == pytest.approx(0.9 * 0.001) and cold.test_alpha == 0.001
+    assert warm.test_alpha == pytest.approx(certify.PREVIOUS_SHARE * 0.001) and cold.test_alpha == 0.001
 
 
 def test_issue16_a_wrong_previous_label_hands_its_samples_to_a_second_test_at_the_rest_of_alpha():
@@ -397,7 +397,7 @@ def test_issue16_a_wrong_previous_label_hands_its_samples_to_a_second_test_at_th
     assert cert.certified and cert.label == "pos" and cert.selection == "samples" and cert.previous == "neg"
     assert cert.n_selection == sum(cert.selection_counts.values()) == cert.selection_counts["pos"]
     assert cert.n_used == cert.n_selection + cert.n_estimation
-    assert cert.test_alpha == pytest.approx(0.001 - 0.9 * 0.001)
+    assert cert.test_alpha == pytest.approx(0.001 - certify.PREVIOUS_SHARE * 0.001)
     assert cert.to_dict()["previous"] == "neg"
 
 

@@ -102,10 +102,11 @@ class LeRobotPolicy:
     output_kind = "action"
 
     def __init__(self, path: str | Path, *, device: str = "auto", camera_keys: Sequence[str | None] = (None,),
-                 state: Sequence[float] | None = None, reads_state: bool = False) -> None:
+                 state: Sequence[float] | None = None, state_names: Sequence[str] = ()) -> None:
         """`camera_keys`: the image feature each camera feeds (cameras.<name>.model_key, None =
-        the policy's only one); `state`: a fixed observation.state; `reads_state`: the state
-        comes with every call instead (state.topic)."""
+        the policy's only one); `state`: a fixed observation.state; `state_names`: the joints
+        (state.joint_names) whose positions come with every call instead (state.topic)."""
+        reads_state = bool(state_names)
         root = local_model_dir(path)
         configs = _lerobot("lerobot.configs.policies")
         factory = _lerobot("lerobot.policies.factory")
@@ -115,17 +116,19 @@ class LeRobotPolicy:
         self.camera_keys = camera_features(cfg.image_features, tuple(camera_keys))
         self.input_sizes = tuple(tuple(int(v) for v in cfg.image_features[k].shape[-2:]) for k in self.camera_keys)
         self.input_size, self.views = self.input_sizes[0], len(self.camera_keys)
-        if reads_state and cfg.robot_state_feature is None:
-            raise ValueError("state.topic: this policy takes no observation.state")
+        if reads_state:
+            size = 0 if cfg.robot_state_feature is None else int(np.prod(cfg.robot_state_feature.shape))
+            if size != len(state_names):
+                raise ValueError(f"state.joint_names: {len(state_names)} joints, but the policy's observation.state "
+                                 f"has {size} values" if size else "state.topic: this policy takes no observation.state")
         self.state = None if reads_state else fixed_state(cfg.robot_state_feature, state)
         self.policy = factory.get_policy_class(cfg.type).from_pretrained(root, config=cfg)
         self.preprocess, self.postprocess = factory.make_pre_post_processors(
             cfg, pretrained_path=str(root), preprocessor_overrides={"device_processor": {"device": str(self.device)}})
         self.name = f"lerobot:{cfg.type}:{root.name}"
         probe = tuple(torch.full((1, 3, *size), 0.5) for size in self.input_sizes)
-        size = int(np.prod(cfg.robot_state_feature.shape)) if reads_state else 0
         self(probe if self.views > 1 else probe[0], _PROBE_INSTRUCTION,  # a broken pipeline fails at load
-             **({"state": torch.zeros(size)} if reads_state else {}))
+             **({"state": torch.zeros(len(state_names))} if reads_state else {}))
 
     def batch(self, views: Sequence[torch.Tensor], instruction: str, state: torch.Tensor | None) -> dict[str, Any]:
         """The raw observation batch for LeRobot's preprocessor: one row per noisy sample."""

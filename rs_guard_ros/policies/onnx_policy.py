@@ -5,6 +5,10 @@ Graph contract (what `scripts/export_onnx.py` writes, and what a hand-made graph
 Inputs
   ``pixel_values``  float32 (B, 3, H, W), static H and W: the raw noisy frames, [0, 1] RGB
                     plus Gaussian noise, *not* clipped. Any normalisation is inside the graph.
+                    With several cameras: one such input per camera instead, named by its
+                    cameras.<name>.model_key (else the camera's name), each with its own H, W.
+  ``state``         float32 (B, S), when the gate reads a joint state (state.topic): the same
+                    state vector in every row. A graph takes it exactly when state.topic is set.
   ``input_ids``     int64 (B, T), optional: the prompt (chat template or
                     ``"<image>\\n{instruction}\\n"``, see hf_inputs.build_prompt) tokenised by the
                     processor stored beside the graph, image placeholder tokens expanded as the
@@ -40,6 +44,7 @@ from .transformers_policy import PromptCache, check_frames, load_processor
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = PROVIDER_ORDER[:2]
 OUTPUT_KINDS = {"token_ids": "text", "logits": "logits", "action": "action"}
+PIXELS, STATE = "pixel_values", "state"  # the one-camera image input; the joint state input
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -70,17 +75,23 @@ def _default_device(providers: list[str]) -> str:
     return "auto" if providers[0] in GPU_PROVIDERS else "cpu"
 
 
-def graph_inputs(session: Any, graph: Path) -> tuple[set[str], tuple[int, int]]:
-    """Validate the graph's inputs against the contract; return their names and the static (H, W)."""
+def graph_inputs(session: Any, graph: Path, image_names: Sequence[str] = (PIXELS,),
+                 reads_state: bool = False) -> tuple[set[str], tuple[tuple[int, int], ...]]:
+    """Validate the graph's inputs against the contract (one image input per camera, input_ids
+    optional, `state` exactly when the gate reads one); their names and each image's static (H, W)."""
     inputs = {node.name: node for node in session.get_inputs()}
-    if "pixel_values" not in inputs or set(inputs) - {"pixel_values", "input_ids"}:
-        raise ValueError(f"ONNX policy graph {str(graph)!r} must take 'pixel_values' (and optionally "
-                         f"'input_ids'); it takes {sorted(inputs)}")
-    shape = inputs["pixel_values"].shape
-    if len(shape) != 4 or shape[1] != 3 or not all(isinstance(v, int) for v in shape[2:]):
-        raise ValueError(f"ONNX policy graph {str(graph)!r}: pixel_values must be (B, 3, H, W) with static "
-                         f"H and W, got {shape}")
-    return set(inputs), (int(shape[2]), int(shape[3]))
+    wanted = [*image_names, *([STATE] if reads_state else [])]
+    if any(name not in inputs for name in wanted) or set(inputs) - {*wanted, "input_ids"}:
+        raise ValueError(f"ONNX policy graph {str(graph)!r} must take {wanted} (and optionally 'input_ids'); it "
+                         f"takes {sorted(inputs)}")
+    sizes = []
+    for name in image_names:
+        shape = inputs[name].shape
+        if len(shape) != 4 or shape[1] != 3 or not all(isinstance(v, int) for v in shape[2:]):
+            raise ValueError(f"ONNX policy graph {str(graph)!r}: {name} must be (B, 3, H, W) with static H and W, "
+                             f"got {shape}")
+        sizes.append((int(shape[2]), int(shape[3])))
+    return set(inputs), tuple(sizes)
 
 
 def graph_output(session: Any, graph: Path) -> str:
@@ -96,7 +107,10 @@ def graph_output(session: Any, graph: Path) -> str:
 class OnnxPolicy:
     """An exported policy graph run by onnxruntime (contract in the module docstring)."""
 
-    def __init__(self, path: str | Path, *, providers: str | Sequence[str] = "auto", device: str = "auto") -> None:
+    def __init__(self, path: str | Path, *, providers: str | Sequence[str] = "auto", device: str = "auto",
+                 input_names: Sequence[str] = (PIXELS,), reads_state: bool = False) -> None:
+        """`input_names`: the graph's image inputs, one per camera in camera order;
+        `reads_state`: the graph takes the joint state as `state`."""
         import onnxruntime as ort
 
         graph = _graph_path(path)
@@ -109,7 +123,9 @@ class OnnxPolicy:
         except Exception as exc:  # noqa: BLE001 -- re-raised with the path
             raise ValueError(f"cannot load ONNX policy graph {str(graph)!r}: {exc}") from exc
         self.name = f"onnx:{graph.stem}"
-        input_names, self.input_size = graph_inputs(self.session, graph)
+        self.image_names = tuple(input_names)
+        input_names, self.input_sizes = graph_inputs(self.session, graph, self.image_names, reads_state)
+        self.input_size, self.views = self.input_sizes[0], len(self.input_sizes)
         self.output_name = graph_output(self.session, graph)
         self.output_kind = OUTPUT_KINDS[self.output_name]
         self._use_binding = self.device.type == "cuda" and self.session.get_providers()[0] in GPU_PROVIDERS
@@ -128,12 +144,20 @@ class OnnxPolicy:
                              f"({', '.join(_TOKENIZER_FILES)}) are beside it")
         return load_processor(folder, trust_remote_code=False)
 
-    def __call__(self, frames: torch.Tensor, instruction: str) -> Sequence[Any]:
-        """One output per frame (decoded text, logits row or action row)."""
-        frames = check_frames(frames, self.input_size, self.device).float().contiguous()
-        feeds = {"pixel_values": frames}
+    def __call__(self, frames: torch.Tensor | Sequence[torch.Tensor], instruction: str,
+                 state: torch.Tensor | None = None) -> Sequence[Any]:
+        """One output per sample (decoded text, logits row or action row). `frames`: (B, 3, H, W),
+        or one such tensor per camera; `state`: the joint state, for a graph that takes it."""
+        views = (frames,) if isinstance(frames, torch.Tensor) else tuple(frames)
+        if len(views) != self.views:
+            raise ValueError(f"expected {self.views} camera view(s), got {len(views)}")
+        feeds = {name: check_frames(view, size, self.device).float().contiguous()
+                 for name, view, size in zip(self.image_names, views, self.input_sizes)}
+        rows = views[0].shape[0]
+        if state is not None:
+            feeds[STATE] = state.to(self.device, torch.float32).reshape(1, -1).expand(rows, -1).contiguous()
         if self.prompts is not None:
-            feeds["input_ids"] = self.prompts(instruction, frames.shape[0])["input_ids"].contiguous()
+            feeds["input_ids"] = self.prompts(instruction, rows)["input_ids"].contiguous()
         output = self._run_bound(feeds) if self._use_binding else self._run_host(feeds)
         if self.output_kind == "text":
             texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)

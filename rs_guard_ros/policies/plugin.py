@@ -43,9 +43,10 @@ def check_policy(obj: Any, origin: str) -> Policy:
         missing.append("__call__")
     if missing:
         raise ValueError(f"{origin} returned {type(obj).__name__}, not a Policy: missing {', '.join(missing)}")
-    size = obj.input_size
-    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise ValueError(f"{origin}: input_size must be a (H, W) tuple of positive ints, got {size!r}")
+    for name, sizes in (("input_size", (obj.input_size,)), ("input_sizes", getattr(obj, "input_sizes", ()))):
+        for size in sizes:
+            if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+                raise ValueError(f"{origin}: {name} must hold (H, W) tuples of positive ints, got {size!r}")
     if not isinstance(obj.device, torch.device):
         raise ValueError(f"{origin}: device must be a torch.device, got {obj.device!r}")
     if obj.output_kind not in OUTPUT_KINDS:

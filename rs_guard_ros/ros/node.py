@@ -4,9 +4,11 @@ messages and `Guard`.
     rs_guard_node --ros-args --params-file config/sim_diffdrive.yaml -r image:=/camera/image_raw
     ros2 run rs_guard_ros rs_guard_node --ros-args --params-file ...   (with a ROS 2 install)
 
-Topics (all remappable; ROS parameters cannot rename topics):
+Topics (all remappable):
   in   image              sensor_msgs/Image, or CompressedImage on image/compressed when
-                          node.image_transport is "compressed"; best effort, keep last 1
+                          node.image_transport is "compressed"; best effort, keep last 1.
+                          With several cameras, one per camera: cameras.<name>.topic
+  in   joint_states       sensor_msgs/JointState on state.topic, when set; best effort, keep last 1
   in   instruction        std_msgs/String; reliable, volatile, keep last 1
   out  ~/command          std_msgs/String: the certified command or the abstain command
   out  cmd_vel            geometry_msgs/Twist (TwistStamped with node.use_stamped)
@@ -14,18 +16,23 @@ Topics (all remappable; ROS parameters cannot rename topics):
   out  /diagnostics       diagnostic_msgs/DiagnosticArray every node.diagnostics_period
 
 The pieces: params.py applies the parameters (fail-closed), io.py owns the topics and
-what is published on them, worker.py owns the decision thread and the freshness rules. This module wires them to the lifecycle, the timers and the parameter services.
+what is published on them, worker.py owns the decision thread and the freshness rules,
+sync.py the rules across cameras and the joint state. This module wires them to the
+lifecycle, the timers and the parameter services.
 
 Threads. The executor (main thread) runs subscriptions, timers and the parameter and
-lifecycle services; one decision thread takes the newest frame from a one-deep mailbox
-(older ones are dropped and counted) and runs `Guard.decide`.
+lifecycle services; one decision thread takes the newest frames from a one-deep mailbox
+(older ones are dropped and counted) and runs `Guard.decide`. With several cameras a
+decision is asked for once every camera has sent a new frame, and takes the newest of each.
 
 Outputs. Every decision publishes exactly one output: the certified command and its
 Twist, or the abstain action (the abstain command's Twist, zero by default) with the
 reason in its record. A frame older than node.max_frame_age (from its header stamp, or its
 arrival when unstamped) when deciding or publishing, a stamp ahead of the node clock by
-more than node.max_stamp_lead, a camera that stops (any message on `image` counts as
-alive), a missing or expired instruction, a model past node.decision_deadline (0 = no
+more than node.max_stamp_lead, frames of several cameras whose stamps spread more than
+node.max_camera_skew, a camera that stops (any message on its topic counts as alive), a
+joint state that is missing, older than state.max_age or lacks a joint of
+state.joint_names, a missing or expired instruction, a model past node.decision_deadline (0 = no
 deadline), a model or oracle exception and a malformed message all abstain. Between
 decisions the current output is republished at node.publish_rate until its frame's time
 + node.command_ttl, then the abstain action; after node.abstain_publish_timeout s of

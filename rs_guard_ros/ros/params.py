@@ -151,6 +151,8 @@ def _descriptor(spec: ParamSpec, ptype: Parameter.Type) -> ParameterDescriptor:
                                read_only=not spec.runtime)
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.tighten:  # a parameter of the guarantee: config.update refuses the other direction
+        desc.additional_constraints = f"at run time only {'lowered' if spec.tighten == 'down' else 'raised'}"
     if spec.type is float and (spec.low is not None or spec.high is not None):
         desc.floating_point_range = [FloatingPointRange(
             from_value=float(spec.low if spec.low is not None else -sys.float_info.max),

@@ -310,15 +310,17 @@ def _forget_lerobot() -> dict[str, Any]:
 
 
 def write_policy(out: str | Path, *, image_shape: tuple[int, int, int] = (3, 24, 32), n_obs_steps: int = 1,
-                 flow_noise_std: float = 0.0) -> Path:
-    """Write a pretrained stand-in policy directory, laid out as LeRobot saves one."""
+                 flow_noise_std: float = 0.0, cameras: tuple[str, ...] = ("front",)) -> Path:
+    """Write a pretrained stand-in policy directory, laid out as LeRobot saves one: one image
+    feature observation.images.<camera> of `image_shape` per camera."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {"type": POLICY_TYPE, "device": "cpu", "n_obs_steps": n_obs_steps, "chunk_size": 4, "n_action_steps": 4,
               "flow_noise_std": flow_noise_std,
-              "input_features": {CAMERA: {"type": "VISUAL", "shape": list(image_shape)},
+              "input_features": {**{f"observation.images.{name}": {"type": "VISUAL", "shape": list(image_shape)}
+                                    for name in cameras},
                                  STATE: {"type": "STATE", "shape": [ACTION_DIM]}},
               "output_features": {ACTION: {"type": "ACTION", "shape": [ACTION_DIM]}}}
     (out / "config.json").write_text(json.dumps(config, indent=2))
