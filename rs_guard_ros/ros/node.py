@@ -63,7 +63,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import rclpy
 import rclpy.logging
@@ -141,14 +141,24 @@ class RsGuardNode(LifecycleNode):
         self._ctx.phase = LOADING_PHASE
 
         def bring_up() -> None:
-            ok = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            ok = self._transition(self.trigger_configure)
             with self._ctx.lock:
                 if self._ctx.phase == FINALIZED:  # shut down while loading
                     return
-            if not ok or self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            if not ok or not self._transition(self.trigger_activate):
                 self.failed = True
 
         threading.Thread(target=bring_up, name="rs_guard_load", daemon=True).start()
+
+    def _transition(self, trigger: Callable[[], TransitionCallbackReturn]) -> bool:
+        """Whether a lifecycle transition we trigger succeeds. One the state machine refuses (the
+        node was driven from outside meanwhile) returns ERROR from Kilted's rclpy on, but raises
+        RCLError on Humble's and Jazzy's: both count as a failure, and the reason is logged."""
+        try:
+            return trigger() == TransitionCallbackReturn.SUCCESS
+        except Exception as exc:  # RCLError is not public API: any error here is a failed bring-up
+            self.get_logger().error(f"lifecycle transition refused: {type(exc).__name__}: {exc}")
+            return False
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model; failure leaves the node unconfigured (and publishing nothing but abstain)."""
