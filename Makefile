@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed
 JAZZY_VENV := .venv-jazzy
 JAZZY_PY := $(JAZZY_VENV)/bin/python
 JAZZY_STAMP := $(JAZZY_VENV)/.installed
-# Every test file that starts rclpy, in its own process or in child processes.
-JAZZY_TESTS := $(sort $(wildcard tests/test_node*.py)) tests/test_ros_params.py tests/test_ros_stack.py \
-	tests/test_launch.py tests/test_robot_chain.py tests/test_robot_configs.py tests/test_sim_bridge.py \
-	tests/test_sim_demo.py tests/test_doctor_ros.py
+# Every test file that starts rclpy (in-process or in child processes), and the ROS adapter's (test_ros_*.py).
+JAZZY_TESTS := $(sort $(wildcard tests/test_node*.py tests/test_ros_*.py)) tests/test_launch.py \
+	tests/test_robot_chain.py tests/test_robot_configs.py tests/test_sim_bridge.py tests/test_sim_demo.py \
+	tests/test_doctor_ros.py
 DEBS := libosmesa6
 export MUJOCO_GL ?= osmesa
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
