@@ -56,9 +56,9 @@ def test_an_unmanaged_bring_up_the_state_machine_refuses_fails_the_node(ros_env,
     rs_guard_node exits 1 after publishing the abstain action) instead of idling unnoticed."""
     with node_in_process(tmp_path, monkeypatch, PARAMS) as node:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        node.start_unmanaged()
-        (bring_up,) = [t for t in threading.enumerate() if t.name == "rs_guard_load"]
-        bring_up.join()
+        node.start_unmanaged()  # returns once the bring-up thread has started; it may have ended already
+        for bring_up in [t for t in threading.enumerate() if t.name == "rs_guard_load"]:
+            bring_up.join()
         assert node.failed
 
 
