@@ -12,8 +12,9 @@ Two halves, so that the node can log the same summary at start-up without measur
   the latency and decision rate they imply, whether the command can be certified before
   `node.decision_deadline`, and concrete advice where it cannot.
 
-`run` does both; `format_report` renders the result for people; `EXIT_TOO_SLOW` is the
-exit code of `rs-guard doctor` when some command cannot be certified in time.
+`run` does both and adds `ros_environment()` (the ROS 2 distribution and the rclpy the node
+would run on); `format_report` renders the result for people; `EXIT_TOO_SLOW` is the exit
+code of `rs-guard doctor` when some command cannot be certified in time.
 
 The latency model t(n) = overhead_s + n / samples_per_s is a line through decisions of a
 quarter, one and three batches (`benchmark.decision_cost`), and `measure` checks it against
@@ -24,9 +25,13 @@ optimistic by up to one batch's time: compare it with the check.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import re
 import statistics
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from . import certify
 from .config import Config, param_specs
@@ -43,6 +48,9 @@ DEADLINE_MARGIN = 1.2  # a suggested deadline leaves this factor over the expect
 RECOMMENDED_CPU_THREADS = 1  # benchmarks/bench_cpu_threads.py: fastest on a CPU shared with other processes
 DEFAULT_INSTRUCTION = "go to the red box"
 SIGMA_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.sigma")  # no advice beyond its range
+NOT_INSTALLED = "not installed"
+# PyPI's ROS 2 wheels: ros-rclpy is rclpy itself, ros-<distro>-rclpy the meta-package that pins it per distribution.
+_DISTRO_META_PACKAGE = re.compile(r"ros-([a-z]+)-rclpy")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -112,7 +120,43 @@ def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAUL
     check = measured["check"]
     predicted = _latency(check["n_used"], measured)  # the line's prediction for the real decisions' size
     check["predicted_latency_s"] = predicted
-    return {**result, "measured": measured}
+    return {**result, "measured": measured, "ros": ros_environment()}
+
+
+# ----------------------------------------------------------------------------- the ROS 2 side
+def ros_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Optional[str]]:
+    """The ROS 2 distribution and the rclpy this interpreter would run the node on, found without
+    importing rclpy. distro: ROS_DISTRO (set by sourcing a ROS 2 install), else the name of an
+    installed PyPI meta-package ros-<distro>-rclpy, else "unknown"; "not installed" when rclpy is
+    not importable. rclpy: its own package version (apt and the PyPI wheels both install that
+    metadata); rclpy_wheel: the PyPI wheel's version, which can differ (ros-rclpy 7.1.6 is rclpy 7.1.5)."""
+    if importlib.util.find_spec("rclpy") is None:
+        return {"distro": NOT_INSTALLED, "distro_from": None, "rclpy": None, "rclpy_wheel": None}
+    distro, source = environ.get("ROS_DISTRO") or None, "ROS_DISTRO"
+    if distro is None:
+        names = {re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+        found = sorted(m.group(1) for name in names if (m := _DISTRO_META_PACKAGE.fullmatch(name)))
+        distro, source = (found[0], f"ros-{found[0]}-rclpy") if len(found) == 1 else ("unknown", None)
+    return {"distro": distro, "distro_from": source, "rclpy": _installed_version("rclpy"),
+            "rclpy_wheel": _installed_version("ros-rclpy")}
+
+
+def _installed_version(name: str) -> Optional[str]:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def format_ros(ros: Mapping[str, Optional[str]]) -> str:
+    """One line: "ROS 2: jazzy (from ros-jazzy-rclpy), rclpy 7.1.5 (PyPI wheel ros-rclpy 7.1.6)"."""
+    if ros["distro"] == NOT_INSTALLED:
+        return f"ROS 2: {NOT_INSTALLED} (rclpy is not importable)"
+    line = f"ROS 2: {ros['distro']}" + (f" (from {ros['distro_from']})" if ros["distro_from"] else "")
+    line += f", rclpy {ros['rclpy'] or 'of unknown version'}"
+    if ros["rclpy_wheel"] and ros["rclpy_wheel"] != ros["rclpy"]:
+        line += f" (PyPI wheel ros-rclpy {ros['rclpy_wheel']})"
+    return line
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -273,7 +317,7 @@ def _next_power_of_two(n: int) -> int:
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable `rs-guard doctor` output (also for a node's start-up log)."""
     deadline = r["decision_deadline"]
-    lines = []
+    lines = [format_ros(r["ros"])] if "ros" in r else []
     m = r.get("measured")
     if m:
         lines.append(f"model {m['model']} on {m['device']} (torch threads {m['torch_threads']}), "
@@ -315,5 +359,5 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "measure", "first_look", "run", "summary", "advice", "max_threshold_in_time",
-           "probe_frame", "format_report"]
+__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "NOT_INSTALLED", "measure", "first_look", "run", "summary", "advice",
+           "max_threshold_in_time", "probe_frame", "ros_environment", "format_ros", "format_report"]

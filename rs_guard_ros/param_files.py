@@ -16,8 +16,8 @@ from .config import NODE_NAME, Config, ConfigError, ParamSpec, from_flat
 
 DEFAULT_FQN = f"/{NODE_NAME}"  # the node's fully qualified name without a namespace
 PARAMETERS_KEY = "ros__parameters"
-# The node name the shipped parameter files use: rcl applies "/**" to the node in any
-# namespace on every distribution (Humble's rcl matches no other wildcard pattern).
+# The node name the shipped parameter files use: rclpy applies "/**" to the node in any
+# namespace on every distribution (Humble's rclpy before 3.3.5 matches no other wildcard).
 FILE_NODE_KEY = "/**"
 # Parameters rclpy declares and applies itself (ours never use these names). A file or a -p
 # argument may set them; each must be a bool, and neither the node nor the CLI counts them as ours.

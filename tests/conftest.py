@@ -18,6 +18,13 @@ def next_domain_id() -> int:
     return 1 + (os.getpid() * 7 + next(_domains)) % 100
 
 
+def pytest_report_header(config) -> str:
+    """The ROS 2 distribution and rclpy the tests run on (`make test`: Kilted, `make test-jazzy`: Jazzy)."""
+    from rs_guard_ros.doctor import format_ros, ros_environment
+
+    return format_ros(ros_environment())
+
+
 @pytest.fixture
 def ros_env(monkeypatch) -> dict:
     """Environment for ROS 2 processes of one test: localhost discovery and a fresh domain id.

@@ -5,6 +5,10 @@ installs into the project's venv: pip only resolves (--dry-run) or works on thro
   package.xml; it RESOLVES against PyPI for CPython 3.10 and 3.12 on manylinux x86_64 and
   aarch64 (Humble, Jazzy/Kilted, Jetson), so a pin that breaks a robot fails here (skipped
   only when PyPI cannot be reached);
+- requirements-jazzy.txt (the `make test-jazzy` environment): every line pinned, its non-ROS
+  pins those of requirements-dev.txt; it resolves for CPython 3.11 manylinux x86_64 (the
+  Jazzy wheels are cp311) with every ROS package pinned and no torch pulled in. A Jazzy
+  robot (Python 3.12) installs requirements-robot.txt instead: its ROS comes from apt;
 - pip keeps a robot's own torch (a JetPack pre-release or a CUDA build) when installing the
   package, and would replace a too-old one (offline: fake installed torch, --no-index);
 - the robot set is enough: from a site holding only it, torch and the ROS 2 wheels, the
@@ -20,6 +24,7 @@ import ast
 import glob
 import json
 import os
+import platform
 import re
 import shutil
 import ssl
@@ -40,6 +45,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 ROBOT_REQUIREMENTS = ROOT / "requirements-robot.txt"
 DEV_REQUIREMENTS = ROOT / "requirements-dev.txt"
+JAZZY_REQUIREMENTS = ROOT / "requirements-jazzy.txt"
 SETUP = ROOT / "setup.py"
 PACKAGE_XML = ROOT / "package.xml"
 SKIP = shutil.ignore_patterns(".venv", ".git", "build", "install", "log", "__pycache__", "demo_out", "*.egg-info",
@@ -52,6 +58,8 @@ TARGETS = [
     ("3.12", "x86_64", 39, "Jazzy or Kilted, Ubuntu 24.04"),
     ("3.12", "aarch64", 39, "Jazzy or Kilted on arm64, JetPack 7"),
 ]
+# Where requirements-jazzy.txt is installed: a development or CI machine (the wheels are cp311).
+JAZZY_TEST_TARGET = ("3.11", "x86_64")
 # Robots bring these themselves (docs/install.md); none may come from requirements-robot.txt.
 BRING_YOUR_OWN = {"torch", "torchvision", "torchaudio", "triton", "onnxruntime-gpu"}
 # Versions of torch a robot may already have: NVIDIA's JetPack 6 wheels, a CUDA desktop
@@ -83,6 +91,18 @@ def robot_requirements(optional: bool = True) -> list[Requirement]:
 
 def robot_by_name(optional: bool = True) -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in robot_requirements(optional)}
+
+
+def pinned(path: Path) -> dict[str, Requirement]:
+    """A requirements file of one requirement per line (comments allowed), by canonical name."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {canonicalize_name(r.name): r for r in map(Requirement, filter(None, lines))}
+
+
+def pin(req: Requirement) -> str | None:
+    """The version of an `==` pin, else None."""
+    specs = list(req.specifier)
+    return specs[0].version if len(specs) == 1 and specs[0].operator == "==" else None
 
 
 @lru_cache(maxsize=1)
@@ -129,6 +149,16 @@ def test_robot_requirements_are_ranges_without_torch_or_ros_wheels():
         assert not name.startswith("ros-") and name != "rclpy", f"{req}: ROS 2 comes from apt on a robot"
     text = "\n".join(line.split("#", 1)[0] for line in ROBOT_REQUIREMENTS.read_text().splitlines())
     assert "torch" not in text.lower()
+
+
+def test_jazzy_requirements_are_all_pinned_and_share_the_development_pins():
+    jazzy, dev = pinned(JAZZY_REQUIREMENTS), pinned(DEV_REQUIREMENTS)
+    for name, req in jazzy.items():
+        assert pin(req) is not None and req.marker is None and not req.extras, f"{req}: pin it (==)"
+        if not name.startswith("ros-"):
+            assert name in dev and pin(dev[name]) == pin(req), f"{req}: requirements-dev.txt pins {dev.get(name)}"
+    assert "torch" in jazzy and {"ros-jazzy-rclpy", "ros-rclpy"} <= set(jazzy)
+    assert pin(jazzy["ros-jazzy-rclpy"]) == pin(jazzy["ros-rclpy"])  # the meta-package pins rclpy's own version
 
 
 def test_robot_numpy_stays_below_2_for_ros_2s_apt_message_packages():
@@ -351,16 +381,20 @@ def pypi_reachable() -> bool:
 needs_pypi = pytest.mark.skipif("not pypi_reachable()", reason="PyPI is not reachable from here")
 
 
-def _resolve(tmp_path: Path, python: str, machine: str, glibc: int, *requirements: str,
+def _resolve(tmp_path: Path, python: str, machine: str, glibc: int | None, *requirements: str,
              requirement_file: Path | None = None) -> tuple[subprocess.CompletedProcess, dict | None]:
     """pip's resolution for another Python and platform, from binary wheels only, installing
-    nothing (--dry-run --ignore-installed); the --report as a dict (None when it failed)."""
-    platforms = [f"manylinux_2_{m}_{machine}" for m in range(17, glibc + 1)] + [f"manylinux2014_{machine}"]
+    nothing (--dry-run --ignore-installed); the --report as a dict (None when it failed).
+    glibc None: for this interpreter and machine (`python`, `machine` must be theirs), where pip
+    may also read an sdist's metadata, as `pip install` would (empy, which rosidl needs, has no wheel)."""
     report = tmp_path / f"resolve-{python}-{machine}.json"
-    args = ["install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--python-version", python,
-            "--implementation", "cp", "--report", str(report), "--quiet"]
-    for platform in platforms:
-        args += ["--platform", platform]
+    args = ["install", "--dry-run", "--ignore-installed", "--report", str(report), "--quiet"]
+    if glibc is None:
+        assert (python, machine) == ("%d.%d" % sys.version_info[:2], platform.machine()), "not this interpreter"
+    else:
+        args += ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+        for m in [*range(17, glibc + 1), 2014]:
+            args += ["--platform", f"manylinux_2_{m}_{machine}" if m != 2014 else f"manylinux2014_{machine}"]
     if requirement_file is not None:
         args += ["-r", str(requirement_file)]
     done = _pip(*args, *requirements)
@@ -398,6 +432,26 @@ def test_robot_requirements_resolve_for_every_robot_python_and_machine(tmp_path,
             assert req.specifier.contains(resolved[canonicalize_name(req.name)], prereleases=True), \
                 f"{robot}: resolved {req.name} {resolved[canonicalize_name(req.name)]} is outside setup.py's {req}"
     assert resolved["numpy"] < Version("2")
+
+
+@pytest.mark.slow
+@needs_pypi
+def test_jazzy_requirements_resolve_with_every_ros_package_pinned_and_no_torch_pulled_in(tmp_path, venv_untouched):
+    """Without its torch line (installed from the machine's own index: the CPU build), the set
+    resolves, pulls in no torch and no CUDA, and each ROS package it brings is pinned in the file."""
+    python, machine = JAZZY_TEST_TARGET
+    if ("%d.%d" % sys.version_info[:2], platform.machine()) != JAZZY_TEST_TARGET:
+        pytest.skip(f"resolved where it is installed: CPython {python} on {machine}")
+    requirement_file = tmp_path / "requirements.txt"
+    requirement_file.write_text("\n".join(str(r) for name, r in pinned(JAZZY_REQUIREMENTS).items() if name != "torch"))
+    done, report = _resolve(tmp_path, python, machine, None, requirement_file=requirement_file)
+    assert done.returncode == 0, f"requirements-jazzy.txt does not resolve:\n{done.stderr[-4000:]}"
+    resolved = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in report["install"]}
+    assert not {name for name in resolved if name in BRING_YOUR_OWN or name.startswith("nvidia-")}
+    jazzy = pinned(JAZZY_REQUIREMENTS)
+    unpinned = {f"{name}=={v}" for name, v in resolved.items() if name.startswith("ros-") and name not in jazzy}
+    assert not unpinned, f"pin these in requirements-jazzy.txt: {sorted(unpinned)}"
+    assert resolved["ros-rclpy"] == pin(jazzy["ros-rclpy"])
 
 
 @pytest.mark.slow

@@ -151,9 +151,7 @@ class GateIO:
     def wait_acked(self, timeout_s: float) -> None:
         """Wait (up to `timeout_s` per publisher) until subscribers acknowledged the outputs."""
         for pub in (self._pub_twist, self._pub_command, self._pub_certificate):
-            wait = getattr(pub, "wait_for_all_acked", None)  # rclpy >= Humble
-            if wait is not None:
-                wait(Duration(seconds=timeout_s))
+            pub.wait_for_all_acked(Duration(seconds=timeout_s))
 
 
 def _kv(value: Any) -> str:

@@ -63,7 +63,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import rclpy
 import rclpy.logging
@@ -73,6 +73,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
@@ -84,11 +85,6 @@ from .io import CMD_VEL_TOPIC, COMPRESSED_IMAGE_TOPIC, IMAGE_TOPIC, INSTRUCTION_
 from .params import check_command_line, declare_parameters, plain_value
 from .sync import CameraFrame, ViewRounds, joint_sample
 from .worker import DecisionWorker, FrameJob, GateContext, Instruction
-
-try:  # Humble and later: let the node, not rclpy, decide what SIGINT/SIGTERM do
-    from rclpy.signals import SignalHandlerOptions
-except ImportError:  # pragma: no cover - older rclpy
-    SignalHandlerOptions = None
 
 # Run-time parameter changes are validated in the on-set callback and applied in a post-set
 # callback, which rclpy has from Iron on; on Humble they are applied at the end of the on-set one.
@@ -141,14 +137,24 @@ class RsGuardNode(LifecycleNode):
         self._ctx.phase = LOADING_PHASE
 
         def bring_up() -> None:
-            ok = self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            ok = self._transition(self.trigger_configure)
             with self._ctx.lock:
                 if self._ctx.phase == FINALIZED:  # shut down while loading
                     return
-            if not ok or self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            if not ok or not self._transition(self.trigger_activate):
                 self.failed = True
 
         threading.Thread(target=bring_up, name="rs_guard_load", daemon=True).start()
+
+    def _transition(self, trigger: Callable[[], TransitionCallbackReturn]) -> bool:
+        """Whether a lifecycle transition we trigger succeeds. One the state machine refuses (the
+        node was driven from outside meanwhile) returns ERROR from Kilted's rclpy on, but raises
+        RCLError on Humble's and Jazzy's: both count as a failure, and the reason is logged."""
+        try:
+            return trigger() == TransitionCallbackReturn.SUCCESS
+        except Exception as exc:  # RCLError is not public API: any error here is a failed bring-up
+            self.get_logger().error(f"lifecycle transition refused: {type(exc).__name__}: {exc}")
+            return False
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model; failure leaves the node unconfigured (and publishing nothing but abstain)."""
@@ -402,10 +408,7 @@ def _start(argv: Sequence[str], stop: threading.Event) -> RsGuardNode:
     # rcl logs a generic "Failed to parse global arguments" before raising what failed: hold
     # it back, so the one line main() logs is the whole story.
     rclpy.logging.set_logger_level("rcl", LoggingSeverity.FATAL)
-    if SignalHandlerOptions is not None:
-        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-    else:  # pragma: no cover
-        rclpy.init(args=argv)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)  # the node handles SIGINT/SIGTERM
     if rclpy.logging.get_logger_effective_level("rcl") == LoggingSeverity.FATAL:  # not set by --log-level
         rclpy.logging.set_logger_level("rcl", LoggingSeverity.UNSET)
     _install_signal_handlers(stop)

@@ -218,6 +218,11 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy's SIGINT handler shuts the context down at once, even while a step is publishing,
+        # and that publish raises RCLError: the ordinary end. With the context still up it is real.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         if rclpy.ok():
