@@ -6,11 +6,12 @@ selection samples ("samples"), side by side in one run, and the alpha split it u
    (p = 1, 0.99, 0.95) and when it is wrong (the new command has p = 1), for each share of
    alpha given to the first test (certify.sequential_outlook; no sampling).
 2. Measured: the demo's nominal scenarios (config/scenarios/demo.yaml: straight, left, right)
-   played offline -- MuJoCo world + the shipped demo VLA through the Guard, the robot moving
-   `--step` sim seconds on each certified command -- once with "samples" and once per share
-   with "previous". Samples are counted, not timed: the figures do not depend on the
-   machine. Prints median samples per decision (all, forward, turns), abstain rate, wrong
-   certified commands and goals reached, and the ratio to "samples" measured in the same run.
+   played offline -- MuJoCo world + the shipped demo VLA through the Guard -- with the robot
+   driven by the ground truth, `--step` sim seconds per decision, so that "samples" and
+   "previous" at each share decide on the very same frames (each mode offering its own last
+   certified command to its next decision). Samples are counted, not timed: the figures do
+   not depend on the machine. Prints median samples per decision (all, forward, turns),
+   abstain rate and wrong certified commands, and the ratio to "samples" in the same run.
 
     MUJOCO_GL=osmesa .venv/bin/python benchmarks/bench_selection.py [--shares 0.5 0.8 0.9 0.95 0.99] [--json]
 """
@@ -20,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -60,43 +60,45 @@ def exact_table(cfg, shares: list[float]) -> list[dict]:
     return rows
 
 
-def play(guard: Guard, world: World, scenario, step_s: float, dt: float = 0.02) -> list[dict]:
-    """One episode offline, as the node runs it: a decision on the current frame takes
-    `step_s` sim seconds, during which the robot goes on with the command standing when it
-    started; then the decision's output (the certified command, or standstill) stands, and
-    is offered to the next decision when certified."""
+def play(guards: dict[str, tuple[Guard, float]], world: World, scenario, step_s: float,
+         dt: float = 0.02) -> dict[str, list]:
+    """One episode of the scenario, driven by the ground truth (World.correct_command) so that
+    every selection mode decides on the very same frames -- those a robot doing the right thing
+    sees -- each mode (a Guard and its PREVIOUS_SHARE) offering its own last certified command
+    to its next decision."""
     world.reset(robot_pose=scenario.robot, object_positions=scenario.objects,
                 rng=np.random.default_rng(scenario.seed))
     instruction, target = scenario.instructions[0].text, scenario.target
-    table, steps, previous, t = guard.cfg.commands.table, [], None, 0.0
-    standing = table[guard.cfg.commands.abstain]
+    table = next(iter(guards.values()))[0].cfg.commands.table
+    steps: dict[str, list] = {mode: [] for mode in guards}
+    previous: dict[str, str | None] = dict.fromkeys(guards)
+    t = 0.0
     while t < scenario.time_limit and not world.reached(target):
-        truth = world.correct_command(target)
-        d = guard.decide(world.render(), instruction, previous=previous)
-        steps.append({"scenario": scenario.name, "command": d.command, "certified": d.certified, "truth": truth,
-                      "n_used": d.n_used, "n_selection": d.n_selection, "selection": d.selection,
-                      "label": d.label})
+        truth, frame = world.correct_command(target), world.render()
+        for mode, (guard, share) in guards.items():
+            certify.PREVIOUS_SHARE = share
+            d = guard.decide(frame, instruction, previous=previous[mode])
+            steps[mode].append({"scenario": scenario.name, "command": d.command, "certified": d.certified,
+                                "truth": truth, "n_used": d.n_used, "selection": d.selection})
+            previous[mode] = d.command if d.certified else None
+        twist = table[truth]
         for _ in range(round(step_s / dt)):
-            world.step(standing.linear_x, standing.angular_z, dt)
-        previous, standing = (d.command if d.certified else None), table[d.command]
+            world.step(twist.linear_x, twist.angular_z, dt)
         t += step_s
-    steps.append({"scenario": scenario.name, "reached": world.reached(target)})
     return steps
 
 
 def summary(steps: list[dict]) -> dict:
-    decisions = [s for s in steps if "command" in s]
-    certified = [s for s in decisions if s["certified"]]
+    certified = [s for s in steps if s["certified"]]
 
     def median(rows: list[dict]) -> float:
         return statistics.median(r["n_used"] for r in rows) if rows else float("nan")
 
-    return {"decisions": len(decisions), "median_samples": median(decisions),
+    return {"decisions": len(steps), "median_samples": median(steps),
             "median_forward": median([s for s in certified if s["command"] == "forward"]),
             "median_turn": median([s for s in certified if s["command"] in TURNS]),
-            "abstain_rate": 1.0 - len(certified) / max(len(decisions), 1),
-            "wrong": sum(s["command"] != s["truth"] for s in certified),
-            "reached": sum(s.get("reached", False) for s in steps)}
+            "abstain_rate": 1.0 - len(certified) / max(len(steps), 1),
+            "wrong": sum(s["command"] != s["truth"] for s in certified)}
 
 
 def main() -> None:
@@ -107,20 +109,26 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     quiet_model_loading()
-    cfg = load_config(ROOT / "config" / "sim_diffdrive.yaml", overrides={"model.device": "cpu"})
+    config_file = ROOT / "config" / "sim_diffdrive.yaml"
     scenarios = [s for s in load_scenarios(ROOT / "config" / "scenarios" / "demo.yaml") if s.name in NOMINAL]
-    guard = Guard.from_config(cfg)
-    exact = exact_table(cfg, args.shares)
-    measured = []
+    default_share = certify.PREVIOUS_SHARE
+    guards: dict[str, tuple[Guard, float]] = {}
+    policy = oracle = None
+    for selection, share in [("samples", default_share)] + [("previous", share) for share in args.shares]:
+        cfg = load_config(config_file, overrides={"model.device": "cpu", "smoothing.selection": selection})
+        if policy is None:  # one model for every mode: a Guard is its configuration around it
+            first = Guard.from_config(cfg)
+            policy, oracle = first.policy, first.oracle
+        guards[selection if selection == "samples" else f"previous {share:g}"] = (Guard(policy, oracle, cfg), share)
+    exact = exact_table(next(iter(guards.values()))[0].cfg, args.shares)
+    steps: dict[str, list] = {mode: [] for mode in guards}
     with World() as world:
-        for selection, share in [("samples", None)] + [("previous", s) for s in args.shares]:
-            guard.reconfigure(load_config(ROOT / "config" / "sim_diffdrive.yaml",
-                                          overrides={"model.device": "cpu", "smoothing.selection": selection}))
-            certify.PREVIOUS_SHARE = share or certify.PREVIOUS_SHARE
-            steps = [row for sc in scenarios for row in play(guard, world, sc, args.step)]
-            measured.append({"selection": selection, "share": share, **summary(steps)})
-            if not args.json:
-                print(f"measured {selection} {share}: {measured[-1]}", file=sys.stderr, flush=True)
+        for scenario in scenarios:
+            for mode, rows in play(guards, world, scenario, args.step).items():
+                steps[mode] += rows
+    certify.PREVIOUS_SHARE = default_share
+    measured = [{"selection": mode.split()[0], "share": None if mode == "samples" else guards[mode][1],
+                 **summary(rows)} for mode, rows in steps.items()]
     base = measured[0]
     for row in measured:
         row["ratio_median_samples"] = row["median_samples"] / base["median_samples"]
@@ -132,14 +140,15 @@ def main() -> None:
     print("share  " + "  ".join(f"{k:>22}" for k in keys))
     for row in exact:
         print(f"{row['share']:<5}  " + "  ".join(f"{row[k]:22.1f}" for k in keys))
-    print(f"\nmeasured on {', '.join(NOMINAL)} (offline closed loop, {args.step} sim s per decision)")
+    print(f"\nmeasured on {', '.join(NOMINAL)}: the same frames for every mode (the robot driven by the ground "
+          f"truth, {args.step} sim s per decision)")
     print(f"{'selection':<10} {'share':>5} {'decisions':>9} {'median n':>8} {'forward':>7} {'turn':>5} "
-          f"{'abstain':>7} {'wrong':>5} {'reached':>7} {'ratio':>6}")
+          f"{'abstain':>7} {'wrong':>5} {'ratio':>6}")
     for r in measured:
         share = "-" if r["share"] is None else f"{r['share']:g}"
         print(f"{r['selection']:<10} {share:>5} {r['decisions']:>9} {r['median_samples']:>8.0f} "
               f"{r['median_forward']:>7.0f} {r['median_turn']:>5.0f} {r['abstain_rate']:>7.1%} {r['wrong']:>5} "
-              f"{r['reached']:>7} {r['ratio_median_samples']:>6.2f}")
+              f"{r['ratio_median_samples']:>6.2f}")
 
 
 if __name__ == "__main__":
