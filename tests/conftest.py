@@ -1,7 +1,13 @@
 """Shared fixtures: every ROS 2 process a test starts stays on this machine, in its own domain."""
-import itertools
+import contextlib
+import fcntl
 import os
+import random
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,12 +16,51 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
-_domains = itertools.count()
+DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "rs_guard_ros_test_domains"
+DOMAINS = 100  # ids 1..100: their DDS ports are valid on Linux, and 0 is everyone's default
+CLAIM_TIMEOUT_S = 600.0  # more tests than ids at once on this machine: wait for one to finish
 
 
-def next_domain_id() -> int:
-    """A ROS_DOMAIN_ID in 1..100 that differs between tests (and, likely, between runs)."""
-    return 1 + (os.getpid() * 7 + next(_domains)) % 100
+@contextlib.contextmanager
+def claimed_domains(count: int = 1) -> Iterator[int]:
+    """The first of `count` consecutive ROS_DOMAIN_IDs that no other test on this machine holds.
+
+    An flock per id, held until the block ends: pytest-xdist workers, parallel runs and
+    other checkouts never share a domain, so no test sees another's DDS traffic.
+    """
+    DOMAIN_LOCKS.mkdir(exist_ok=True)
+    start, waited = random.randrange(DOMAINS), 0.0
+    while waited < CLAIM_TIMEOUT_S:
+        for i in range(DOMAINS - count + 1):
+            first = 1 + (start + i) % (DOMAINS - count + 1)
+            fds = _lock_all(range(first, first + count))
+            if fds is None:
+                continue
+            try:
+                yield first
+            finally:
+                for fd in fds:
+                    os.close(fd)  # closing the descriptor releases its flock
+            return
+        time.sleep(0.2)
+        waited += 0.2
+    raise RuntimeError(f"no free ROS domain id in 1..{DOMAINS} within {CLAIM_TIMEOUT_S:.0f} s")
+
+
+def _lock_all(ids: range) -> list[int] | None:
+    """Non-blocking exclusive flocks on every id of `ids`; None (and nothing held) if any is taken."""
+    fds: list[int] = []
+    for domain in ids:
+        fd = os.open(DOMAIN_LOCKS / f"{domain}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            for held in fds:
+                os.close(held)
+            return None
+        fds.append(fd)
+    return fds
 
 
 def pytest_report_header(config) -> str:
@@ -26,17 +71,17 @@ def pytest_report_header(config) -> str:
 
 
 @pytest.fixture
-def ros_env(monkeypatch) -> dict:
-    """Environment for ROS 2 processes of one test: localhost discovery and a fresh domain id.
+def ros_env(monkeypatch) -> Iterator[dict]:
+    """Environment for ROS 2 processes of one test: localhost discovery and a domain id of its own.
 
     Also applied to this process, so an in-process rclpy context joins the same domain.
     """
-    domain = str(next_domain_id())
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    with claimed_domains() as domain:
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        yield env
 
 
 @pytest.fixture

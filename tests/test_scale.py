@@ -260,14 +260,15 @@ SCENARIOS = {"scenarios": [
 
 @pytest.mark.ros
 def test_demo_on_ray_plays_two_episodes_side_by_side_each_in_its_own_ros_domain(ray_local, tmp_path, capsys):
-    from conftest import next_domain_id
+    from conftest import claimed_domains
 
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     (scenarios / "short.yaml").write_text(yaml.safe_dump(SCENARIOS))
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--scenarios", str(scenarios), "--episodes", "2", "--out", str(out), "--domain-id",
-                     str(next_domain_id()), "--ray", "--json"]) == 0
+    with claimed_domains(2) as base:  # episode i runs in base + i
+        assert cli.main(["demo", "--scenarios", str(scenarios), "--episodes", "2", "--out", str(out),
+                         "--domain-id", str(base), "--ray", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
 
     runs = result["runs"]

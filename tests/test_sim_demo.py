@@ -28,14 +28,15 @@ def demo(tmp_path_factory):
     """One closed-loop run of the two scenarios (module-scoped: it takes a minute)."""
     import os
 
-    from conftest import next_domain_id
+    from conftest import claimed_domains
 
     tmp = tmp_path_factory.mktemp("demo")
     scenario_file = tmp / "scenarios.yaml"
     scenario_file.write_text(yaml.safe_dump(SCENARIOS))
     saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
     try:
-        result = run_demo(scenario_file, tmp / "out", domain_id=next_domain_id())
+        with claimed_domains() as domain:
+            result = run_demo(scenario_file, tmp / "out", domain_id=domain)
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
