@@ -198,7 +198,10 @@ def test_readme_long_rs_guard_line_runs_cut_short(tmp_path, words, shorter):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_readme_demo_scenario_line_runs_the_closed_loop(ros_env, tmp_path):
-    out = run_readme(readme_command("rs-guard", "demo"), tmp_path, env=ros_env)
+    """The README line, in the test's own claimed domain (the demo's default is a random one,
+    which another test running at the same time may hold)."""
+    out = run_readme(readme_command("rs-guard", "demo"), tmp_path, env=ros_env,
+                     extra=("--domain-id", ros_env["ROS_DOMAIN_ID"]))
     assert out.returncode == 0, out.stderr
     assert "1/1 episodes succeeded" in out.stdout
 
