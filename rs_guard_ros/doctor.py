@@ -80,9 +80,11 @@ def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DE
     frame = probe_frame(guard) if frame is None else frame
     raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress)
     cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress)
-    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress)  # as configured: the check
+    # the check: decisions as configured, each offered the command the one before certified (as on the node)
+    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True)
     check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
              "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
+             **benchmark.selection_figures(real),
              "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real),
              "denoise_share": statistics.median(d.timing_ms["denoise"] / max(d.timing_ms["total"], 1e-9)
                                                 for d in real)}
@@ -105,8 +107,7 @@ def first_look(cfg: Config, threshold: float) -> int:
     """The estimation samples after which the sequential test certifies `threshold` for a
     consistent model (p = 1): its first look (n_max where it has none), whatever cfg's mode."""
     s = cfg.smoothing
-    looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
-    return looks[0].n if looks else s.n_max
+    return certify.first_look_samples(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
 
 
 def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
@@ -186,7 +187,8 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
     late = [c for c in commands if not c["abstain"] and not c["in_time"]]
     result = {"device": device, "samples_per_s": samples_per_s, "overhead_s": overhead_s,
               "decision_deadline": deadline, "samples_in_deadline": budget,
-              "mode": s.mode, "sigma": s.sigma, "alpha": s.alpha, "oracle_error": cfg.oracle.error, "n0": s.n0,
+              "mode": s.mode, "selection": s.selection, "sigma": s.sigma, "alpha": s.alpha,
+              "oracle_error": cfg.oracle.error, "n0": s.n0,
               "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
               "dtype": cfg.model.dtype, "commands": commands, "feasible": not late,
               "exit_code": EXIT_OK if not late else EXIT_TOO_SLOW}
@@ -207,14 +209,10 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     row: dict[str, Any] = {"command": name, "threshold": threshold, "abstain": name == cfg.commands.abstain,
                            "n_min": n_min, "first_look": first, "samples_first_look": s.n0 + first}
     for p in P_TRUE:
-        if s.mode == "sequential":
-            seq = certify.sequential_outlook(p, threshold, s.sigma, s.alpha, s.n_max, eps)
-            expected, median, prob = seq.expected_samples, seq.median_samples, seq.certify_probability
-        else:  # fixed mode always spends n_max
-            expected = median = s.n_max
-            prob = certify.outlook(p, s.n_max, s.sigma, s.alpha, threshold, eps).certify_probability
-        row[f"p={p}"] = {"expected_samples": s.n0 + expected, "median_samples": s.n0 + median,
-                         "certify_probability": prob, "latency_s": _latency(s.n0 + expected, speed)}
+        test = certify.mode_outlook(p, threshold, s.sigma, s.alpha, s.n_max, eps, s.mode)
+        row[f"p={p}"] = {"expected_samples": s.n0 + test.expected_samples, "median_samples": s.n0 + test.median_samples,
+                         "certify_probability": test.certify_probability,
+                         "latency_s": _latency(s.n0 + test.expected_samples, speed)}
     consistent = row[f"p={P_TRUE[0]}"]
     row["latency_s"] = consistent["latency_s"]
     row["decisions_per_s"] = 1.0 / row["latency_s"]
@@ -222,7 +220,26 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     row["latency_n_min_s"] = _latency(s.n0 + n_min, speed)
     row["in_time"] = budget is None or s.n0 + first <= budget
     row["n_min_in_time"] = budget is None or s.n0 + n_min <= budget
+    row["p_required"] = certify.p_required(threshold, s.sigma) + eps
+    row["paths"] = selection_paths(cfg, name, threshold, speed)
     return row
+
+
+def selection_paths(cfg: Config, name: str, threshold: float, speed: dict[str, float]) -> dict[str, Any]:
+    """Per selection path (`certify.selection_paths`: the standing command confirmed, changed to
+    this one, or chosen by n0 samples) the figures of this command at P_TRUE; a change is priced
+    from the dearest other command (its failed test selects this one). `configured`: whether
+    smoothing.selection lets a decision take the path."""
+    s, eps = cfg.smoothing, cfg.oracle.error
+    others = [t for n, t in cfg.thresholds().items() if n not in (name, cfg.commands.abstain) and math.isfinite(t)]
+    outlooks = {p: certify.selection_paths(p, threshold, s.sigma, s.alpha, s.n0, s.n_max, eps, s.mode,
+                                           previous_threshold=max(others, default=threshold)) for p in P_TRUE}
+    paths = certify.paths_table(outlooks)
+    for path, figures in paths.items():
+        figures["configured"] = s.selection == "previous" or path == "samples"
+        for p in P_TRUE:
+            figures[f"p={p}"]["latency_s"] = _latency(figures[f"p={p}"]["expected_samples"], speed)
+    return paths
 
 
 def max_threshold_in_time(cfg: Config, budget: int) -> float | None:
@@ -305,6 +322,11 @@ def _and(items: list[Any]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
+def format_selection(counts: Mapping[str, int]) -> str:
+    """{"previous": 2, "samples": 1} -> "selection: 1 by samples, 2 by previous"."""
+    return "selection: " + ", ".join(f"{n} by {how}" for how, n in sorted(counts.items()))
+
+
 def _round_up(seconds: float) -> float:
     return math.ceil(10 * seconds - 1e-9) / 10
 
@@ -327,7 +349,9 @@ def format_report(r: dict[str, Any]) -> str:
                      f"({m['decisions']} decisions of {_and(m['sizes'])} samples)")
         c = m["check"]
         lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
-                     f"({c['reason']}), median {c['n_used']:.0f} samples in {c['latency_s']:.2f} s; the line "
+                     f"({c['reason']}), median {c['n_used']:.0f} samples (selection {c['n_selection']:.0f} + "
+                     f"estimation {c['n_estimation']:.0f}; {format_selection(c['selection'])}) in "
+                     f"{c['latency_s']:.2f} s; the line "
                      f"predicts {c['predicted_latency_s']:.2f} s for that many"
                      + (f"; the denoiser takes {c['denoise_share']:.0%} of it" if c["denoise_share"] > 0 else ""))
         mem = m["memory"]
@@ -352,6 +376,21 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{p1['expected_samples']:>8.0f} {p1['median_samples']:>7} {p99['expected_samples']:>8.0f} "
                      f"{p99['certify_probability']:>8.3f} {c['latency_s']:>7.2f}s {c['decisions_per_s']:>6.1f}  "
                      f"{verdict}")
+    lines += ["", f"selection paths (smoothing.selection {r['selection']}; the standing command is tested at "
+              f"{certify.PREVIOUS_SHARE:g} alpha): previous = the standing command confirmed, changed = it fails "
+              "and its samples select this command (priced from the dearest other command), samples = n0 selection "
+              "samples; counts include the selection samples (n_sel), n_min is estimation samples only",
+              f"{'command':<10} {'p*':>8} {'path':<9} {'alpha':>8} {'n_sel':>5} {'n_min':>6} {'1st look':>8} "
+              f"{'E[n] .99':>8} {'P[c] .99':>8} {'latency':>8}"]
+    for c in r["commands"]:
+        for path, f in c["paths"].items():
+            p99 = f["p=0.99"]
+            lines.append(f"{c['command']:<10} {c['p_required']:>8.5f} {path + ('' if f['configured'] else '*'):<9} "
+                         f"{f['test_alpha']:>8.2g} {f['n_selection']:>5} {f['n_min']:>6} {f['samples_first_look']:>8} "
+                         f"{p99['expected_samples']:>8.1f} {p99['certify_probability']:>8.3f} "
+                         f"{f['p=1.0']['latency_s']:>7.2f}s")
+    if r["selection"] != "previous":
+        lines.append("* smoothing.selection samples: decisions never take this path")
     lines.append("")
     lines.append("every threshold can be certified within the deadline by a consistent model" if r["feasible"]
                  else "some thresholds cannot be certified within the deadline: those decisions will abstain")

@@ -235,3 +235,20 @@ def test_plan_prints_p_star_with_the_oracle_error_when_there_is_one():
     assert json.loads(run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01", "--json").stdout)[
         "p_required_with_oracle_error"] == pytest.approx(0.97725 + 0.01, abs=1e-5)
     assert "eps_O" not in run("plan", "--sigma", "0.25", "--radius", "0.5").stdout
+
+
+def test_issue16_plan_prints_both_selection_paths_with_their_samples_and_p_star():
+    out = run("plan", "--sigma", "0.25", "--radius", "0.25", "--n0", "32", "--n-max", "500", "--json")
+    result = json.loads(out.stdout)
+    sel = result["selection"]
+    assert (sel["n0"], sel["n_max"], sel["mode"], sel["previous_share"]) == (32, 500, "sequential",
+                                                                            certify.PREVIOUS_SHARE)
+    exact = certify.selection_paths(0.99, 0.25, 0.25, 0.001, 32, 500)
+    for path in certify.SELECTION_PATHS:
+        assert sel["paths"][path]["p=0.99"]["expected_samples"] == pytest.approx(exact[path].expected_samples)
+        assert sel["paths"][path]["n_min"] == exact[path].n_min
+    assert sel["paths"]["previous"]["samples_first_look"] == 50 and sel["paths"]["samples"]["samples_first_look"] == 82
+    text = run("plan", "--sigma", "0.25", "--radius", "0.25", "--n-max", "500").stdout
+    assert "p* = 0.841345, per selection path" in text
+    assert any(line.split()[:5] == ["previous", "0.00099", "0", "41", "50"] for line in text.splitlines())
+    assert any(line.split()[:5] == ["samples", "0.001", "32", "40", "82"] for line in text.splitlines())

@@ -216,3 +216,31 @@ def test_doctor_exits_3_when_the_deadline_leaves_too_few_samples():
     assert out.returncode == 3, out.stderr
     assert "NO" in out.stdout and "advice: forward: threshold 0.25 needs" in out.stdout
     assert out.stderr == ""  # no progress bar (--no-progress), no library noise
+
+
+@pytest.mark.parametrize("selection", ["previous", "samples"])
+def test_issue16_doctor_gives_every_selection_path_from_certify_and_marks_the_ones_the_config_takes(selection):
+    """doctor prints, per command, the standing command confirmed (no n0), a change priced from the
+    dearest other command, and n0 selection samples: certify.selection_paths' figures, with p*."""
+    cfg = config.from_flat({**SLOW_FORWARD, "smoothing.selection": selection})
+    s = cfg.smoothing
+    r = doctor.summary(cfg, 200.0, 0.05)
+    assert r["selection"] == selection
+    forward = rows(r)["forward"]
+    assert forward["p_required"] == pytest.approx(certify.p_required(0.5, s.sigma))
+    for p in doctor.P_TRUE:
+        exact = certify.selection_paths(p, 0.5, s.sigma, s.alpha, s.n0, s.n_max, previous_threshold=0.1)
+        for path, plan in exact.items():
+            figures = forward["paths"][path]
+            assert figures[f"p={p}"]["expected_samples"] == pytest.approx(plan.expected_samples)
+            assert (figures["n_min"], figures["n_selection"]) == (plan.n_min, plan.n_selection)
+            assert figures[f"p={p}"]["latency_s"] == pytest.approx(0.05 + plan.expected_samples / 200.0)
+    assert forward["paths"]["samples"]["samples_first_look"] == forward["samples_first_look"]  # today's figure
+    assert forward["paths"]["previous"]["n_selection"] == 0
+    assert [forward["paths"][k]["configured"] for k in certify.SELECTION_PATHS] == (
+        [True, True, True] if selection == "previous" else [False, False, True])
+    text = doctor.format_report(r)
+    assert f"selection paths (smoothing.selection {selection}" in text
+    line = next(x for x in text.splitlines() if x.startswith("forward") and " previous" in x)
+    assert f"{certify.p_required(0.5, s.sigma):.5f}" in line and f" {forward['paths']['previous']['n_min']} " in line
+    assert ("never take this path" in text) == (selection == "samples")
