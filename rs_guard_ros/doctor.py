@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from . import certify
 from .config import Config, param_specs
+from .smoothing import buffer_bytes, max_rows
 
 if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the guard
     import numpy as np
@@ -48,6 +49,8 @@ DEADLINE_MARGIN = 1.2  # a suggested deadline leaves this factor over the expect
 RECOMMENDED_CPU_THREADS = 1  # benchmarks/bench_cpu_threads.py: fastest on a CPU shared with other processes
 DEFAULT_INSTRUCTION = "go to the red box"
 SIGMA_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.sigma")  # no advice beyond its range
+BATCH_SIZE_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.batch_size")
+MODEL_INPUT_ITEMSIZE = 4  # the noisy copies are float32 model inputs (Guard.buffer_bytes)
 NOT_INSTALLED = "not installed"
 # PyPI's ROS 2 wheels: ros-rclpy is rclpy itself, ros-<distro>-rclpy the meta-package that pins it per distribution.
 _DISTRO_META_PACKAGE = re.compile(r"ros-([a-z]+)-rclpy")
@@ -117,7 +120,7 @@ def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAUL
     (and of the node's start-up report)."""
     measured = measure(guard, frame, instruction, repeats=repeats, raw_batches=raw_batches, progress=progress)
     result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
-                     device=measured["device"])
+                     device=measured["device"], input_numel=guard.layout.numel)
     check = measured["check"]
     predicted = _latency(check["n_used"], measured)  # the line's prediction for the real decisions' size
     check["predicted_latency_s"] = predicted
@@ -162,12 +165,14 @@ def format_ros(ros: Mapping[str, Optional[str]]) -> str:
 
 # ----------------------------------------------------------------------------- the summary
 def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadline_s: float | None = None,
-            device: str | None = None) -> dict[str, Any]:
+            device: str | None = None, input_numel: int | None = None) -> dict[str, Any]:
     """Per command, can its threshold be certified before the deadline at this speed? No model needed.
 
     `samples_per_s` and `overhead_s`: the decision path's cost, t(n) = overhead_s + n / samples_per_s
     (from `measure`, or any other source). `deadline_s` defaults to cfg.node.decision_deadline
-    (0 = no deadline). `device` ("cpu", "cuda:0"; None = unknown) only shapes the advice.
+    (0 = no deadline). `device` ("cpu", "cuda:0"; None = unknown) only shapes the advice;
+    `input_numel` (the model input's size, every view; None = unknown) bounds the batch size it
+    advises by smoothing.max_buffer_mb.
     A command is `in_time` when a consistent model (p = 1) certifies it in time: n0 + the
     sequential test's first look (fixed mode: n0 + n_max) samples fit in the deadline. The
     abstain command is listed but never needs to be in time: publishing it is what abstaining does.
@@ -190,7 +195,7 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
               "mode": s.mode, "selection": s.selection, "sigma": s.sigma, "alpha": s.alpha,
               "oracle_error": cfg.oracle.error, "n0": s.n0,
               "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
-              "dtype": cfg.model.dtype, "commands": commands, "feasible": not late,
+              "dtype": cfg.model.dtype, "max_buffer_mb": s.max_buffer_mb, "input_numel": input_numel, "commands": commands, "feasible": not late,
               "exit_code": EXIT_OK if not late else EXIT_TOO_SLOW}
     result["advice"] = advice(cfg, result)
     return result
@@ -286,8 +291,7 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
             fixes.append("set model.dtype bfloat16")
         # A partial batch costs nearly a full one on a GPU; on a CPU only tiny batches waste much.
         if s.batch_size < c["samples_first_look"] and (on_cuda or s.batch_size < 64):
-            fixes.append(f"raise smoothing.batch_size to {min(_next_power_of_two(c['samples_first_look']), 65_536)} "
-                         "(fewer model calls per decision)")
+            fixes.append(batch_size_advice(cfg, c["samples_first_look"], result["input_numel"]))
         if on_cpu and m.cpu_threads == 0:
             fixes.append(f"set model.cpu_threads {RECOMMENDED_CPU_THREADS} if other processes share the CPU")
         wider = _sigma_for(cfg, c["threshold"], budget)
@@ -303,6 +307,26 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
         lines.append(f"model.cpu_threads is 0 (torch's default, one thread per core): where other processes share "
                      f"the CPU, set it to {RECOMMENDED_CPU_THREADS}; oversubscribed threads slow inference many-fold")
     return lines
+
+
+def batch_size_advice(cfg: Config, samples: int, input_numel: int | None) -> str:
+    """Advice to batch a decision of `samples` samples in fewer model calls, never past the batch
+    size whose noisy copies of the model input (`input_numel` values; None = unknown) fit
+    smoothing.max_buffer_mb (Guard.check_budget's rule); it names the cap where the cap binds."""
+    s = cfg.smoothing
+    wanted = min(_next_power_of_two(samples), BATCH_SIZE_MAX)
+    if input_numel is None:
+        return (f"raise smoothing.batch_size to {wanted} if {wanted} noisy copies of the model input fit "
+                f"smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB)")
+    cap = max_rows(input_numel, MODEL_INPUT_ITEMSIZE, int(s.max_buffer_mb * 2**20))
+    if min(wanted, max(s.n0, s.n_max)) <= cap:  # the buffer holds min(batch, max(n0, n_max)) rows
+        return f"raise smoothing.batch_size to {wanted} (fewer model calls per decision)"
+    need = buffer_bytes(input_numel, MODEL_INPUT_ITEMSIZE, min(wanted, max(s.n0, s.n_max))) / 2**20
+    if cap <= s.batch_size:
+        return (f"smoothing.batch_size cannot grow: smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB) holds at most "
+                f"{cap} noisy copies of this {input_numel}-value model input ({wanted} would need {need:.0f} MB)")
+    return (f"raise smoothing.batch_size to {cap}, the most smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB) allows "
+            f"for this {input_numel}-value model input ({wanted} would need {need:.0f} MB)")
 
 
 def _sigma_for(cfg: Config, threshold: float, budget: int | None) -> float | None:
