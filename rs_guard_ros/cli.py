@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import __version__, attack, certify, config, doctor, evaluate, param_files, scale
+from . import __version__, attack, camera_inputs, certify, config, doctor, evaluate, param_files, scale
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
@@ -192,12 +192,12 @@ def check_files(paths: list[str], flag: str) -> list[str]:
     return paths
 
 
-def load_guard(args: argparse.Namespace):
-    """The Guard the flags configure, loaded quietly."""
+def load_guard(args: argparse.Namespace, cfg: config.Config | None = None):
+    """The Guard the flags (or `cfg`, read from them already) configure, loaded quietly."""
     from .guard import Guard
     from .policies import quiet_model_loading
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args) if cfg is None else cfg
     quiet_model_loading()
     return Guard.from_config(cfg)
 
@@ -223,8 +223,34 @@ def read_rgb(path: str | Path, flag: str = "--image"):
 
 
 def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    frame = read_rgb(args.image)
-    return load_guard(args).decide(frame, args.instruction).to_dict()
+    """One decision on one image per camera (and the joint state where the model reads one); an
+    image the gate cannot take (missing, unreadable, the wrong size) is an error naming the camera."""
+    cfg = config_from_args(args)
+    frames = read_frames(args.image, cfg.cameras.names)
+    state = read_state(args.state, cfg)
+    guard = load_guard(args, cfg)
+    guard.prepare(frames)  # a DecisionError (a ValueError) names the camera whose frame cannot be used
+    return guard.decide(frames, args.instruction, state=state).to_dict()
+
+
+def read_frames(values: list[str], cameras: tuple[str, ...], flag: str = "--image") -> dict[str, Any]:
+    """{camera: RGB array} from `flag` values: [CAMERA=]PATH, one per camera (camera_inputs.per_camera)."""
+    paths = camera_inputs.per_camera(values, cameras, flag, "PATH")
+    return {camera: read_rgb(path, f"{flag} (camera '{camera}')" if len(cameras) > 1 else flag)
+            for camera, path in paths.items()}
+
+
+def read_state(text: str | None, cfg: config.Config, flag: str = "--state") -> Any:
+    """The joint state vector `flag` gives (state.joint_names' order), or None; given where the
+    model reads none, or missing where it does, is an error that says which."""
+    if not cfg.state.topic:
+        if text is not None:
+            raise ValueError(f"{flag}: this configuration's model reads no joint state (state.topic is empty)")
+        return None
+    if text is None:
+        raise ValueError(f"{flag} is required: the model reads the joint state (state.topic {cfg.state.topic}; "
+                         f"joints {', '.join(cfg.state.joint_names)})")
+    return camera_inputs.joint_state(text, cfg.state.joint_names, flag)
 
 
 def certify_status(decision: dict[str, Any]) -> int:
@@ -437,7 +463,13 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                        epilog=f"exit status: {EXIT_OK} the command was certified (the gate publishes it), "
                               f"{EXIT_ABSTAIN} the gate abstained (it publishes the abstain command), {EXIT_ERROR} "
                               "error (usage, configuration, unreadable image: one line on stderr)")
-    p.add_argument("--image", required=True, help="image file (PNG/JPEG), any size: it is preprocessed")
+    p.add_argument("--image", action="append", required=True, metavar="[CAMERA=]PATH",
+                   help="image file (PNG/JPEG) of a camera, preprocessed as that camera's: with several cameras "
+                        "(cameras.names) one --image CAMERA=PATH each; with one camera a plain PATH")
+    p.add_argument("--state", metavar="NAME=VALUE,...|FILE.json",
+                   help="the robot's joint state, where the model reads one (state.topic set): joint positions as "
+                        "NAME=VALUE pairs separated by commas, or a JSON file {\"NAME\": VALUE, ...}; every joint of "
+                        "state.joint_names, others ignored. Held fixed, not certified, as on the robot")
     p.add_argument("--instruction", required=True, help="the instruction given to the VLA")
     _finish(p, cmd_certify, format_decision, names=names)
     p.set_defaults(status=certify_status)
