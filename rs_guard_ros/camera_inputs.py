@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .ros.sync import joint_sample, state_vector
 
 
-def per_camera(values: Sequence[str], cameras: Sequence[str], flag: str, what: str = "VALUE") -> dict[str, str]:
-    """{camera: value} from repeated `flag` values, one per camera of `cameras` (cameras.names);
-    `what` names the value in messages (PATH, TOPIC)."""
+def per_camera(values: Sequence[str], cameras: Sequence[str], flag: str, what: str = "VALUE",
+               require_all: bool = True) -> dict[str, str]:
+    """{camera: value} from repeated `flag` values, one per camera of `cameras` (cameras.names),
+    every camera's unless not `require_all`; `what` names the value in messages (PATH, TOPIC)."""
     cameras = tuple(cameras)
     out: dict[str, str] = {}
     for text in values:
@@ -46,7 +47,7 @@ def per_camera(values: Sequence[str], cameras: Sequence[str], flag: str, what: s
             raise ValueError(f"{flag}: camera '{camera}' given twice")
         out[camera] = value
     missing = [c for c in cameras if c not in out]
-    if missing:
+    if missing and require_all:
         raise ValueError(f"{flag}: nothing for camera '{missing[0]}' (cameras.names: {', '.join(cameras)}; give "
                          f"{flag} {missing[0]}={what})")
     return out
@@ -64,6 +65,21 @@ def joint_state(text: str, joint_names: Sequence[str], flag: str = "--state") ->
     if why:
         raise ValueError(f"{flag}: {why} (state.joint_names: {', '.join(joint_names)})")
     return vector
+
+
+def configured_state(text: str | None, cfg: Any, required: bool, flag: str = "--state") -> np.ndarray | None:
+    """The joint state `flag` gives for `cfg` (a Config), or None: given where its model reads
+    none (state.topic empty), or missing where `required`, is a ValueError that says which."""
+    if not cfg.state.topic:
+        if text is not None:
+            raise ValueError(f"{flag}: this configuration's model reads no joint state (state.topic is empty)")
+        return None
+    if text is None:
+        if required:
+            raise ValueError(f"{flag} is required: the model reads the joint state (state.topic {cfg.state.topic}; "
+                             f"joints {', '.join(cfg.state.joint_names)})")
+        return None
+    return joint_state(text, cfg.state.joint_names, flag)
 
 
 def _text_pairs(text: str, flag: str) -> list[tuple[str, float]]:
@@ -100,4 +116,4 @@ def _number(value: object, where: str) -> float:
     return number
 
 
-__all__ = ["per_camera", "joint_state"]
+__all__ = ["per_camera", "joint_state", "configured_state"]

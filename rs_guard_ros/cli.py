@@ -227,7 +227,7 @@ def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
     image the gate cannot take (missing, unreadable, the wrong size) is an error naming the camera."""
     cfg = config_from_args(args)
     frames = read_frames(args.image, cfg.cameras.names)
-    state = read_state(args.state, cfg)
+    state = camera_inputs.configured_state(args.state, cfg, required=True)
     guard = load_guard(args, cfg)
     guard.prepare(frames)  # a DecisionError (a ValueError) names the camera whose frame cannot be used
     return guard.decide(frames, args.instruction, state=state).to_dict()
@@ -238,19 +238,6 @@ def read_frames(values: list[str], cameras: tuple[str, ...], flag: str = "--imag
     paths = camera_inputs.per_camera(values, cameras, flag, "PATH")
     return {camera: read_rgb(path, f"{flag} (camera '{camera}')" if len(cameras) > 1 else flag)
             for camera, path in paths.items()}
-
-
-def read_state(text: str | None, cfg: config.Config, flag: str = "--state") -> Any:
-    """The joint state vector `flag` gives (state.joint_names' order), or None; given where the
-    model reads none, or missing where it does, is an error that says which."""
-    if not cfg.state.topic:
-        if text is not None:
-            raise ValueError(f"{flag}: this configuration's model reads no joint state (state.topic is empty)")
-        return None
-    if text is None:
-        raise ValueError(f"{flag} is required: the model reads the joint state (state.topic {cfg.state.topic}; "
-                         f"joints {', '.join(cfg.state.joint_names)})")
-    return camera_inputs.joint_state(text, cfg.state.joint_names, flag)
 
 
 def certify_status(decision: dict[str, Any]) -> int:

@@ -171,7 +171,7 @@ class Guard:
         try:
             text = self._check_instruction(instruction, cfg)
             x, norms = self.prepare(frame)
-            extra = self._state_kwargs(state, cfg)
+            extra = self.state_kwargs(state, cfg)
             timing["preprocess"] = _ms_since(start)
             s = cfg.smoothing
             cert = smooth_certify(self._base(text, cfg, timing, deadline, clock, extra), x, sigma=s.sigma,
@@ -249,7 +249,7 @@ class Guard:
             raise DecisionError(f"{where}{exc}") from exc
         return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), norm
 
-    def _state_kwargs(self, state: Any, cfg: Config) -> dict[str, Any]:
+    def state_kwargs(self, state: Any, cfg: Config) -> dict[str, Any]:
         """{"state": the joint state as a float32 tensor on the model's device} when state.topic
         is configured (DecisionError if absent or not finite), else nothing."""
         if not cfg.state.topic:
