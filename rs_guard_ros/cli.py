@@ -483,7 +483,10 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                                    "command the threshold, n_min, the sequential test's first look and expected "
                                    "samples (p = 1 and 0.99), the latency and decision rate they imply, whether "
                                    "the threshold can be certified before node.decision_deadline, the memory in "
-                                   "use, and advice where it cannot.",
+                                   "use, and advice where it cannot; then per command p* and each selection path "
+                                   "(the standing command confirmed, changed, or n0 selection samples), and how "
+                                   "the check's decisions chose their command (selection, n_selection, "
+                                   "n_estimation).",
                        epilog=f"exit status: {EXIT_OK} every command's threshold can be certified in time by a "
                               f"consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), {EXIT_ERROR} "
                               "error (usage, configuration, model loading: one line on stderr)")

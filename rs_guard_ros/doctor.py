@@ -10,7 +10,9 @@ Two halves, so that the node can log the same summary at start-up without measur
   n_min (`certify.samples_needed`), the sequential test's first look and its exact sample
   counts for a consistent model (p = 1) and for p = 0.99 (`certify.sequential_outlook`),
   the latency and decision rate they imply, whether the command can be certified before
-  `node.decision_deadline`, and concrete advice where it cannot.
+  `node.decision_deadline`, and concrete advice where it cannot (never a batch size beyond
+  smoothing.max_buffer_mb); then p* and the figures of every selection path
+  (`certify.selection_paths`: the standing command confirmed, changed, or n0 selection samples).
 
 `run` does both and adds `ros_environment()` (the ROS 2 distribution and the rclpy the node
 would run on); `format_report` renders the result for people; `EXIT_TOO_SLOW` is the exit
@@ -195,7 +197,8 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
               "mode": s.mode, "selection": s.selection, "sigma": s.sigma, "alpha": s.alpha,
               "oracle_error": cfg.oracle.error, "n0": s.n0,
               "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
-              "dtype": cfg.model.dtype, "max_buffer_mb": s.max_buffer_mb, "input_numel": input_numel, "commands": commands, "feasible": not late,
+              "dtype": cfg.model.dtype, "max_buffer_mb": s.max_buffer_mb, "input_numel": input_numel,
+              "commands": commands, "feasible": not late,
               "exit_code": EXIT_OK if not late else EXIT_TOO_SLOW}
     result["advice"] = advice(cfg, result)
     return result

@@ -204,7 +204,8 @@ def clean_label(guard: Guard, rgb: Any, instruction: str, state: np.ndarray | No
     The gate never computes it (sigma 0 is not a setting); None if the model fails on it."""
     try:
         x, _ = guard.prepare(rgb)
-        outputs = guard.policy(guard.layout.unpack(x[None]), instruction.strip(), **guard.state_kwargs(state, guard.cfg))
+        extra = guard.state_kwargs(state, guard.cfg)
+        outputs = guard.policy(guard.layout.unpack(x[None]), instruction.strip(), **extra)
         return label_name(guard.oracle(outputs)[0])
     except Exception:  # counted as not correct, like a model fault in a decision
         return None
