@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections import Counter
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -16,6 +17,7 @@ import psutil
 import torch
 
 from . import certify
+from .doctor import format_selection
 from .guard import Guard
 
 LEAK_DECISIONS = 1000  # one-sample decisions between the two memory readings of `run`
@@ -54,13 +56,25 @@ def raw_throughput(guard: Guard, frame: np.ndarray, instruction: str, batches: i
 
 
 def decisions_for(guard: Guard, frame: np.ndarray, instruction: str, count: int,
-                  progress: Progress = None) -> list[Any]:
-    """`count` decisions on the same input (each carries its own timing_ms)."""
-    out = []
+                  progress: Progress = None, stream: bool = False) -> list[Any]:
+    """`count` decisions on the same input (each carries its own timing_ms). With `stream`, each
+    is offered the command the one before certified, as the node offers its standing command
+    (smoothing.selection previous tests it first); otherwise every decision stands alone."""
+    out: list[Any] = []
     for _ in range(count):
-        out.append(guard.decide(frame, instruction))
+        previous = out[-1].command if stream and out and out[-1].certified else None
+        out.append(guard.decide(frame, instruction, previous=previous))
         _tick(progress, out[-1].n_used)
     return out
+
+
+def selection_figures(decisions: list[Any]) -> dict[str, Any]:
+    """How a run of decisions chose the commands they tested: how many by each selection
+    ("previous", "samples"; none for a decision that never tested) and the median selection
+    and estimation samples."""
+    return {"selection": dict(Counter(d.selection or "none" for d in decisions)),
+            "n_selection": statistics.median(d.n_selection for d in decisions),
+            "n_estimation": statistics.median(d.n_estimation for d in decisions)}
 
 
 def cost_sizes(cfg: Any) -> tuple[tuple[int, int], ...]:
@@ -152,7 +166,7 @@ def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 1
         fixed_full = decisions_for(guard, frame, instruction, decisions, bar.update)
         bar.set_postfix_str("sequential mode")
         guard.reconfigure(_with_smoothing(original, mode="sequential"))
-        sequential = decisions_for(guard, frame, instruction, decisions, bar.update)
+        sequential = decisions_for(guard, frame, instruction, decisions, bar.update, stream=True)
         bar.update(max(0, decisions * full - sum(d.n_used for d in sequential)))  # its share of the estimate
         bar.set_postfix_str("memory over 1000 decisions")
         guard.reconfigure(_with_smoothing(original, mode="fixed", n0=1, n_max=1, batch_size=1))
@@ -176,6 +190,7 @@ def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 1
         "fixed_n": full, "decisions": decisions, "command": label, "threshold": threshold,
         "certified_fraction_sequential": sum(d.certified for d in sequential) / len(sequential),
         "median_n_used_sequential": statistics.median(d.n_used for d in sequential),
+        "selection_config": s.selection, "sequential_selection": selection_figures(sequential),
         "n_min": certify.samples_needed(threshold, s.sigma, s.alpha, original.oracle.error), "n0": s.n0,
         "rss_mb_after_100": rss_100, "rss_mb_after_1000": rss_1000,
         "cuda_max_allocated_mb": memory(guard.policy.device)["cuda_max_allocated_mb"],
@@ -195,7 +210,7 @@ def _percentile(decisions: list[Any], q: float) -> float:
 
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable `rs-guard bench` output."""
-    t = r["timing_ms_sequential_median"]
+    t, sel = r["timing_ms_sequential_median"], r["sequential_selection"]
     return "\n".join([
         f"device {r['device']}, model {r['model']}, batch {r['batch_size']}",
         f"raw policy throughput    {r['raw_samples_per_s']:9.1f} samples/s (no noise, oracle or statistics)",
@@ -205,7 +220,9 @@ def format_report(r: dict[str, Any]) -> str:
         "samples/s (least squares over fixed-mode decisions of three sizes)",
         f"sequential decision      p50 {r['latency_p50_ms']:.0f} ms  p99 {r['latency_p99_ms']:.0f} ms  "
         f"(command {r['command']}, R* {r['threshold']}, certified {100 * r['certified_fraction_sequential']:.0f}%)",
-        f"  median samples         {r['median_n_used_sequential']:.0f} incl. n0={r['n0']} vs n_min {r['n_min']}",
+        f"  median samples         {r['median_n_used_sequential']:.0f} (selection {sel['n_selection']:.0f} + "
+        f"estimation {sel['n_estimation']:.0f}) vs n_min {r['n_min']}; smoothing.selection {r['selection_config']}, "
+        f"{format_selection(sel['selection'])} (each decision offered the command the one before certified)",
         "  median breakdown (ms)  " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
         f"fixed n={r['fixed_n']} decision  p50 {r['fixed_latency_p50_ms']:.0f} ms  "
         f"p99 {r['fixed_latency_p99_ms']:.0f} ms",

@@ -399,3 +399,94 @@ def _futile_mask(k: np.ndarray, n: int, looks: tuple[Look, ...], sigma: float, a
     k_up = _first_true(lambda j: cp_upper(j, n, alpha) >= p_star, 0, n)
     cut = max(c_final - (final.n - n), k_up if k_up is not None else n + 1)
     return k < cut
+
+
+# ----------------------------------------------------------------------------- planning the selection paths
+SELECTION_PATHS = ("previous", "changed", "samples")  # how a decision can go (smoothing.smooth_certify)
+
+
+@dataclass(frozen=True)
+class PathOutlook:
+    """Exact prediction of one path a decision can take (docs/guarantee.md, "Selection by the
+    previous decision"), for a base whose true probability of the tested command is p:
+
+    previous: the standing command is tested first, at previous_share * alpha, with no
+              selection samples, and confirmed;
+    changed:  the standing command (another one, p = 0) fails its test, whose samples select
+              this command, tested on fresh samples at the remaining alpha;
+    samples:  no standing command: n0 selection samples, then the test at alpha (Cohen's CERTIFY).
+    Sample counts include the selection samples (n_selection)."""
+
+    path: str
+    p_true: float
+    test_alpha: float  # the level of the test that decides
+    n_selection: int  # samples that chose the label (0, test 1's on a change, n0)
+    n_min: int  # the fewest estimation samples that can certify at test_alpha (all agreeing)
+    first_look: int  # estimation samples after which a consistent model certifies (fixed mode: n_max)
+    expected_samples: float
+    median_samples: int
+    certify_probability: float
+
+
+def mode_outlook(p_true: float, radius_threshold: float, sigma: float, alpha: float, n_max: int,
+                 oracle_error: float = 0.0, mode: str = "sequential") -> SequentialOutlook:
+    """One test of the gate ("sequential": `sequential_outlook`; "fixed": Cohen's n_max samples,
+    `outlook`), as a SequentialOutlook (estimation samples only)."""
+    if mode == "sequential":
+        return sequential_outlook(p_true, radius_threshold, sigma, alpha, n_max, oracle_error)
+    if mode != "fixed":
+        raise ValueError(f"mode must be 'fixed' or 'sequential', got {mode!r}")
+    prob = outlook(p_true, n_max, sigma, alpha, radius_threshold, oracle_error).certify_probability
+    return SequentialOutlook(float(p_true), prob, float(n_max), n_max)
+
+
+def first_look_samples(radius_threshold: float, sigma: float, alpha: float, n_max: int, oracle_error: float = 0.0,
+                       mode: str = "sequential") -> int:
+    """The estimation samples after which a test at `alpha` certifies `radius_threshold` for a
+    consistent model (p = 1): the sequential test's first look, n_max in fixed mode or where the
+    test has no look."""
+    looks = sequential_looks(radius_threshold, sigma, alpha, n_max, oracle_error) if mode == "sequential" else ()
+    return looks[0].n if looks else n_max
+
+
+def selection_paths(p_true: float, radius_threshold: float, sigma: float, alpha: float, n0: int, n_max: int,
+                    oracle_error: float = 0.0, mode: str = "sequential", previous_share: float | None = None,
+                    previous_threshold: float | None = None) -> dict[str, PathOutlook]:
+    """Every SELECTION_PATHS path of a decision that tests a command of threshold
+    `radius_threshold` and true probability p, exactly (`mode_outlook` per test). On "changed"
+    the standing command, of threshold `previous_threshold` (default: the same), has p = 0: its
+    test stops after a number of samples that is not random, so the counts simply add up."""
+    share = check_probability(PREVIOUS_SHARE if previous_share is None else previous_share, "previous_share")
+    alpha, n0 = check_probability(alpha, "alpha"), check_count(n0, "n0", MAX_SAMPLES)
+    first_alpha = share * alpha
+    levels = {"previous": first_alpha, "changed": alpha - first_alpha, "samples": alpha}
+    prior = radius_threshold if previous_threshold is None else previous_threshold
+    failed = mode_outlook(0.0, prior, sigma, first_alpha, n_max, oracle_error, mode)
+    selection = {"previous": 0, "changed": failed.median_samples, "samples": n0}
+    out = {}
+    for path in SELECTION_PATHS:
+        level, spent = levels[path], selection[path]
+        test = mode_outlook(p_true, radius_threshold, sigma, level, n_max, oracle_error, mode)
+        if path == "changed" and not spent:  # the standing command's test draws nothing: nothing selects
+            test = SequentialOutlook(float(p_true), 0.0, 0.0, 0)
+        out[path] = PathOutlook(path, float(p_true), level, spent, samples_needed(radius_threshold, sigma, level,
+                                                                                  oracle_error),
+                                first_look_samples(radius_threshold, sigma, level, n_max, oracle_error, mode),
+                                spent + test.expected_samples, spent + test.median_samples,
+                                test.certify_probability)
+    return out
+
+
+def paths_table(by_p: Mapping[float, Mapping[str, PathOutlook]]) -> dict[str, dict]:
+    """`selection_paths` at several true p ({p: paths}) as one JSON-ready dict per path: its
+    level and counts, then per p ("p=0.99") the expected and median samples and P[certify]."""
+    table: dict[str, dict] = {}
+    for path in SELECTION_PATHS:
+        one = next(iter(by_p.values()))[path]
+        table[path] = {"test_alpha": one.test_alpha, "n_selection": one.n_selection, "n_min": one.n_min,
+                       "first_look": one.first_look, "samples_first_look": one.n_selection + one.first_look,
+                       **{f"p={p}": {"expected_samples": paths[path].expected_samples,
+                                     "median_samples": paths[path].median_samples,
+                                     "certify_probability": paths[path].certify_probability}
+                          for p, paths in by_p.items()}}
+    return table

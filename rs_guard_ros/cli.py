@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from scipy.stats import norm
 
-from . import __version__, attack, certify, config, doctor, evaluate, param_files, scale
+from . import __version__, attack, camera_inputs, certify, config, doctor, evaluate, param_files, scale
 
 CLI_GROUPS = ("model", "preprocess", "oracle", "smoothing", "instruction")
 EXAMPLES = Path("examples")
@@ -34,12 +34,16 @@ EXIT_STATUS = (f"exit status: {EXIT_OK} success; {EXIT_ERROR} error (usage, conf
                "threshold cannot be certified before node.decision_deadline")
 
 PLAN_P_TRUE = (0.999, 0.99, 0.95)
+DEFAULTS = config.Config().smoothing  # plan's n0, n_max and mode: config/default.yaml's
 PLAN_SIZES = (1_000, 10_000, 100_000)
 
 
-def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0) -> dict[str, Any]:
+def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0, *, n0: int = DEFAULTS.n0,
+         n_max: int = DEFAULTS.n_max, mode: str = DEFAULTS.mode) -> dict[str, Any]:
     """The planning law: p*, n_min, and per sample budget n the exact outlook of Cohen's
-    fixed-n CERTIFY and of the gate's sequential test, for bases of true probability p.
+    fixed-n CERTIFY and of the gate's sequential test, for bases of true probability p; then
+    the gate's decision at n0 and n_max along each selection path (`certify.selection_paths`:
+    the standing command confirmed at PREVIOUS_SHARE alpha, changed, or n0 selection samples).
 
     Budgets above certify.MAX_SAMPLES (the range of smoothing.n_max) are not tabulated, so
     the answer takes bounded work for every sigma and radius.
@@ -61,12 +65,15 @@ def plan(sigma: float, radius: float, alpha: float, oracle_error: float = 0.0) -
                              "sequential_expected_samples": seq.expected_samples}
         rows.append(row)
     p_required = certify.p_required(radius, sigma)
+    paths = certify.paths_table({p: certify.selection_paths(p, radius, sigma, alpha, n0, n_max, oracle_error, mode)
+                                 for p in PLAN_P_TRUE})
+    selection = {"n0": n0, "n_max": n_max, "mode": mode, "previous_share": certify.PREVIOUS_SHARE, "paths": paths}
     return {"sigma": sigma, "radius": radius, "alpha": alpha, "oracle_error": oracle_error, "n_min": n_min,
             "p_required": p_required, "p_required_with_oracle_error": p_required + oracle_error,
             "within_budget": n_min <= certify.MAX_SAMPLES,
             "max_samples": certify.MAX_SAMPLES,
             "max_radius_at_max_samples": certify.max_certifiable_radius(certify.MAX_SAMPLES, sigma, alpha, oracle_error),
-            "table": rows}
+            "table": rows, "selection": selection}
 
 
 def format_plan(result: dict[str, Any]) -> str:
@@ -92,7 +99,27 @@ def format_plan(result: dict[str, Any]) -> str:
             lines.append(f"{row['n']:>9} {row['max_radius']:>7.3f} {c['certify_probability']:>14.4f} "
                          f"{c['expected_radius']:>7.3f} {c['approx_expected_radius']:>12.3f} "
                          f"{c['sequential_certify_probability']:>12.4f} {c['sequential_expected_samples']:>9.0f}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_paths(result))
+
+
+def format_paths(result: dict[str, Any]) -> list[str]:
+    """plan's selection paths: per path its level, selection samples, n_min, first look and, per
+    true p, the expected samples and P[certify] of one decision (selection samples included)."""
+    sel = result["selection"]
+    lines = ["", f"one decision of the gate ({sel['mode']}, n0 {sel['n0']}, n_max {sel['n_max']}), p* = "
+             f"{result['p_required_with_oracle_error']:.6f}, per selection path (smoothing.selection previous: the "
+             f"standing command is tested at {sel['previous_share']:g} alpha; samples: always n0 selection samples):",
+             "  previous = the standing command confirmed; changed = the standing command (same threshold, p = 0) "
+             "fails and its samples select this one, tested at the rest of alpha; samples = n0 selection samples, "
+             "tested at alpha",
+             f"{'path':<9} {'alpha':>8} {'n_sel':>5} {'n_min':>9} {'1st look':>8}"
+             + "".join(f" {'E[n] ' + format(p, 'g'):>10} {'P[c] ' + format(p, 'g'):>10}" for p in PLAN_P_TRUE)]
+    for path, f in sel["paths"].items():
+        lines.append(f"{path:<9} {f['test_alpha']:>8.2g} {f['n_selection']:>5} {_count(f['n_min']):>9} "
+                     f"{f['samples_first_look']:>8}" + "".join(
+                         f" {f[f'p={p}']['expected_samples']:>10.1f} {f[f'p={p}']['certify_probability']:>10.4f}"
+                         for p in PLAN_P_TRUE))
+    return lines
 
 
 def _count(n: int) -> str:
@@ -101,7 +128,7 @@ def _count(n: int) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
-    return plan(args.sigma, args.radius, args.alpha, args.oracle_error)
+    return plan(args.sigma, args.radius, args.alpha, args.oracle_error, n0=args.n0, n_max=args.n_max, mode=args.mode)
 
 
 def param_type(name: str) -> Callable[[str], Any]:
@@ -165,12 +192,12 @@ def check_files(paths: list[str], flag: str) -> list[str]:
     return paths
 
 
-def load_guard(args: argparse.Namespace):
-    """The Guard the flags configure, loaded quietly."""
+def load_guard(args: argparse.Namespace, cfg: config.Config | None = None):
+    """The Guard the flags (or `cfg`, read from them already) configure, loaded quietly."""
     from .guard import Guard
     from .policies import quiet_model_loading
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args) if cfg is None else cfg
     quiet_model_loading()
     return Guard.from_config(cfg)
 
@@ -196,8 +223,21 @@ def read_rgb(path: str | Path, flag: str = "--image"):
 
 
 def cmd_certify(args: argparse.Namespace) -> dict[str, Any]:
-    frame = read_rgb(args.image)
-    return load_guard(args).decide(frame, args.instruction).to_dict()
+    """One decision on one image per camera (and the joint state where the model reads one); an
+    image the gate cannot take (missing, unreadable, the wrong size) is an error naming the camera."""
+    cfg = config_from_args(args)
+    frames = read_frames(args.image, cfg.cameras.names)
+    state = camera_inputs.configured_state(args.state, cfg, required=True)
+    guard = load_guard(args, cfg)
+    guard.prepare(frames)  # a DecisionError (a ValueError) names the camera whose frame cannot be used
+    return guard.decide(frames, args.instruction, state=state).to_dict()
+
+
+def read_frames(values: list[str], cameras: tuple[str, ...], flag: str = "--image") -> dict[str, Any]:
+    """{camera: RGB array} from `flag` values: [CAMERA=]PATH, one per camera (camera_inputs.per_camera)."""
+    paths = camera_inputs.per_camera(values, cameras, flag, "PATH")
+    return {camera: read_rgb(path, f"{flag} (camera '{camera}')" if len(cameras) > 1 else flag)
+            for camera, path in paths.items()}
 
 
 def certify_status(decision: dict[str, Any]) -> int:
@@ -395,6 +435,14 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                    help="false-certification probability per decision, as smoothing.alpha")
     p.add_argument("--oracle-error", type=param_type("oracle.error"), default=0.0,
                    help="oracle error bound eps_O, as oracle.error")
+    p.add_argument("--n0", type=param_type("smoothing.n0"), default=DEFAULTS.n0,
+                   help=f"selection samples of a decision with no standing command, as smoothing.n0 "
+                        f"(default {DEFAULTS.n0})")
+    p.add_argument("--n-max", type=param_type("smoothing.n_max"), default=DEFAULTS.n_max,
+                   help=f"a test's sample budget, as smoothing.n_max (default {DEFAULTS.n_max})")
+    p.add_argument("--mode", type=param_type("smoothing.mode"), default=DEFAULTS.mode,
+                   choices=("sequential", "fixed"),
+                   help=f"the gate's test, as smoothing.mode (default {DEFAULTS.mode})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_plan, formatter=format_plan)
 
@@ -402,7 +450,13 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                        epilog=f"exit status: {EXIT_OK} the command was certified (the gate publishes it), "
                               f"{EXIT_ABSTAIN} the gate abstained (it publishes the abstain command), {EXIT_ERROR} "
                               "error (usage, configuration, unreadable image: one line on stderr)")
-    p.add_argument("--image", required=True, help="image file (PNG/JPEG), any size: it is preprocessed")
+    p.add_argument("--image", action="append", required=True, metavar="[CAMERA=]PATH",
+                   help="image file (PNG/JPEG) of a camera, preprocessed as that camera's: with several cameras "
+                        "(cameras.names) one --image CAMERA=PATH each; with one camera a plain PATH")
+    p.add_argument("--state", metavar="NAME=VALUE,...|FILE.json",
+                   help="the robot's joint state, where the model reads one (state.topic set): joint positions as "
+                        "NAME=VALUE pairs separated by commas, or a JSON file {\"NAME\": VALUE, ...}; every joint of "
+                        "state.joint_names, others ignored. Held fixed, not certified, as on the robot")
     p.add_argument("--instruction", required=True, help="the instruction given to the VLA")
     _finish(p, cmd_certify, format_decision, names=names)
     p.set_defaults(status=certify_status)
@@ -429,7 +483,10 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                                    "command the threshold, n_min, the sequential test's first look and expected "
                                    "samples (p = 1 and 0.99), the latency and decision rate they imply, whether "
                                    "the threshold can be certified before node.decision_deadline, the memory in "
-                                   "use, and advice where it cannot.",
+                                   "use, and advice where it cannot; then per command p* and each selection path "
+                                   "(the standing command confirmed, changed, or n0 selection samples), and how "
+                                   "the check's decisions chose their command (selection, n_selection, "
+                                   "n_estimation).",
                        epilog=f"exit status: {EXIT_OK} every command's threshold can be certified in time by a "
                               f"consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), {EXIT_ERROR} "
                               "error (usage, configuration, model loading: one line on stderr)")

@@ -10,7 +10,9 @@ Two halves, so that the node can log the same summary at start-up without measur
   n_min (`certify.samples_needed`), the sequential test's first look and its exact sample
   counts for a consistent model (p = 1) and for p = 0.99 (`certify.sequential_outlook`),
   the latency and decision rate they imply, whether the command can be certified before
-  `node.decision_deadline`, and concrete advice where it cannot.
+  `node.decision_deadline`, and concrete advice where it cannot (never a batch size beyond
+  smoothing.max_buffer_mb); then p* and the figures of every selection path
+  (`certify.selection_paths`: the standing command confirmed, changed, or n0 selection samples).
 
 `run` does both and adds `ros_environment()` (the ROS 2 distribution and the rclpy the node
 would run on); `format_report` renders the result for people; `EXIT_TOO_SLOW` is the exit
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from . import certify
 from .config import Config, param_specs
+from .smoothing import buffer_bytes, max_rows
 
 if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the guard
     import numpy as np
@@ -48,6 +51,8 @@ DEADLINE_MARGIN = 1.2  # a suggested deadline leaves this factor over the expect
 RECOMMENDED_CPU_THREADS = 1  # benchmarks/bench_cpu_threads.py: fastest on a CPU shared with other processes
 DEFAULT_INSTRUCTION = "go to the red box"
 SIGMA_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.sigma")  # no advice beyond its range
+BATCH_SIZE_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.batch_size")
+MODEL_INPUT_ITEMSIZE = 4  # the noisy copies are float32 model inputs (Guard.buffer_bytes)
 NOT_INSTALLED = "not installed"
 # PyPI's ROS 2 wheels: ros-rclpy is rclpy itself, ros-<distro>-rclpy the meta-package that pins it per distribution.
 _DISTRO_META_PACKAGE = re.compile(r"ros-([a-z]+)-rclpy")
@@ -80,9 +85,11 @@ def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DE
     frame = probe_frame(guard) if frame is None else frame
     raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress)
     cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress)
-    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress)  # as configured: the check
+    # the check: decisions as configured, each offered the command the one before certified (as on the node)
+    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True)
     check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
              "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
+             **benchmark.selection_figures(real),
              "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real),
              "denoise_share": statistics.median(d.timing_ms["denoise"] / max(d.timing_ms["total"], 1e-9)
                                                 for d in real)}
@@ -105,8 +112,7 @@ def first_look(cfg: Config, threshold: float) -> int:
     """The estimation samples after which the sequential test certifies `threshold` for a
     consistent model (p = 1): its first look (n_max where it has none), whatever cfg's mode."""
     s = cfg.smoothing
-    looks = certify.sequential_looks(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
-    return looks[0].n if looks else s.n_max
+    return certify.first_look_samples(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
 
 
 def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
@@ -116,7 +122,7 @@ def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAUL
     (and of the node's start-up report)."""
     measured = measure(guard, frame, instruction, repeats=repeats, raw_batches=raw_batches, progress=progress)
     result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
-                     device=measured["device"])
+                     device=measured["device"], input_numel=guard.layout.numel)
     check = measured["check"]
     predicted = _latency(check["n_used"], measured)  # the line's prediction for the real decisions' size
     check["predicted_latency_s"] = predicted
@@ -161,12 +167,14 @@ def format_ros(ros: Mapping[str, Optional[str]]) -> str:
 
 # ----------------------------------------------------------------------------- the summary
 def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadline_s: float | None = None,
-            device: str | None = None) -> dict[str, Any]:
+            device: str | None = None, input_numel: int | None = None) -> dict[str, Any]:
     """Per command, can its threshold be certified before the deadline at this speed? No model needed.
 
     `samples_per_s` and `overhead_s`: the decision path's cost, t(n) = overhead_s + n / samples_per_s
     (from `measure`, or any other source). `deadline_s` defaults to cfg.node.decision_deadline
-    (0 = no deadline). `device` ("cpu", "cuda:0"; None = unknown) only shapes the advice.
+    (0 = no deadline). `device` ("cpu", "cuda:0"; None = unknown) only shapes the advice;
+    `input_numel` (the model input's size, every view; None = unknown) bounds the batch size it
+    advises by smoothing.max_buffer_mb.
     A command is `in_time` when a consistent model (p = 1) certifies it in time: n0 + the
     sequential test's first look (fixed mode: n0 + n_max) samples fit in the deadline. The
     abstain command is listed but never needs to be in time: publishing it is what abstaining does.
@@ -186,9 +194,11 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
     late = [c for c in commands if not c["abstain"] and not c["in_time"]]
     result = {"device": device, "samples_per_s": samples_per_s, "overhead_s": overhead_s,
               "decision_deadline": deadline, "samples_in_deadline": budget,
-              "mode": s.mode, "sigma": s.sigma, "alpha": s.alpha, "oracle_error": cfg.oracle.error, "n0": s.n0,
+              "mode": s.mode, "selection": s.selection, "sigma": s.sigma, "alpha": s.alpha,
+              "oracle_error": cfg.oracle.error, "n0": s.n0,
               "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
-              "dtype": cfg.model.dtype, "commands": commands, "feasible": not late,
+              "dtype": cfg.model.dtype, "max_buffer_mb": s.max_buffer_mb, "input_numel": input_numel,
+              "commands": commands, "feasible": not late,
               "exit_code": EXIT_OK if not late else EXIT_TOO_SLOW}
     result["advice"] = advice(cfg, result)
     return result
@@ -207,14 +217,10 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     row: dict[str, Any] = {"command": name, "threshold": threshold, "abstain": name == cfg.commands.abstain,
                            "n_min": n_min, "first_look": first, "samples_first_look": s.n0 + first}
     for p in P_TRUE:
-        if s.mode == "sequential":
-            seq = certify.sequential_outlook(p, threshold, s.sigma, s.alpha, s.n_max, eps)
-            expected, median, prob = seq.expected_samples, seq.median_samples, seq.certify_probability
-        else:  # fixed mode always spends n_max
-            expected = median = s.n_max
-            prob = certify.outlook(p, s.n_max, s.sigma, s.alpha, threshold, eps).certify_probability
-        row[f"p={p}"] = {"expected_samples": s.n0 + expected, "median_samples": s.n0 + median,
-                         "certify_probability": prob, "latency_s": _latency(s.n0 + expected, speed)}
+        test = certify.mode_outlook(p, threshold, s.sigma, s.alpha, s.n_max, eps, s.mode)
+        row[f"p={p}"] = {"expected_samples": s.n0 + test.expected_samples, "median_samples": s.n0 + test.median_samples,
+                         "certify_probability": test.certify_probability,
+                         "latency_s": _latency(s.n0 + test.expected_samples, speed)}
     consistent = row[f"p={P_TRUE[0]}"]
     row["latency_s"] = consistent["latency_s"]
     row["decisions_per_s"] = 1.0 / row["latency_s"]
@@ -222,7 +228,26 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     row["latency_n_min_s"] = _latency(s.n0 + n_min, speed)
     row["in_time"] = budget is None or s.n0 + first <= budget
     row["n_min_in_time"] = budget is None or s.n0 + n_min <= budget
+    row["p_required"] = certify.p_required(threshold, s.sigma) + eps
+    row["paths"] = selection_paths(cfg, name, threshold, speed)
     return row
+
+
+def selection_paths(cfg: Config, name: str, threshold: float, speed: dict[str, float]) -> dict[str, Any]:
+    """Per selection path (`certify.selection_paths`: the standing command confirmed, changed to
+    this one, or chosen by n0 samples) the figures of this command at P_TRUE; a change is priced
+    from the dearest other command (its failed test selects this one). `configured`: whether
+    smoothing.selection lets a decision take the path."""
+    s, eps = cfg.smoothing, cfg.oracle.error
+    others = [t for n, t in cfg.thresholds().items() if n not in (name, cfg.commands.abstain) and math.isfinite(t)]
+    outlooks = {p: certify.selection_paths(p, threshold, s.sigma, s.alpha, s.n0, s.n_max, eps, s.mode,
+                                           previous_threshold=max(others, default=threshold)) for p in P_TRUE}
+    paths = certify.paths_table(outlooks)
+    for path, figures in paths.items():
+        figures["configured"] = s.selection == "previous" or path == "samples"
+        for p in P_TRUE:
+            figures[f"p={p}"]["latency_s"] = _latency(figures[f"p={p}"]["expected_samples"], speed)
+    return paths
 
 
 def max_threshold_in_time(cfg: Config, budget: int) -> float | None:
@@ -269,8 +294,7 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
             fixes.append("set model.dtype bfloat16")
         # A partial batch costs nearly a full one on a GPU; on a CPU only tiny batches waste much.
         if s.batch_size < c["samples_first_look"] and (on_cuda or s.batch_size < 64):
-            fixes.append(f"raise smoothing.batch_size to {min(_next_power_of_two(c['samples_first_look']), 65_536)} "
-                         "(fewer model calls per decision)")
+            fixes.append(batch_size_advice(cfg, c["samples_first_look"], result["input_numel"]))
         if on_cpu and m.cpu_threads == 0:
             fixes.append(f"set model.cpu_threads {RECOMMENDED_CPU_THREADS} if other processes share the CPU")
         wider = _sigma_for(cfg, c["threshold"], budget)
@@ -288,6 +312,26 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def batch_size_advice(cfg: Config, samples: int, input_numel: int | None) -> str:
+    """Advice to batch a decision of `samples` samples in fewer model calls, never past the batch
+    size whose noisy copies of the model input (`input_numel` values; None = unknown) fit
+    smoothing.max_buffer_mb (Guard.check_budget's rule); it names the cap where the cap binds."""
+    s = cfg.smoothing
+    wanted = min(_next_power_of_two(samples), BATCH_SIZE_MAX)
+    if input_numel is None:
+        return (f"raise smoothing.batch_size to {wanted} if {wanted} noisy copies of the model input fit "
+                f"smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB)")
+    cap = max_rows(input_numel, MODEL_INPUT_ITEMSIZE, int(s.max_buffer_mb * 2**20))
+    if min(wanted, max(s.n0, s.n_max)) <= cap:  # the buffer holds min(batch, max(n0, n_max)) rows
+        return f"raise smoothing.batch_size to {wanted} (fewer model calls per decision)"
+    need = buffer_bytes(input_numel, MODEL_INPUT_ITEMSIZE, min(wanted, max(s.n0, s.n_max))) / 2**20
+    if cap <= s.batch_size:
+        return (f"smoothing.batch_size cannot grow: smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB) holds at most "
+                f"{cap} noisy copies of this {input_numel}-value model input ({wanted} would need {need:.0f} MB)")
+    return (f"raise smoothing.batch_size to {cap}, the most smoothing.max_buffer_mb ({s.max_buffer_mb:g} MB) allows "
+            f"for this {input_numel}-value model input ({wanted} would need {need:.0f} MB)")
+
+
 def _sigma_for(cfg: Config, threshold: float, budget: int | None) -> float | None:
     """The sigma (2 decimals, rounded up) at which `threshold` fits the budget as the largest
     in-time threshold does at the current sigma (n_min depends on R / sigma only)."""
@@ -303,6 +347,11 @@ def _sigma_for(cfg: Config, threshold: float, budget: int | None) -> float | Non
 def _and(items: list[Any]) -> str:
     words = [str(i) for i in items]
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def format_selection(counts: Mapping[str, int]) -> str:
+    """{"previous": 2, "samples": 1} -> "selection: 1 by samples, 2 by previous"."""
+    return "selection: " + ", ".join(f"{n} by {how}" for how, n in sorted(counts.items()))
 
 
 def _round_up(seconds: float) -> float:
@@ -327,7 +376,9 @@ def format_report(r: dict[str, Any]) -> str:
                      f"({m['decisions']} decisions of {_and(m['sizes'])} samples)")
         c = m["check"]
         lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
-                     f"({c['reason']}), median {c['n_used']:.0f} samples in {c['latency_s']:.2f} s; the line "
+                     f"({c['reason']}), median {c['n_used']:.0f} samples (selection {c['n_selection']:.0f} + "
+                     f"estimation {c['n_estimation']:.0f}; {format_selection(c['selection'])}) in "
+                     f"{c['latency_s']:.2f} s; the line "
                      f"predicts {c['predicted_latency_s']:.2f} s for that many"
                      + (f"; the denoiser takes {c['denoise_share']:.0%} of it" if c["denoise_share"] > 0 else ""))
         mem = m["memory"]
@@ -352,6 +403,21 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{p1['expected_samples']:>8.0f} {p1['median_samples']:>7} {p99['expected_samples']:>8.0f} "
                      f"{p99['certify_probability']:>8.3f} {c['latency_s']:>7.2f}s {c['decisions_per_s']:>6.1f}  "
                      f"{verdict}")
+    lines += ["", f"selection paths (smoothing.selection {r['selection']}; the standing command is tested at "
+              f"{certify.PREVIOUS_SHARE:g} alpha): previous = the standing command confirmed, changed = it fails "
+              "and its samples select this command (priced from the dearest other command), samples = n0 selection "
+              "samples; counts include the selection samples (n_sel), n_min is estimation samples only",
+              f"{'command':<10} {'p*':>8} {'path':<9} {'alpha':>8} {'n_sel':>5} {'n_min':>6} {'1st look':>8} "
+              f"{'E[n] .99':>8} {'P[c] .99':>8} {'latency':>8}"]
+    for c in r["commands"]:
+        for path, f in c["paths"].items():
+            p99 = f["p=0.99"]
+            lines.append(f"{c['command']:<10} {c['p_required']:>8.5f} {path + ('' if f['configured'] else '*'):<9} "
+                         f"{f['test_alpha']:>8.2g} {f['n_selection']:>5} {f['n_min']:>6} {f['samples_first_look']:>8} "
+                         f"{p99['expected_samples']:>8.1f} {p99['certify_probability']:>8.3f} "
+                         f"{f['p=1.0']['latency_s']:>7.2f}s")
+    if r["selection"] != "previous":
+        lines.append("* smoothing.selection samples: decisions never take this path")
     lines.append("")
     lines.append("every threshold can be certified within the deadline by a consistent model" if r["feasible"]
                  else "some thresholds cannot be certified within the deadline: those decisions will abstain")

@@ -1,7 +1,11 @@
 """Offline evaluation of the gate (`rs-guard eval`): decide every frame of a recording and report.
 
 Sources are read by :mod:`rs_guard_ros.recordings` (image folder, video, rosbag2). A
-frame that cannot be decoded becomes an abstain row with the reason, as on the robot.
+frame that cannot be decoded becomes an abstain row with the reason, as on the robot. With
+several cameras (cameras.names) a decision takes one frame per camera, from a folder per
+camera or a bag with one topic per camera (:mod:`rs_guard_ros.camera_recordings`, paired by
+stamp); the frames in no decision are counted apart (`unpaired`, per camera). Where the
+model reads the joint state, a bag's state.topic gives it, or `--state` for every frame.
 
 Ground truth (`load_labels`, optional): a CSV with a header naming, in any order, one key
 column, a `command` column (a configured command, or UNKNOWN: nothing may be certified
@@ -46,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import scale
+from .camera_inputs import configured_state
 from .certify import UNKNOWN_NAME, label_name
 from .recordings import Frame, FrameSource, open_sources
 
@@ -170,11 +175,13 @@ def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True
 
 # ----------------------------------------------------------------------------- evaluation
 def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
-                 deadline_s: float | None = None) -> dict[str, Any]:
+                 deadline_s: float | None = None, state: np.ndarray | None = None) -> dict[str, Any]:
     """One row: the Guard's decision for the frame (an abstain row for a frame with no image or
     no instruction; an unlabelled one for a frame whose instruction only a missing label row
-    could give), with its ground truth when labels are given. The one per-frame step of every
-    evaluation, in process and on Ray workers alike."""
+    could give), with its ground truth when labels are given. The joint state is the frame's
+    own (read from the recording) or else `state` (given for every frame). The one per-frame
+    step of every evaluation, in process and on Ray workers alike."""
+    state = frame.state if frame.state is not None else state
     instruction = _instruction(frame, labels)
     if instruction is None and labels is not None and labels.instructions and labels.command_for(frame) is None:
         decision, latency = guard.abstain(f"{UNLABELLED}: no row in {labels.path} and no instruction"), None
@@ -183,21 +190,23 @@ def decide_frame(guard: Guard, frame: Frame, labels: Labels | None = None,
     elif instruction is None:
         decision, latency = guard.abstain("input: no instruction for this frame"), None
     else:
-        decision = guard.decide(frame.rgb, instruction, deadline_s=deadline_s)
+        decision = guard.decide(frame.rgb, instruction, deadline_s=deadline_s, state=state)
         latency = decision.timing_ms["total"]
     row = _row(frame, instruction, decision, latency, labels)
     if labels is not None and latency is not None:
-        row["clean_label"] = clean_label(guard, frame.rgb, instruction)
+        row["clean_label"] = clean_label(guard, frame.rgb, instruction, state)
     return row
 
 
-def clean_label(guard: Guard, rgb: np.ndarray, instruction: str) -> str | None:
-    """The base classifier on the clean frame, no noise: the model's plain answer (through the
+def clean_label(guard: Guard, rgb: Any, instruction: str, state: np.ndarray | None = None) -> str | None:
+    """The base classifier on the clean frame(s), no noise: the model's plain answer (through the
     denoiser, if there is one), for the accuracy the gate's certified accuracy is compared with.
     The gate never computes it (sigma 0 is not a setting); None if the model fails on it."""
     try:
         x, _ = guard.prepare(rgb)
-        return label_name(guard.oracle(guard.policy(x[None], instruction.strip()))[0])
+        extra = guard.state_kwargs(state, guard.cfg)
+        outputs = guard.policy(guard.layout.unpack(x[None]), instruction.strip(), **extra)
+        return label_name(guard.oracle(outputs)[0])
     except Exception:  # counted as not correct, like a model fault in a decision
         return None
 
@@ -229,9 +238,11 @@ def _row(frame: Frame, instruction: str | None, d: Decision, latency: float | No
 
 def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameSource | Sequence[FrameSource],
              out_dir: str | Path, labels: Labels | None = None, progress: bool = True,
-             deadline_s: float | None = None, resume: bool = False) -> dict[str, Any]:
+             deadline_s: float | None = None, resume: bool = False,
+             state: np.ndarray | None = None) -> dict[str, Any]:
     """Decide every frame of one or several sources, write decisions.csv/.jsonl, summary.json,
-    plots and report.md into `out_dir`, and return the (JSON-serialisable) summary.
+    plots and report.md into `out_dir`, and return the (JSON-serialisable) summary. `state`:
+    the joint state of every frame that does not bring its own.
 
     `gate` is a Guard (decides in this process) or Ray workers. Rows are written as they come
     back, in order, so an interrupted run keeps what it did, and `resume` carries on from it.
@@ -252,7 +263,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
     with RowWriter(out, fields, list(rows)) as writer, progress_bar(total, "rs-guard eval", "frame",
                                                                      enabled=progress, initial=len(rows)) as bar:
         certified = sum(r["certified"] for r in rows)
-        job = partial(decide_frame, labels=labels, deadline_s=deadline_s)
+        job = partial(decide_frame, labels=labels, deadline_s=deadline_s, state=state)
         try:
             for frame, row in workers.map(job, todo, partial(failed_row, workers.cfg, labels)):
                 row = {"source": frame.source, **row} if several else row
@@ -270,6 +281,8 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, frames: FrameS
                          + (f" ({len(rows)} with no row in {labels.path} and no instruction)" if rows else ""))
     summary = summarize(rows, workers.cfg, workers.device, labels is not None)
     summary["source"] = _source_summary(sources, labels)
+    if len(workers.cfg.cameras.names) > 1:  # frames that joined no decision, per camera
+        summary["unpaired"] = dict(sum((s.unpaired for s in sources), Counter()))
     if several:
         summary["sources"] = per_source(rows, sources, workers.cfg, workers.device, labels is not None)
     if workers.stats is not None:
@@ -484,6 +497,8 @@ def report_markdown(s: dict[str, Any]) -> str:
     if s.get("unlabelled"):
         lines += [f"{s['unlabelled']} more frames have no row in the labels file and no instruction: not decided, "
                   "and left out of every figure.", ""]
+    if s.get("unpaired"):
+        lines += [f"{_unpaired(s['unpaired'])}: not decided, and left out of every figure.", ""]
     if "sources" in s:
         lines += ["## Per source", "", "| source | kind | frames | certified | abstained | wrong certified | "
                   "median samples | latency p50 (ms) | latency p99 (ms) |",
@@ -508,6 +523,12 @@ def report_markdown(s: dict[str, Any]) -> str:
               "| reason | frames |", "|---|---:|"]
     lines += [f"| {reason} | {count} |" for reason, count in sorted(s["abstain_reasons"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _unpaired(counts: dict[str, int]) -> str:
+    """{"front": 3, "rear": 1} -> "4 camera frames paired with no other camera's (front 3, rear 1)"."""
+    return (f"{sum(counts.values())} camera frames paired into no decision by stamp (node.max_camera_skew) ("
+            + ", ".join(f"{camera} {n}" for camera, n in counts.items()) + ")")
 
 
 def _pct(fraction: float | None) -> float | None:
@@ -540,6 +561,8 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(f"  accuracy on the {acc['frames']} frames labelled with a command: the model alone on the "
                          f"clean frame {_pct(s['clean_accuracy']):.1f} %, certified (R > 0) "
                          f"{_pct(acc['accuracy'][0]):.1f} %")
+    if s.get("unpaired"):
+        lines.append(f"  {_unpaired(s['unpaired'])}")
     if "sources" in s:
         lines.append(f"  {len(s['sources'])} sources: per-source figures in summary.json and report.md")
     if "ray" in s:
@@ -565,9 +588,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, metavar="CSV", help="ground truth CSV: an image, index or "
                         "timestamp column, a command column (or UNKNOWN) and optionally an instruction column "
                         "(examples/frames.csv works with --images examples)")
-    parser.add_argument("--image-topic", action="append", default=[], metavar="TOPIC",
-                        help="bag camera topic (Image or CompressedImage); repeat for several; "
-                             "default: the bag's only image topic")
+    parser.add_argument("--image-topic", action="append", default=[], metavar="[CAMERA=]TOPIC",
+                        help="bag camera topic (Image or CompressedImage). One camera: repeat for several topics, "
+                             "each frame its own decision; default: the bag's only image topic. Several cameras "
+                             "(cameras.names): CAMERA=TOPIC for a camera whose topic differs from "
+                             "cameras.<name>.topic; the cameras' frames are paired by stamp within "
+                             "node.max_camera_skew, and --images DIR holds one folder per camera (DIR/<name>)")
+    parser.add_argument("--state", metavar="NAME=VALUE,...|FILE.json",
+                        help="where the model reads the joint state (state.topic): the state of every frame, as "
+                             "rs-guard certify takes it; needed for --images/--video, optional for a bag (default: "
+                             "its state.topic, the newest message before each decision, within state.max_age)")
     parser.add_argument("--instruction-topic", metavar="TOPIC",
                         help="bag std_msgs/String topic; default: a topic named .../instruction")
     parser.add_argument("--deadline", type=float, default=None, metavar="S",
@@ -592,9 +622,19 @@ class SourceAction(argparse.Action):
 
 def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.RayWorkers) -> dict[str, Any]:
     """`rs-guard eval`: open the sources named by the flags, evaluate, return the summary."""
+    from .camera_recordings import views_for
+
     workers = scale.as_workers(gate)
+    cfg = workers.cfg
+    state = configured_state(args.state, cfg, required=False)
+    views = views_for(cfg, args.image_topic, state) if len(cfg.cameras.names) > 1 or cfg.state.topic else None
     sources = open_sources(getattr(args, "sources", None) or [], instruction=args.instruction,
-                           image_topics=args.image_topic, instruction_topic=args.instruction_topic)
+                           image_topics=() if views else args.image_topic, instruction_topic=args.instruction_topic,
+                           views=views)
+    stateless = [s for s in sources if cfg.state.topic and state is None and s.kind != "bag"]
+    if stateless:
+        raise ValueError(f"--state is required for {stateless[0].path}: the model reads the joint state (state.topic "
+                         f"{cfg.state.topic}) and a {stateless[0].kind} source carries none")
     labels = load_labels(args.labels, workers.cfg.commands.names) if args.labels else None
     untold = [s for s in sources if s.instruction_topic is None]
     if args.instruction is None and untold and not (labels and labels.instructions):
@@ -603,7 +643,7 @@ def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.
     if args.deadline is not None and not args.deadline > 0:
         raise ValueError(f"--deadline must be positive, got {args.deadline}")
     return evaluate(workers, sources, args.out, labels, progress=not args.no_progress, deadline_s=args.deadline,
-                    resume=args.resume)
+                    resume=args.resume, state=state)
 
 
 __all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",

@@ -27,7 +27,7 @@ from .policies import load_policy
 from .policies.base import Policy, last_denoise_ms
 from .policies.model_path import resolve
 from .certify import label_name
-from .smoothing import Certificate, buffer_bytes, smooth_certify
+from .smoothing import Certificate, buffer_bytes, max_rows, smooth_certify
 from .views import ViewLayout, camera_radii, view_sizes
 
 TIMING_KEYS = ("preprocess", "denoise", "model", "oracle", "statistics", "total")
@@ -141,7 +141,7 @@ class Guard:
             raise config_mod.ConfigError(
                 f"parameter 'smoothing.batch_size': {cfg.smoothing.batch_size} noisy copies of the {sizes} model "
                 f"input need {need / 2**20:.0f} MB, more than smoothing.max_buffer_mb "
-                f"({cfg.smoothing.max_buffer_mb:g}); use at most {limit // buffer_bytes(self.layout.numel, 4, 1)} or "
+                f"({cfg.smoothing.max_buffer_mb:g}); use at most {max_rows(self.layout.numel, 4, limit)} or "
                 "raise smoothing.max_buffer_mb")
 
     def decide(self, frame: Any, instruction: Any, deadline_s: float | None = None, *,
@@ -171,7 +171,7 @@ class Guard:
         try:
             text = self._check_instruction(instruction, cfg)
             x, norms = self.prepare(frame)
-            extra = self._state_kwargs(state, cfg)
+            extra = self.state_kwargs(state, cfg)
             timing["preprocess"] = _ms_since(start)
             s = cfg.smoothing
             cert = smooth_certify(self._base(text, cfg, timing, deadline, clock, extra), x, sigma=s.sigma,
@@ -249,7 +249,7 @@ class Guard:
             raise DecisionError(f"{where}{exc}") from exc
         return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), norm
 
-    def _state_kwargs(self, state: Any, cfg: Config) -> dict[str, Any]:
+    def state_kwargs(self, state: Any, cfg: Config) -> dict[str, Any]:
         """{"state": the joint state as a float32 tensor on the model's device} when state.topic
         is configured (DecisionError if absent or not finite), else nothing."""
         if not cfg.state.topic:

@@ -12,6 +12,7 @@ bags, and folders holding bags (each bag found below such a folder is one source
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -35,11 +36,35 @@ class Frame(NamedTuple):
 
     index: int  # position in the recording, counting frames that fail to decode
     time_s: float | None  # seconds since the recording started (None for an image folder)
-    rgb: np.ndarray | None  # (H, W, 3) uint8 RGB
+    rgb: np.ndarray | dict[str, np.ndarray] | None  # (H, W, 3) uint8 RGB; {camera: RGB} with several cameras
     instruction: str | None  # the instruction in force for this frame (None: none yet)
-    name: str  # file name, "<video>#<n>" or "<topic>@<log time ns>"
+    name: str  # file name, "<video>#<n>" or "<topic>@<log time ns>" (several cameras: the first camera's)
     error: str = ""
     source: str = ""  # the path of the recording it comes from
+    state: np.ndarray | None = None  # the joint state read with it (state.joint_names' order), if any
+
+
+@dataclass(frozen=True)
+class Views:
+    """What a configuration with several cameras, or a joint state, needs of a recording:
+    each camera's bag topic (cameras.<name>.topic, or --image-topic CAMERA=TOPIC), the skew
+    their stamps may spread (node.max_camera_skew), and the state topic, joints and age limit
+    (state.*); `state_fixed`, a state given on the command line, stands for every frame's."""
+
+    topics: dict[str, str]  # camera -> topic, in cameras.names order
+    max_skew: float
+    state_topic: str = ""
+    joint_names: tuple[str, ...] = ()
+    state_max_age: float = 0.0
+    state_fixed: np.ndarray | None = field(default=None, compare=False)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.topics)
+
+    def reads(self, kind: str) -> bool:
+        """Whether a recording of `kind` is read camera by camera (and state by topic) here."""
+        return len(self.topics) > 1 or (kind == "bag" and bool(self.state_topic) and self.state_fixed is None)
 
 
 @dataclass
@@ -51,6 +76,7 @@ class FrameSource:
     total: int | None
     read: Callable[[], Iterator[Frame]] = field(repr=False)
     instruction_topic: str | None = None  # bags: the topic the instruction is read from
+    unpaired: Counter = field(default_factory=Counter)  # several cameras: frames of each in no decision (last pass)
 
     def __iter__(self) -> Iterator[Frame]:
         path = str(self.path)
@@ -66,7 +92,8 @@ def detect_kind(path: Path) -> str:
 
 
 def iter_frames(source: str | Path, *, kind: str | None = None, instruction: str | None = None,
-                image_topics: Sequence[str] = (), instruction_topic: str | None = None) -> FrameSource:
+                image_topics: Sequence[str] = (), instruction_topic: str | None = None,
+                views: Views | None = None) -> FrameSource:
     """The frames of an image folder, a video or a bag, each with the instruction in force.
 
     `instruction` applies to every frame (in a bag, until the first instruction message).
@@ -74,11 +101,17 @@ def iter_frames(source: str | Path, *, kind: str | None = None, instruction: str
     `instruction_topic` the bag's std_msgs/String topic (default: a topic named
     `.../instruction` if the bag has exactly one). Opening validates the source, so a
     missing file or topic raises ValueError naming the argument before any decision is made.
+    With `views` naming several cameras (or a joint-state topic for a bag), the recording holds
+    every camera and is read by :mod:`rs_guard_ros.camera_recordings`.
     """
     path = Path(source)
     if not path.exists():
         raise ValueError(f"source {path}: no such file or folder")
     kind = kind or detect_kind(path)
+    if views is not None and views.reads(kind):
+        from .camera_recordings import views_source  # it builds on this module's readers
+
+        return views_source(path, kind, instruction, instruction_topic, views)
     if kind == "images":
         return _folder_source(path, instruction)
     if kind == "video":
@@ -90,19 +123,30 @@ def iter_frames(source: str | Path, *, kind: str | None = None, instruction: str
 
 def _folder_source(folder: Path, instruction: str | None) -> FrameSource:
     """PNG/JPEG files of a folder, sorted by name, decoded with the node's CompressedImage decoder."""
-    if not folder.is_dir():
-        raise ValueError(f"source {folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"source {folder}: no {'/'.join(IMAGE_SUFFIXES)} files")
+    files = image_files(folder, f"source {folder}")
 
     def read() -> Iterator[Frame]:
         for index, file in enumerate(files):
-            # decode_compressed checks the header size before decoding (no decompression bombs)
-            rgb, error = _decoded(lambda: images.decode_compressed("", file.read_bytes()))
+            rgb, error = read_image_file(file)
             yield Frame(index, None, rgb, instruction, file.name, error)
 
     return FrameSource("images", folder, len(files), read)
+
+
+def image_files(folder: Path, where: str) -> list[Path]:
+    """The PNG/JPEG files of a folder, sorted by name; ValueError naming `where` if there are none."""
+    if not folder.is_dir():
+        raise ValueError(f"{where}: not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{where}: no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files
+
+
+def read_image_file(file: Path) -> tuple[np.ndarray | None, str]:
+    """(rgb, "") or (None, why) for an image file, decoded as the node decodes a CompressedImage
+    (decode_compressed checks the header size before decoding: no decompression bombs)."""
+    return decoded(lambda: images.decode_compressed("", file.read_bytes()))
 
 
 def _video_source(path: Path, instruction: str | None) -> FrameSource:
@@ -132,7 +176,7 @@ def _video_source(path: Path, instruction: str | None) -> FrameSource:
     return FrameSource("video", path, int(count) if count > 0 else None, read)
 
 
-def _open_bag(path: Path):
+def open_bag(path: Path):
     """An AnyReader for a rosbag2 folder/file or a ROS 1 bag, falling back to the latest ROS 2
     message definitions when the bag carries none (Image, CompressedImage and String have not
     changed since Foxy)."""
@@ -142,29 +186,34 @@ def _open_bag(path: Path):
     return AnyReader([path], default_typestore=get_typestore(Stores.LATEST))
 
 
-def _bag_source(path: Path, instruction: str | None, image_topics: tuple[str, ...],
-                instruction_topic: str | None) -> FrameSource:
-    """Image/CompressedImage messages of a bag in recording order, with the instruction in force."""
+def bag_topics(path: Path) -> tuple[list[Any], dict[str, str]]:
+    """A bag's connections and {topic: message type}; ValueError naming the path if unreadable."""
     try:
-        with _open_bag(path) as reader:
+        with open_bag(path) as reader:
             connections = list(reader.connections)
     except Exception as exc:  # rosbags raises its own error types for unreadable bags
         raise ValueError(f"source {path}: not a readable bag ({type(exc).__name__}: {exc})") from exc
-    topics = {c.topic: c.msgtype for c in connections}
+    return connections, {c.topic: c.msgtype for c in connections}
+
+
+def _bag_source(path: Path, instruction: str | None, image_topics: tuple[str, ...],
+                instruction_topic: str | None) -> FrameSource:
+    """Image/CompressedImage messages of a bag in recording order, with the instruction in force."""
+    connections, topics = bag_topics(path)
     image_topics = _choose_image_topics(topics, image_topics)
-    instruction_topic = _choose_instruction_topic(topics, instruction_topic)
+    instruction_topic = choose_instruction_topic(topics, instruction_topic)
     total = sum(c.msgcount for c in connections if c.topic in image_topics)
 
     def read() -> Iterator[Frame]:
-        with _open_bag(path) as reader:
+        with open_bag(path) as reader:
             wanted = [c for c in reader.connections if c.topic in image_topics or c.topic == instruction_topic]
             current, index = instruction, 0
             for conn, stamp_ns, raw in reader.messages(connections=wanted):
                 if conn.topic == instruction_topic:
                     # a String that cannot be read leaves no valid instruction: later frames abstain
-                    current = _instruction_text(reader, raw, conn.msgtype)
+                    current = instruction_text(reader, raw, conn.msgtype)
                     continue
-                rgb, error = _decoded(lambda: _decode_message(reader.deserialize(raw, conn.msgtype), conn.msgtype))
+                rgb, error = decoded(lambda: decode_message(reader.deserialize(raw, conn.msgtype), conn.msgtype))
                 yield Frame(index, (stamp_ns - reader.start_time) / 1e9, rgb, current,
                             f"{conn.topic}@{stamp_ns}", error)
                 index += 1
@@ -172,9 +221,14 @@ def _bag_source(path: Path, instruction: str | None, image_topics: tuple[str, ..
     return FrameSource("bag", path, total, read, instruction_topic)
 
 
+def image_topics_of(topics: dict[str, str]) -> list[str]:
+    """The bag's Image and CompressedImage topics, sorted."""
+    return sorted(t for t, kind in topics.items() if kind in (IMAGE_MSG, COMPRESSED_MSG))
+
+
 def _choose_image_topics(topics: dict[str, str], wanted: tuple[str, ...]) -> tuple[str, ...]:
     """The requested image topics (checked), or the bag's only image topic."""
-    available = sorted(t for t, kind in topics.items() if kind in (IMAGE_MSG, COMPRESSED_MSG))
+    available = image_topics_of(topics)
     for topic in wanted:
         if topics.get(topic) not in (IMAGE_MSG, COMPRESSED_MSG):
             raise ValueError(f"image_topics: {topic!r} is not an Image or CompressedImage topic of the bag "
@@ -189,7 +243,7 @@ def _choose_image_topics(topics: dict[str, str], wanted: tuple[str, ...]) -> tup
     return tuple(available)
 
 
-def _choose_instruction_topic(topics: dict[str, str], wanted: str | None) -> str | None:
+def choose_instruction_topic(topics: dict[str, str], wanted: str | None) -> str | None:
     """The requested String topic (checked), else the bag's only `.../instruction` String topic, else None."""
     if wanted is not None:
         if topics.get(wanted) != STRING_MSG:
@@ -200,21 +254,21 @@ def _choose_instruction_topic(topics: dict[str, str], wanted: str | None) -> str
     return named[0] if len(named) == 1 else None
 
 
-def _instruction_text(reader: Any, raw: bytes, msgtype: str) -> str | None:
+def instruction_text(reader: Any, raw: bytes, msgtype: str) -> str | None:
     try:
         return str(reader.deserialize(raw, msgtype).data)
     except Exception:  # noqa: BLE001 -- any malformed message: no valid instruction
         return None
 
 
-def _decode_message(msg: Any, msgtype: str) -> np.ndarray:
+def decode_message(msg: Any, msgtype: str) -> np.ndarray:
     """A deserialised Image or CompressedImage as RGB, through the node's decoders."""
     if msgtype == IMAGE_MSG:
         return images.decode_raw(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
     return images.decode_compressed(msg.format, msg.data)
 
 
-def _decoded(decode: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, str]:
+def decoded(decode: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, str]:
     """(rgb, "") or (None, why): a frame that fails to decode is reported, never raised."""
     try:
         return decode(), ""
@@ -224,7 +278,8 @@ def _decoded(decode: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, str]:
 
 # ----------------------------------------------------------------------------- several sources
 def open_sources(specs: Sequence[tuple[str, Path]], *, instruction: str | None = None,
-                 image_topics: Sequence[str] = (), instruction_topic: str | None = None) -> list[FrameSource]:
+                 image_topics: Sequence[str] = (), instruction_topic: str | None = None,
+                 views: Views | None = None) -> list[FrameSource]:
     """Every (kind, path) source opened in the order given; a `bag` path that is a folder but
     not a bag stands for every bag below it. Each is validated as `iter_frames` does, so a
     broken recording anywhere in a fleet is named before any frame is decided."""
@@ -232,7 +287,7 @@ def open_sources(specs: Sequence[tuple[str, Path]], *, instruction: str | None =
         raise ValueError("give at least one source: --images DIR, --video FILE or --bag PATH (each repeatable)")
     paths = [(kind, bag) for kind, path in specs for bag in (bag_paths(path) if kind == "bag" else [Path(path)])]
     return [iter_frames(path, kind=kind, instruction=instruction, image_topics=image_topics,
-                        instruction_topic=instruction_topic) for kind, path in paths]
+                        instruction_topic=instruction_topic, views=views) for kind, path in paths]
 
 
 def bag_paths(path: str | Path) -> list[Path]:

@@ -79,6 +79,12 @@ def buffer_bytes(numel: int, itemsize: int, rows: int) -> int:
     return rows * numel * (wide + (itemsize if itemsize != wide else 0))
 
 
+def max_rows(numel: int, itemsize: int, max_bytes: int) -> int:
+    """The most noisy copies of an input of `numel` elements of `itemsize` bytes that `NoiseSource`
+    can hold within `max_bytes` (0: not even one)."""
+    return max_bytes // buffer_bytes(numel, itemsize, 1)
+
+
 class NoiseSource:
     """Draws x + N(0, sigma^2 I) batches into reused buffers on x's device.
 

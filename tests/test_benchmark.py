@@ -48,3 +48,17 @@ def test_decision_cost_times_three_sizes_even_when_the_model_says_unknown():
     assert unknown["sizes"] == [10, 40, 120] and unknown["reasons"] == ["unknown_output"]
     assert unknown["samples_per_s"] > 0 and unknown["overhead_s"] >= 0
     assert benchmark.decision_cost_samples(guard.cfg, 1) == 20 + (20 + 50 + 130)
+
+
+def test_issue16_bench_streams_its_sequential_decisions_and_shows_how_each_chose_its_command():
+    """Each sequential decision is offered the command the one before certified, as on the node:
+    with smoothing.selection previous only the first spends n0 selection samples; with samples all do."""
+    for selection, expected in (("previous", {"samples": 1, "previous": 4}), ("samples", {"samples": 5})):
+        guard = make_guard(**{"smoothing.mode": "sequential", "smoothing.n0": 10, "smoothing.n_max": 500,
+                              "smoothing.selection": selection})
+        result = benchmark.run(guard, left_bright_frame(), "go", decisions=5)
+        sel = result["sequential_selection"]
+        assert result["selection_config"] == selection and sel["selection"] == expected
+        assert sel["n_selection"] == (0 if selection == "previous" else 10)
+        assert sel["n_estimation"] + sel["n_selection"] == result["median_n_used_sequential"]
+        assert f"smoothing.selection {selection}" in benchmark.format_report(result)

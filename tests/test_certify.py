@@ -217,3 +217,56 @@ def test_issue15_7_sequential_looks_spend_exactly_alpha_never_more(thr, sigma, a
         total = math.fsum(look.alpha for look in looks)
         assert total <= alpha and total == pytest.approx(alpha, rel=1e-14, abs=0.0)
         assert all(look.alpha > 0 for look in looks)
+
+
+# ----------------------------------------------------------------------------- selection paths (issue 16)
+@pytest.mark.parametrize("mode", ["sequential", "fixed"])
+@pytest.mark.parametrize("radius,previous_radius", [(0.25, 0.05), (0.05, 0.25), (0.1, 0.1)])
+def test_issue16_each_selection_path_plans_the_samples_the_gate_spends(mode, radius, previous_radius):
+    """selection_paths is the gate's own arithmetic: for a consistent model (p = 1, so no
+    count is random) each path's planned samples, selection samples and level are those of
+    smooth_certify confirming the standing command, changing from another one, or selecting
+    with n0 samples."""
+    from rs_guard_ros.smoothing import smooth_certify
+
+    sigma, alpha, n0, n_max = 0.25, 1e-3, 32, 500
+    paths = certify.selection_paths(1.0, radius, sigma, alpha, n0, n_max, mode=mode, previous_threshold=previous_radius)
+    thresholds = {"new": radius, "old": previous_radius}
+
+    def decide(previous):
+        return smooth_certify(lambda batch: ["new"] * len(batch), np.zeros(8, np.float32), sigma=sigma, alpha=alpha,
+                              n0=n0, n_max=n_max, mode=mode, radius_threshold=thresholds, batch_size=64, seed=1,
+                              previous=previous)
+
+    for path, previous in (("previous", "new"), ("changed", "old"), ("samples", None)):
+        plan, cert = paths[path], decide(previous)
+        assert cert.certified and cert.label == "new"
+        assert cert.n_used == plan.expected_samples == plan.median_samples, path
+        assert (cert.n_selection, cert.n_estimation) == (plan.n_selection, plan.first_look), path
+        assert cert.test_alpha == pytest.approx(plan.test_alpha) and plan.certify_probability == pytest.approx(1.0)
+        assert plan.n_min == certify.samples_needed(radius, sigma, plan.test_alpha)
+    assert paths["previous"].test_alpha + paths["changed"].test_alpha == pytest.approx(alpha)  # union bound
+
+
+def test_issue16_selection_paths_reproduce_the_split_table_of_guarantee_md():
+    """docs/guarantee.md's demo figures (sigma 0.25, alpha 1e-3, n_max 500): forward 50, turn 16
+    confirmed; turn -> forward 93, forward -> turn 75; 32 + 50 and 32 + 16 with selection samples."""
+    def paths(p, radius, previous):
+        return certify.selection_paths(p, radius, 0.25, 1e-3, 32, 500, previous_threshold=previous)
+
+    forward, turn = paths(1.0, 0.25, 0.05), paths(1.0, 0.05, 0.25)
+    assert [forward[k].expected_samples for k in certify.SELECTION_PATHS] == [50, 93, 82]
+    assert [turn[k].expected_samples for k in certify.SELECTION_PATHS] == [16, 75, 48]
+    assert paths(0.99, 0.25, 0.05)["previous"].expected_samples == pytest.approx(76.9, abs=0.05)
+    assert paths(0.99, 0.05, 0.25)["previous"].expected_samples == pytest.approx(19.4, abs=0.05)
+    table = certify.paths_table({1.0: forward, 0.99: paths(0.99, 0.25, 0.05)})
+    assert table["samples"]["samples_first_look"] == 82 and table["changed"]["n_selection"] == 16
+    assert table["previous"]["p=0.99"]["expected_samples"] == pytest.approx(76.9, abs=0.05)
+
+
+def test_issue16_a_change_from_a_command_whose_test_draws_nothing_cannot_certify():
+    """A standing command n_max samples cannot certify stops before drawing any: nothing is left to
+    select another command, so the changed path certifies nothing (smooth_certify abstains)."""
+    paths = certify.selection_paths(1.0, 0.05, 0.25, 1e-3, 32, 100, previous_threshold=5.0)
+    assert paths["changed"].certify_probability == 0.0 and paths["changed"].expected_samples == 0.0
+    assert paths["previous"].certify_probability == pytest.approx(1.0)

@@ -235,3 +235,97 @@ def test_plan_prints_p_star_with_the_oracle_error_when_there_is_one():
     assert json.loads(run("plan", "--sigma", "0.25", "--radius", "0.5", "--oracle-error", "0.01", "--json").stdout)[
         "p_required_with_oracle_error"] == pytest.approx(0.97725 + 0.01, abs=1e-5)
     assert "eps_O" not in run("plan", "--sigma", "0.25", "--radius", "0.5").stdout
+
+
+def test_issue16_plan_prints_both_selection_paths_with_their_samples_and_p_star():
+    out = run("plan", "--sigma", "0.25", "--radius", "0.25", "--n0", "32", "--n-max", "500", "--json")
+    result = json.loads(out.stdout)
+    sel = result["selection"]
+    assert (sel["n0"], sel["n_max"], sel["mode"], sel["previous_share"]) == (32, 500, "sequential",
+                                                                            certify.PREVIOUS_SHARE)
+    exact = certify.selection_paths(0.99, 0.25, 0.25, 0.001, 32, 500)
+    for path in certify.SELECTION_PATHS:
+        assert sel["paths"][path]["p=0.99"]["expected_samples"] == pytest.approx(exact[path].expected_samples)
+        assert sel["paths"][path]["n_min"] == exact[path].n_min
+    assert sel["paths"]["previous"]["samples_first_look"] == 50 and sel["paths"]["samples"]["samples_first_look"] == 82
+    text = run("plan", "--sigma", "0.25", "--radius", "0.25", "--n-max", "500").stdout
+    assert "p* = 0.841345, per selection path" in text
+    assert any(line.split()[:5] == ["previous", "0.00099", "0", "41", "50"] for line in text.splitlines())
+    assert any(line.split()[:5] == ["samples", "0.001", "32", "40", "82"] for line in text.splitlines())
+
+
+# ---------------------------------------------------------------------------
+# Issue 17 §4: one image per camera, and the joint state
+# ---------------------------------------------------------------------------
+TWO_VIEW = """/**:
+  ros__parameters:
+    model: {backend: plugin, path: "two_view_policy:make_policy", device: cpu}
+    cameras:
+      names: [front, rear]
+    state: {topic: joint_states, joint_names: [left_wheel, right_wheel]}
+    smoothing: {seed: 1}
+"""
+
+
+@pytest.fixture
+def two_view(tmp_path):
+    """A two-camera config with a joint state (tests/ros_peers/two_view_policy.py, a STAND-IN that
+    says "turn left" when the rear view is brighter) and its images; runs rs-guard with it."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    (tmp_path / "two.yaml").write_text(TWO_VIEW)
+    for name, level, size in (("dark", 60, 48), ("bright", 220, 48), ("tiny", 60, 8)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((size, size + 16, 3), level, np.uint8))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "ros_peers")}
+
+    def certify_with(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rs_guard_ros.cli", "certify", "--config",
+                               str(tmp_path / "two.yaml"), "--instruction", "go", *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path)
+    return certify_with
+
+
+def test_issue17_certify_takes_one_image_per_camera_and_the_joint_state(two_view, tmp_path):
+    """Each image reaches its own camera (a brighter rear view turns the stand-in left), and the
+    state as NAME=VALUE pairs or a JSON file."""
+    state = "--state", "right_wheel=-2.5,left_wheel=0.5,caster=9"
+    ahead = two_view("--image", "front=dark.png", "--image", "rear=dark.png", *state, "--json")
+    assert ahead.returncode == 0, ahead.stderr
+    assert json.loads(ahead.stdout)["command"] == "forward"
+    (tmp_path / "state.json").write_text('{"left_wheel": 0.5, "right_wheel": -2.5}')
+    behind = two_view("--image", "rear=bright.png", "--image", "front=dark.png", "--state", "state.json", "--json")
+    assert behind.returncode == 0, behind.stderr
+    assert json.loads(behind.stdout)["command"] == "left"
+
+
+STATE = ("--state", "left_wheel=0,right_wheel=0")
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--image", "front=dark.png", *STATE), "--image: nothing for camera 'rear'"),
+    (("--image", "dark.png", "--image", "rear=dark.png", *STATE),
+     "--image dark.png: 2 cameras (front, rear): give one --image CAMERA=PATH each"),
+    (("--image", "front=dark.png", "--image", "rear=none.png", *STATE),
+     "--image (camera 'rear') none.png: no such file"),
+    (("--image", "front=dark.png", "--image", "rear=tiny.png", *STATE),
+     "camera 'rear': frame 8x24 is smaller than the model input 24x32"),
+    (("--image", "front=dark.png", "--image", "rear=dark.png", "--state", "left_wheel=1"),
+     "--state: malformed_state: joint 'right_wheel' is not in the joint state"),
+    (("--image", "front=dark.png", "--image", "rear=dark.png"), "--state is required: the model reads the joint state"),
+])
+def test_issue17_a_missing_unreadable_or_wrong_sized_view_or_a_bad_state_is_one_line_naming_it(two_view, args,
+                                                                                               message):
+    assert message in one_line_error(two_view(*args))
+
+
+def test_issue17_a_one_camera_config_keeps_its_plain_image_and_refuses_a_state_it_does_not_read():
+    ok = run("certify", "--image", "examples/left_2.png", "--instruction", "go to the red box", "--json", *DEMO)
+    same = run("certify", "--image", "camera=examples/left_2.png", "--instruction", "go to the red box", "--json",
+               *DEMO)
+    assert ok.returncode == same.returncode == 0
+    assert json.loads(ok.stdout)["command"] == json.loads(same.stdout)["command"] == "left"
+    line = one_line_error(run("certify", "--image", "examples/left_2.png", "--instruction", "go", "--state", "a=1"))
+    assert "--state: this configuration's model reads no joint state (state.topic is empty)" in line

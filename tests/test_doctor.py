@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from rs_guard_ros import certify, config, doctor
 from rs_guard_ros import guard as guard_mod
@@ -216,3 +217,86 @@ def test_doctor_exits_3_when_the_deadline_leaves_too_few_samples():
     assert out.returncode == 3, out.stderr
     assert "NO" in out.stdout and "advice: forward: threshold 0.25 needs" in out.stdout
     assert out.stderr == ""  # no progress bar (--no-progress), no library noise
+
+
+@pytest.mark.parametrize("selection", ["previous", "samples"])
+def test_issue16_doctor_gives_every_selection_path_from_certify_and_marks_the_ones_the_config_takes(selection):
+    """doctor prints, per command, the standing command confirmed (no n0), a change priced from the
+    dearest other command, and n0 selection samples: certify.selection_paths' figures, with p*."""
+    cfg = config.from_flat({**SLOW_FORWARD, "smoothing.selection": selection})
+    s = cfg.smoothing
+    r = doctor.summary(cfg, 200.0, 0.05)
+    assert r["selection"] == selection
+    forward = rows(r)["forward"]
+    assert forward["p_required"] == pytest.approx(certify.p_required(0.5, s.sigma))
+    for p in doctor.P_TRUE:
+        exact = certify.selection_paths(p, 0.5, s.sigma, s.alpha, s.n0, s.n_max, previous_threshold=0.1)
+        for path, plan in exact.items():
+            figures = forward["paths"][path]
+            assert figures[f"p={p}"]["expected_samples"] == pytest.approx(plan.expected_samples)
+            assert (figures["n_min"], figures["n_selection"]) == (plan.n_min, plan.n_selection)
+            assert figures[f"p={p}"]["latency_s"] == pytest.approx(0.05 + plan.expected_samples / 200.0)
+    assert forward["paths"]["samples"]["samples_first_look"] == forward["samples_first_look"]  # today's figure
+    assert forward["paths"]["previous"]["n_selection"] == 0
+    assert [forward["paths"][k]["configured"] for k in certify.SELECTION_PATHS] == (
+        [True, True, True] if selection == "previous" else [False, False, True])
+    text = doctor.format_report(r)
+    assert f"selection paths (smoothing.selection {selection}" in text
+    line = next(x for x in text.splitlines() if x.startswith("forward") and " previous" in x)
+    assert f"{certify.p_required(0.5, s.sigma):.5f}" in line and f" {forward['paths']['previous']['n_min']} " in line
+    assert ("never take this path" in text) == (selection == "samples")
+
+
+# ----------------------------------------------------------------------------- issue 15 item 5: the memory cap
+def advised_batch(result, command="forward"):
+    """The batch size the advice line of `command` suggests (None where it suggests none)."""
+    line = next(a for a in result["advice"] if a.startswith(f"{command}:"))
+    if "raise smoothing.batch_size to " not in line:
+        return None, line
+    return int(line.split("raise smoothing.batch_size to ")[1].split()[0].rstrip(",")), line
+
+
+def test_issue15_5_doctor_never_advises_a_batch_size_the_guard_would_refuse_and_names_the_cap():
+    """On a GPU doctor advises a batch as large as a decision (n0 32 + first look 375 -> 512). With
+    smoothing.max_buffer_mb binding, it advises the largest batch Guard.check_budget accepts for this
+    model's input and names the cap; where not even the current batch can grow, it says so."""
+    from test_guard import make_guard
+
+    flat = {**SLOW_FORWARD, "smoothing.batch_size": 32, "smoothing.n0": 32, "smoothing.n_max": 2000,
+            "smoothing.mode": "sequential"}  # config/default.yaml's, over test_guard's FAST
+    numel = make_guard(**flat).layout.numel  # 3 x 32 x 48: 56 noisy copies fill 1 MB
+    free = doctor.summary(config.from_flat(flat), 200.0, 0.05, device="cuda:0", input_numel=numel)
+    assert advised_batch(free)[0] == 512  # the default 512 MB cap does not bind
+    capped_flat = {**flat, "smoothing.max_buffer_mb": 1.0}
+    capped = doctor.summary(config.from_flat(capped_flat), 200.0, 0.05, device="cuda:0", input_numel=numel)
+    batch, line = advised_batch(capped)
+    assert batch == 2**20 // (4 * numel) == 56 and "the most smoothing.max_buffer_mb (1 MB) allows" in line
+    make_guard(**{**capped_flat, "smoothing.batch_size": batch})  # the Guard accepts the advice ...
+    with pytest.raises(config.ConfigError, match="max_buffer_mb"):
+        make_guard(**{**capped_flat, "smoothing.batch_size": batch + 1})  # ... and nothing above it
+    full = {**capped_flat, "smoothing.batch_size": 56}  # the cap is already reached
+    stuck = doctor.summary(config.from_flat(full), 200.0, 0.05, device="cuda:0", input_numel=numel)
+    batch, line = advised_batch(stuck)
+    assert batch is None and "smoothing.batch_size cannot grow: smoothing.max_buffer_mb (1 MB) holds at most 56" in line
+    unknown = doctor.summary(config.from_flat(capped_flat), 200.0, 0.05, device="cuda:0")  # no model: no size known
+    assert "if 512 noisy copies of the model input fit smoothing.max_buffer_mb (1 MB)" in \
+        advised_batch(unknown)[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3 * 1024 * 1024), st.floats(1.0, 4096.0), st.sampled_from([1, 8, 32, 60]),
+       st.integers(400, 100_000))
+def test_issue15_5_every_advised_batch_size_fits_the_memory_cap(numel, cap_mb, batch, n_max):
+    from rs_guard_ros.smoothing import buffer_bytes
+
+    flat = {**SLOW_FORWARD, "smoothing.batch_size": batch, "smoothing.max_buffer_mb": cap_mb, "smoothing.n_max": n_max}
+    cfg = config.from_flat(flat)
+    s = cfg.smoothing
+    if buffer_bytes(numel, 4, min(batch, max(s.n0, n_max))) > cap_mb * 2**20:
+        return  # the Guard refuses this configuration at start-up: doctor never gets to run on it
+    r = doctor.summary(cfg, 20.0, 0.0, device="cuda:0", input_numel=numel)
+    for line in r["advice"]:
+        if "raise smoothing.batch_size to " in line:
+            advised = int(line.split("raise smoothing.batch_size to ")[1].split()[0].rstrip(","))
+            assert advised > batch
+            assert buffer_bytes(numel, 4, min(advised, max(s.n0, n_max))) <= int(cap_mb * 2**20)

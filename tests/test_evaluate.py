@@ -417,11 +417,11 @@ def test_an_interrupted_run_says_how_to_resume_and_resume_decides_only_the_rest(
     decided: list[str] = []
     decide = guard.decide
 
-    def interrupt_at_fourth(frame, instruction, deadline_s=None):
+    def interrupt_at_fourth(frame, instruction, **kwargs):
         decided.append(instruction)
         if len(decided) == 4:
             raise KeyboardInterrupt  # Ctrl-C while the 4th frame is being decided
-        return decide(frame, instruction, deadline_s=deadline_s)
+        return decide(frame, instruction, **kwargs)
 
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as mp:

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..pairing import stamp_spread
 from .gate_state import (CAMERA_SKEW, MALFORMED_STATE, NO_FRAME, NO_STATE, STALE_STATE, FrameTime, frame_arrival_reason,
                          frame_reason)
 
@@ -95,9 +96,7 @@ def views_reason(now: float, frames: Mapping[str, CameraFrame | None], cameras: 
             head, _, rest = why.partition(": ")
             return f"{head}: {name}: {rest}" if several else why
     if several:
-        times = {name: frames[name].frame.t for name in cameras}
-        first, last = min(times, key=times.get), max(times, key=times.get)
-        spread = times[last] - times[first]
+        first, last, spread = stamp_spread({name: frames[name].frame.t for name in cameras})
         if spread > max_skew:
             return (f"{CAMERA_SKEW}: {spread:.3f} s between {first} and {last} when {moment} "
                     f"(max_camera_skew {max_skew:g} s)")
