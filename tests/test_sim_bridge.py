@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from ros_peers.gate_probe import FAST, ROOT, merge, running_gate, write_params
-from rs_guard_ros.sim.ros_bridge import CMD_TIMEOUT_S, effective_command, odometry_msg, stamp_of
+from rs_guard_ros.sim.ros_bridge import (CMD_TIMEOUT_S, check_real_time_factor, effective_command, odometry_msg,
+                                         stamp_of, step_period)
 
 TASK = "go to the red box"
 SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
@@ -39,6 +40,71 @@ def test_odometry_carries_the_planar_pose_as_a_yaw_quaternion_and_the_applied_ve
     assert (msg.pose.pose.position.x, msg.pose.pose.position.y) == (1.5, -0.5)
     assert math.isclose(2 * math.atan2(q.z, q.w), 2.0) and q.x == q.y == 0.0
     assert (msg.twist.twist.linear.x, msg.twist.twist.angular.z) == (0.25, -0.6)
+
+
+def test_a_real_time_factor_outside_zero_to_one_is_refused_and_stretches_the_step_period_by_its_inverse():
+    for good in (1.0, 0.25, 0.02, 1e-6, 1):
+        assert check_real_time_factor(good) == good
+        assert step_period(0.02, good) == pytest.approx(0.02 / good)
+    for bad in (0.0, -0.5, 1.0001, 2, math.nan, math.inf, True, "0.5", None):
+        with pytest.raises(ValueError, match="real_time_factor must be a number in \\(0, 1\\]"):
+            check_real_time_factor(bad)
+
+
+def _spin_until(executor, done, max_spins=2000):
+    """Spin until `done()` (a bound on callbacks, not on wall time); whether it came true."""
+    for _ in range(max_spins):
+        if done():
+            return True
+        executor.spin_once(timeout_sec=1.0)
+    return done()
+
+
+@pytest.mark.ros
+def test_every_step_advances_sim_time_by_dt_while_the_timer_fires_every_dt_over_the_real_time_factor(ros_env):
+    """In process: the physics timer's period is dt / real_time_factor (read from the timer, not
+    measured), /clock moves exactly dt per step at any factor, and a run-time change is applied
+    when in (0, 1] and refused otherwise, leaving factor and period as they were."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+
+    from rs_guard_ros.sim.ros_bridge import REAL_TIME_FACTOR, SimBridge
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimBridge(context=context, parameter_overrides=[Parameter(REAL_TIME_FACTOR, value=0.25)])
+    listener = Node("clock_listener", context=context)
+    clock = []
+    listener.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 100)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(sim)
+    executor.add_node(listener)
+    try:
+        assert sim.timer.timer_period_ns == round(sim.dt / 0.25 * 1e9)
+        assert _spin_until(executor, lambda: len(clock) >= 10)
+        assert sim.sim_time == pytest.approx(sim.steps * sim.dt)
+
+        assert sim.set_parameters([Parameter(REAL_TIME_FACTOR, value=1.0)])[0].successful
+        assert sim.timer.timer_period_ns == round(sim.dt * 1e9)
+        for bad in (0.0, -0.25, 1.5, math.nan):
+            result = sim.set_parameters([Parameter(REAL_TIME_FACTOR, value=bad)])[0]
+            assert not result.successful and "(0, 1]" in result.reason
+        assert sim.get_parameter(REAL_TIME_FACTOR).value == 1.0
+        assert sim.timer.timer_period_ns == round(sim.dt * 1e9)
+
+        seen = len(clock)
+        assert _spin_until(executor, lambda: len(clock) >= seen + 10)
+        assert sim.sim_time == pytest.approx(sim.steps * sim.dt)
+        # Before and after the change: each /clock tick is one step of dt, none skipped or stretched.
+        assert [round(b - a, 9) for a, b in zip(clock, clock[1:])] == [round(sim.dt, 9)] * (len(clock) - 1)
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        sim.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def _sim_process(env, tmp_path):

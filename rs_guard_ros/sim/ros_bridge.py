@@ -194,8 +194,7 @@ class SimBridge(Node):
                 period = step_period(self.dt, param.value)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            self.destroy_timer(self.timer)
-            self.timer = self.create_timer(period, self._on_step)
+            self.timer.timer_period_ns = round(period * 1e9)  # from the step after the next one
             self.get_logger().info(f"{REAL_TIME_FACTOR} {param.value:g}: a physics step every {period:.4f} wall s")
         return SetParametersResult(successful=True)
 
