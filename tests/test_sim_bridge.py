@@ -1,6 +1,12 @@
 """The MuJoCo sim bridge (rs_guard_ros.sim.ros_bridge) closed-loop with rs_guard_node, both
 real processes: the sim drives /clock and the camera, the guard gates its cmd_vel, and the
 robot moves only on certified commands. Assertions are on content, never on wall-clock time.
+
+The closed-loop test runs the sim at real-time factor RTF = 0.1: the guard's deadlines and ages
+count on sim time (use_sim_time), so a decision of even 5 wall seconds (a machine far slower
+than this one, rendering on the same cores) lasts 0.5 sim s, inside decision_deadline and
+max_frame_age. Its outcome does not depend on the machine's speed; only the wall-clock bound on
+progress is stretched by 1 / RTF.
 """
 import json
 import math
@@ -16,7 +22,8 @@ from rs_guard_ros.sim.ros_bridge import (CMD_TIMEOUT_S, check_real_time_factor, 
 
 TASK = "go to the red box"
 SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
-SIM_ARGS = ("-p", f"seed:={SEED}", "-p", "target:=red box")
+RTF = 0.1  # sim seconds per wall second (see the module docstring)
+SIM_ARGS = ("-p", f"seed:={SEED}", "-p", "target:=red box", "-p", f"real_time_factor:={RTF}")
 GUARD_ARGS = ("-r", "image:=/camera/image_raw", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true")
 
 
@@ -162,7 +169,7 @@ def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_pa
             def resay():
                 probe.say(TASK)  # the instruction QoS is volatile: repeat until the guard hears it
 
-            assert probe.wait_for(moved_after_certified_motion, 45, 0.1, resay), "robot never moved"
+            assert probe.wait_for(moved_after_certified_motion, 45 / RTF, 0.1, resay), "robot never moved"
             commands, twists, certs, _ = probe.snapshot()
     finally:
         sim.send_signal(signal.SIGINT)
