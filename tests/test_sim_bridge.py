@@ -136,15 +136,15 @@ def _watch_sim(probe):
         with probe.lock:
             seen[key].append(value)
 
-    n = probe.node
+    n, depth = probe.node, 1000  # keep every message: a busy probe must not lose the ones it compares
     n.create_subscription(Image, "/camera/image_raw", lambda m: add(
         "images", (m.encoding, m.width, m.height, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
         qos_profile_sensor_data)
-    n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), 10)
-    n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), 10)
-    n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), 10)
+    n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), depth)
+    n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), depth)
+    n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), depth)
     n.create_subscription(Odometry, "/odom", lambda m: add("odom", (m.pose.pose.position.x, m.pose.pose.position.y)),
-                          10)
+                          depth)
     return seen
 
 

@@ -364,15 +364,20 @@ def _play(scenarios: list[Scenario], procs: Processes, progress: bool, factor: f
             if not _wait_active(runner, procs):
                 raise RuntimeError(f"the guard did not become active within {runner.wall(START_TIMEOUT_S):.0f} s; "
                                    f"see {procs.out / 'guard.log'}")
-            calibration = _calibrate(runner, scenarios[0]) if calibrate else Calibration(factor)
-            procs.check_alive()
+            def bar(total: float, desc: str) -> Any:
+                return tqdm(total=total, desc=desc, unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR,
+                            disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+
+            calibration = Calibration(factor)
+            if calibrate:
+                with bar(WARMUP_SIM_S, "[warm-up] decision time") as warmup:
+                    calibration = _calibrate(runner, scenarios[0], _progress(warmup))
+                procs.check_alive()
             episodes = []
             first = 2 if calibrate else 1  # the sim's episode ids only go up; the warm-up was episode 1
             for i, scenario in enumerate(scenarios):
-                with tqdm(total=scenario.time_limit, desc=f"[{i + 1}/{len(scenarios)}] {scenario.name}",
-                          unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR, disable=not progress,
-                          mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
-                    episodes.append(runner.run_episode(scenario, first + i, STEP_TIMEOUT_S, _progress(bar)))
+                with bar(scenario.time_limit, f"[{i + 1}/{len(scenarios)}] {scenario.name}") as played:
+                    episodes.append(runner.run_episode(scenario, first + i, STEP_TIMEOUT_S, _progress(played)))
                 procs.check_alive()
             return episodes, calibration
     finally:
@@ -392,7 +397,7 @@ def _progress(bar: Any) -> Callable[[float], None]:
     return update
 
 
-def _calibrate(runner: Any, scenario: Scenario) -> Calibration:
+def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None] | None = None) -> Calibration:
     """Play a warm-up episode (the first scenario's layout and first instruction, no faults, for
     WARMUP_SIM_S) at the sim's current factor, take the p50 of the guard's decision latency from
     its records, and set the sim's factor from it (`calibrated_factor`).
@@ -405,7 +410,7 @@ def _calibrate(runner: Any, scenario: Scenario) -> Calibration:
 
     warmup = dataclasses.replace(scenario, name=f"warm-up ({scenario.name})", time_limit=WARMUP_SIM_S, faults=(),
                                  instructions=(dataclasses.replace(scenario.instructions[0], at=0.0),))
-    episode = runner.run_episode(warmup, 1, STEP_TIMEOUT_S)
+    episode = runner.run_episode(warmup, 1, STEP_TIMEOUT_S, progress)
     latencies = [s.latency_ms / 1e3 for s in episode.steps if s.source == "decision" and s.n_used > 0]
     if len(latencies) < MIN_WARMUP_DECISIONS:
         raise RuntimeError(f"calibration: {len(latencies)} decisions ran the model in the {WARMUP_SIM_S:g} sim-s "

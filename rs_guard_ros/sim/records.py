@@ -211,4 +211,5 @@ def episode_metrics(ep: Episode) -> dict[str, Any]:
                else travelled < STILL_DISTANCE and turned < STILL_ROTATION)
     return {"scenario": ep.scenario, "target": ep.target, "expect_reach": ep.expect_reach, "success": success,
             "time_to_goal": ep.reached_at if ep.expect_reach else None, "duration": ep.duration,
-            "time_limit": ep.time_limit, "real_time_factor": ep.real_time_factor, "path_length": travelled, "rotation": turned, **step_metrics(ep.steps)}
+            "time_limit": ep.time_limit, "real_time_factor": ep.real_time_factor, "path_length": travelled,
+            "rotation": turned, **step_metrics(ep.steps)}

@@ -195,7 +195,8 @@ class ScenarioRunner(Node):
 
     def set_real_time_factor(self, factor: float, timeout_s: float) -> None:
         """Set the sim's `real_time_factor` (its parameter service); RuntimeError if it does not accept it."""
-        request = SetParameters.Request(parameters=[Parameter(REAL_TIME_FACTOR, value=float(factor)).to_parameter_msg()])
+        parameter = Parameter(REAL_TIME_FACTOR, value=float(factor)).to_parameter_msg()
+        request = SetParameters.Request(parameters=[parameter])
         if not self._sim_parameters.wait_for_service(timeout_sec=timeout_s):
             raise RuntimeError(f"the sim's parameter service did not appear within {timeout_s:.0f} s")
         future = self._sim_parameters.call_async(request)
