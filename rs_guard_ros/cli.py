@@ -366,7 +366,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     quiet_model_loading()  # the camera-link attacker loads the VLA in this process
     guard_args = tuple(a for p in args.guard_param for a in ("-p", p))
     run = functools.partial(run_demo, args.scenarios, args.out, args.domain_id, guard_args, tuple(args.scenario),
-                            args.episodes)
+                            args.episodes, real_time=args.real_time)
     if args.ray is None:
         return run()
     with scale.connected(args.ray):
@@ -377,8 +377,9 @@ def format_demo(result: dict[str, Any]) -> str:
     ok = sum(e["success"] for e in result["episodes"])
     domains = (f"ROS_DOMAIN_IDs {', '.join(str(r['domain_id']) for r in result['runs'])}" if "runs" in result
                else f"ROS_DOMAIN_ID {result['domain_id']}")
-    return (f"{result['table']}\n{ok}/{len(result['episodes'])} episodes succeeded; report: {result['report']} "
-            f"(wall time {result['wall_s']:.0f} s, {domains})")
+    factor = f"real-time factor {result['calibration']}\n" if "calibration" in result else ""
+    return (f"{result['table']}\n{factor}{ok}/{len(result['episodes'])} episodes succeeded; report: "
+            f"{result['report']} (wall time {result['wall_s']:.0f} s, {domains})")
 
 
 def cmd_attack(args: argparse.Namespace) -> dict[str, Any]:
@@ -521,6 +522,9 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one in 1..101)")
     p.add_argument("--guard-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra ROS parameter for the guard node, e.g. smoothing.n_max:=500")
+    p.add_argument("--real-time", action="store_true",
+                   help="run the world at real-time factor 1 instead of slowing it until a decision takes the sim "
+                        "time the scenarios were designed for: shows what this computer's latency does to the robot")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     scale.add_ray_arguments(p, "episodes", workers="one episode per CPU of the cluster")
     p.set_defaults(run=cmd_demo, formatter=format_demo)

@@ -283,6 +283,9 @@ def test_demo_on_ray_plays_two_episodes_side_by_side_each_in_its_own_ros_domain(
         assert (report.parent / "guard.log").is_file() and (report.parent / "steps.jsonl").stat().st_size > 0
     merged = (out / "report.md").read_text()
     assert "short_drive" in merged and "off_task" in merged
+    # Each episode calibrated its real-time factor on its own worker, as in process.
+    assert all("warm-up decisions" in r["calibration"] for r in runs)
+    assert all(f"episode {i}: {r['calibration']}" in merged for i, r in enumerate(runs, start=1))
     off_task = next(e for e in result["episodes"] if e["scenario"] == "off_task")
     assert off_task["success"] and off_task["certified"] == 0  # the off-task instruction is never certified
     assert result["ray"]["failed"] == 0

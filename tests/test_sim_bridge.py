@@ -1,6 +1,12 @@
 """The MuJoCo sim bridge (rs_guard_ros.sim.ros_bridge) closed-loop with rs_guard_node, both
 real processes: the sim drives /clock and the camera, the guard gates its cmd_vel, and the
 robot moves only on certified commands. Assertions are on content, never on wall-clock time.
+
+The closed-loop test runs the sim at real-time factor RTF = 0.1: the guard's deadlines and ages
+count on sim time (use_sim_time), so a decision of even 5 wall seconds (a machine far slower
+than this one, rendering on the same cores) lasts 0.5 sim s, inside decision_deadline and
+max_frame_age. Its outcome does not depend on the machine's speed; only the wall-clock bound on
+progress is stretched by 1 / RTF.
 """
 import json
 import math
@@ -11,11 +17,13 @@ import sys
 import pytest
 
 from ros_peers.gate_probe import FAST, ROOT, merge, running_gate, write_params
-from rs_guard_ros.sim.ros_bridge import CMD_TIMEOUT_S, effective_command, odometry_msg, stamp_of
+from rs_guard_ros.sim.ros_bridge import (CMD_TIMEOUT_S, check_real_time_factor, effective_command, odometry_msg,
+                                         stamp_of, step_period)
 
 TASK = "go to the red box"
 SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
-SIM_ARGS = ("-p", f"seed:={SEED}", "-p", "target:=red box")
+RTF = 0.1  # sim seconds per wall second (see the module docstring)
+SIM_ARGS = ("-p", f"seed:={SEED}", "-p", "target:=red box", "-p", f"real_time_factor:={RTF}")
 GUARD_ARGS = ("-r", "image:=/camera/image_raw", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true")
 
 
@@ -41,6 +49,71 @@ def test_odometry_carries_the_planar_pose_as_a_yaw_quaternion_and_the_applied_ve
     assert (msg.twist.twist.linear.x, msg.twist.twist.angular.z) == (0.25, -0.6)
 
 
+def test_a_real_time_factor_outside_zero_to_one_is_refused_and_stretches_the_step_period_by_its_inverse():
+    for good in (1.0, 0.25, 0.02, 1e-6, 1):
+        assert check_real_time_factor(good) == good
+        assert step_period(0.02, good) == pytest.approx(0.02 / good)
+    for bad in (0.0, -0.5, 1.0001, 2, math.nan, math.inf, True, "0.5", None):
+        with pytest.raises(ValueError, match="real_time_factor must be a number in \\(0, 1\\]"):
+            check_real_time_factor(bad)
+
+
+def _spin_until(executor, done, max_spins=2000):
+    """Spin until `done()` (a bound on callbacks, not on wall time); whether it came true."""
+    for _ in range(max_spins):
+        if done():
+            return True
+        executor.spin_once(timeout_sec=1.0)
+    return done()
+
+
+@pytest.mark.ros
+def test_every_step_advances_sim_time_by_dt_while_the_timer_fires_every_dt_over_the_real_time_factor(ros_env):
+    """In process: the physics timer's period is dt / real_time_factor (read from the timer, not
+    measured), /clock moves exactly dt per step at any factor, and a run-time change is applied
+    when in (0, 1] and refused otherwise, leaving factor and period as they were."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rosgraph_msgs.msg import Clock
+
+    from rs_guard_ros.sim.ros_bridge import REAL_TIME_FACTOR, SimBridge
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    sim = SimBridge(context=context, parameter_overrides=[Parameter(REAL_TIME_FACTOR, value=0.25)])
+    listener = Node("clock_listener", context=context)
+    clock = []
+    listener.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 100)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(sim)
+    executor.add_node(listener)
+    try:
+        assert sim.timer.timer_period_ns == round(sim.dt / 0.25 * 1e9)
+        assert _spin_until(executor, lambda: len(clock) >= 10)
+        assert sim.sim_time == pytest.approx(sim.steps * sim.dt)
+
+        assert sim.set_parameters([Parameter(REAL_TIME_FACTOR, value=1.0)])[0].successful
+        assert sim.timer.timer_period_ns == round(sim.dt * 1e9)
+        for bad in (0.0, -0.25, 1.5, math.nan):
+            result = sim.set_parameters([Parameter(REAL_TIME_FACTOR, value=bad)])[0]
+            assert not result.successful and "(0, 1]" in result.reason
+        assert sim.get_parameter(REAL_TIME_FACTOR).value == 1.0
+        assert sim.timer.timer_period_ns == round(sim.dt * 1e9)
+
+        seen = len(clock)
+        assert _spin_until(executor, lambda: len(clock) >= seen + 10)
+        assert sim.sim_time == pytest.approx(sim.steps * sim.dt)
+        # Before and after the change: each /clock tick is one step of dt, none skipped or stretched.
+        assert [round(b - a, 9) for a, b in zip(clock, clock[1:])] == [round(sim.dt, 9)] * (len(clock) - 1)
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        sim.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def _sim_process(env, tmp_path):
     """The sim bridge in its own process (python -m, so no installed console script is needed)."""
     log = open(tmp_path / "sim.log", "w")
@@ -63,15 +136,15 @@ def _watch_sim(probe):
         with probe.lock:
             seen[key].append(value)
 
-    n = probe.node
+    n, depth = probe.node, 1000  # keep every message: a busy probe must not lose the ones it compares
     n.create_subscription(Image, "/camera/image_raw", lambda m: add(
         "images", (m.encoding, m.width, m.height, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
         qos_profile_sensor_data)
-    n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), 10)
-    n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), 10)
-    n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), 10)
+    n.create_subscription(Clock, "/clock", lambda m: add("clock", m.clock.sec + m.clock.nanosec * 1e-9), depth)
+    n.create_subscription(String, "/rs_guard_sim/pose", lambda m: add("pose", json.loads(m.data)), depth)
+    n.create_subscription(String, "/rs_guard_sim/ground_truth", lambda m: add("truth", m.data), depth)
     n.create_subscription(Odometry, "/odom", lambda m: add("odom", (m.pose.pose.position.x, m.pose.pose.position.y)),
-                          10)
+                          depth)
     return seen
 
 
@@ -96,7 +169,7 @@ def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_pa
             def resay():
                 probe.say(TASK)  # the instruction QoS is volatile: repeat until the guard hears it
 
-            assert probe.wait_for(moved_after_certified_motion, 45, 0.1, resay), "robot never moved"
+            assert probe.wait_for(moved_after_certified_motion, 45 / RTF, 0.1, resay), "robot never moved"
             commands, twists, certs, _ = probe.snapshot()
     finally:
         sim.send_signal(signal.SIGINT)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import yaml
+from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros.sim.demo import run_demo
+from rs_guard_ros.sim.demo import DESIGN_LATENCY_S, FACTOR_RANGE, calibrated_factor, run_demo
 from rs_guard_ros.sim.report import read_steps
 
 SCENARIOS = {"scenarios": [
@@ -53,6 +54,17 @@ def test_demo_shuts_sim_and_guard_down_cleanly_and_writes_the_report(demo):
 
 
 @pytest.mark.ros
+def test_the_run_slows_the_world_to_the_factor_calibrated_from_the_guards_own_latency(demo):
+    result, out = demo
+    factor = result["real_time_factor"]
+    assert FACTOR_RANGE[0] <= factor <= FACTOR_RANGE[1]
+    assert all(e["real_time_factor"] == factor for e in result["episodes"])
+    assert "warm-up decisions" in result["calibration"]
+    assert f"real-time factor**: {result['calibration']}" in (out / "report.md").read_text()
+    assert f"real_time_factor {factor:g}" in (out / "sim.log").read_text()  # the sim applied it
+
+
+@pytest.mark.ros
 def test_every_recorded_command_is_certified_above_its_threshold_or_the_abstain_command(demo):
     _, out = demo
     steps = [s for episode in read_steps(out / "steps.jsonl").values() for s in episode]
@@ -84,6 +96,35 @@ def test_off_task_instruction_and_camera_stall_publish_only_abstain(demo):
     assert {r["episode"] for r in rows} == {0, 1}
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1e-6, 1e6), st.floats(1e-6, 1e6))
+def test_the_calibrated_factor_stays_in_its_range_and_never_rises_with_the_latency(a, b):
+    low, high = sorted((a, b))
+    assert FACTOR_RANGE[0] <= calibrated_factor(high) <= calibrated_factor(low) <= FACTOR_RANGE[1]
+
+
+def test_the_calibrated_factor_makes_a_decision_last_the_design_latency_in_sim_time():
+    assert calibrated_factor(4 * DESIGN_LATENCY_S) == pytest.approx(0.25)
+    assert calibrated_factor(0.5 * DESIGN_LATENCY_S) == 1.0  # a faster computer: real time, never faster
+    assert calibrated_factor(1e3) == FACTOR_RANGE[0]
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="positive and finite"):
+            calibrated_factor(bad)
+
+
+@pytest.mark.parametrize("argv, real_time", [([], False), (["--real-time"], True)])
+def test_real_time_flag_is_parsed_and_handed_to_the_demo(monkeypatch, argv, real_time):
+    from rs_guard_ros import cli
+    from rs_guard_ros.sim import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: calls.append(kwargs) or {})
+    args = cli.build_parser().parse_args(["demo", *argv])
+    assert args.real_time is real_time
+    args.run(args)
+    assert calls == [{"real_time": real_time}]
+
+
 def test_records_map_to_the_decided_frame_or_the_latest_pose_before_a_watchdog_event():
     from rs_guard_ros.sim.runner import _step
 
@@ -91,10 +132,12 @@ def test_records_map_to_the_decided_frame_or_the_latest_pose_before_a_watchdog_e
     frames = {10.0: ("", None), 10.1: ("attack", "forward"), 10.2: ("stall", None)}
     ordered = sorted(poses)
     decision = {"source": "decision", "stamp": 10.1, "command": "stop", "certified": False, "radius": 0.0,
-                "threshold": 0.25, "n_used": 1000, "latency_ms": {"total": 80.0}, "reason": "radius_below_threshold"}
+                "threshold": 0.25, "n_used": 1000, "latency_ms": {"total": 80.0}, "reason": "radius_below_threshold",
+                "time": 10.12}  # published 20 sim ms after its frame: the world ran slower than the wall clock
     s = _step(decision, poses, ordered, frames, start=10.0)
     assert (s.t, s.x, s.fault, s.undefended, s.latency_ms, s.source) == (pytest.approx(0.1), 10.1, "attack",
                                                                           "forward", 80.0, "decision")
+    assert s.published == pytest.approx(0.12) and s.published_at == pytest.approx(0.12)
     event = {"source": "watchdog", "time": 10.25, "command": "stop", "certified": False, "reason": "stale_frame"}
     s = _step(event, poses, ordered, frames, start=10.0)
     assert (s.x, s.fault, s.source, s.n_used) == (10.2, "stall", "watchdog", 0)

@@ -104,7 +104,7 @@ def test_empty_episode_has_undefined_rates_not_nan():
 
 @pytest.mark.parametrize("field, value", [("radius", math.nan), ("latency_ms", -1.0), ("t", math.inf),
                                           ("n_used", 2.5), ("n_used", -1), ("certified", 1), ("command", ""),
-                                          ("x", math.nan), ("undefended", "")])
+                                          ("x", math.nan), ("undefended", ""), ("published", -0.1)])
 def test_step_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"Step.{field}"):
         step(**{field: value})
@@ -117,6 +117,8 @@ def test_step_rejects_bad_values_naming_the_field(field, value):
     (dict(trajectory=[(0.0, 0.0, math.nan, 0.0)]), "trajectory"),
     (dict(duration=-1.0), "duration"),
     (dict(scenario=""), "scenario"),
+    (dict(real_time_factor=0.0), "real_time_factor"),
+    (dict(real_time_factor=1.5), "real_time_factor"),
 ])
 def test_episode_check_names_what_is_wrong(change, name):
     with pytest.raises(ValueError, match=name):

@@ -37,6 +37,23 @@ def test_commands_in_force_follow_publication_time():
     assert rp.commands_in_force(steps, [0.1, 0.2, 0.3, 0.35, 1.0]) == [None, "left", "left", "right", "right"]
 
 
+def test_commands_take_force_at_their_recorded_sim_publication_time_in_a_slowed_world():
+    """At real-time factor 0.25 a decision of 2000 wall ms lasts 0.5 sim s: the recorded
+    publication time, not frame time + wall latency, says when the command took over."""
+    steps = [step(0.0, command="left", latency_ms=2000.0, published=0.5),
+             step(0.1, command="right", latency_ms=2000.0, published=0.6)]
+    assert rp.commands_in_force(steps, [0.4, 0.5, 0.6, 2.0]) == [None, "left", "right", "right"]
+
+
+def test_the_table_prints_each_episodes_real_time_factor_and_their_range_in_the_total():
+    eps = [episode(known_steps(), real_time_factor=0.25), episode(known_steps(), scenario="b", real_time_factor=0.5)]
+    header, rows = rp.TABLE_HEADER, rp.table_rows(eps)
+    assert header[-1] == "real-time factor"
+    assert [r[-1] for r in rows] == ["0.25", "0.50", "0.25-0.50"]
+    assert rp.table_rows(eps[:1])[-1][-1] == "0.25"
+    assert "0.25-0.50" in rp.summary_table(eps) and "| **0.25-0.50** |" in rp.markdown_table(eps)
+
+
 def test_summary_table_has_a_row_per_episode_and_a_total():
     eps = [episode(known_steps(), reached_at=4.0),
            episode([step(0.0, truth="stop", command="stop")], scenario="off-task", target=None,

@@ -5,6 +5,13 @@ separate processes in their own ROS_DOMAIN_ID with localhost-only discovery, pla
 scenario file with a progress bar, prints the summary table, writes the report
 (report.md, PNG plots, episodes.csv, steps.jsonl) and shuts everything down with SIGINT.
 
+The world runs slower than real time when the computer is slow: after the guard is up,
+warm-up episodes measure the guard's own decision latency (its ~/certificate records), and
+the sim's real_time_factor is set so that a decision lasts DESIGN_LATENCY_S sim seconds, the
+latency the scenarios were designed for (`calibrated_factor`): first at CALIBRATION_FACTOR,
+then again at the factor found (see `_calibrate`).
+`--real-time` (real_time=True) keeps the factor at 1 and skips the warm-up.
+
 With Ray (`--ray`, :mod:`rs_guard_ros.scale`) every episode is one Ray task that does the
 same (`play`) for its one scenario, in a fresh worker process, in a folder episode_NNN and a
 ROS_DOMAIN_ID of its own (another one for each retry), so episodes run side by side without
@@ -13,6 +20,8 @@ seeing each other's DDS traffic; the report over all episodes is written as in p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import random
 import signal
@@ -37,6 +46,21 @@ DEMO_SCENARIOS = "scenarios/demo.yaml"
 START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
 STEP_TIMEOUT_S = 30.0
 DOMAIN_IDS = 101  # 1..101: ids whose DDS ports are safe on Linux (0 is everyone's default)
+# The decision latency (frame received -> command published) the scenarios were designed for: the
+# latency p50 of the demo on the 2-core machine of the README's figures (149 ms in the README's run,
+# 165 ms pooled in docs/simulation.md's). Their timings (time limits, fault windows, the 1 s
+# max_frame_age) assume a decision lasts about this long in sim seconds.
+DESIGN_LATENCY_S = 0.15
+FACTOR_RANGE = (0.02, 1.0)  # below 0.02 a 30 sim-s scenario would take 25 wall minutes
+# The warm-up's factor: a decision 6x slower than the design latency (0.9 s, a machine a quarter as
+# fast) still lasts only 0.09 sim s, so no warm-up frame goes stale and every decision is measured.
+CALIBRATION_FACTOR = 0.1
+WARMUP_SIM_S = 3.0  # 30 camera frames: at 0.1, 30 wall s, a dozen decisions even at 2 s each
+MIN_WARMUP_DECISIONS = 3
+# Warm-ups: the sim renders and publishes in proportion to the factor, on the same cores as the
+# guard, so a decision measured at 0.1 is faster than at the factor the scenarios then run at
+# (303 ms against 360 ms in one run on 2 shared cores); the second warm-up measures it there.
+CALIBRATION_ROUNDS = 2
 
 
 def config_file(name: str) -> Path:
@@ -138,12 +162,40 @@ def spinning(node: Any) -> Iterator[None]:
         thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The real-time factor a run played at, and the measurement it came from (None: --real-time)."""
+
+    factor: float
+    latency_s: float | None = None  # the guard's decision latency p50 in the last warm-up (wall s)
+    decisions: int = 0  # decisions of the last warm-up that ran the model
+    measured_at: float = CALIBRATION_FACTOR  # the factor the last warm-up ran at
+
+    def describe(self) -> str:
+        """One line for the report and the summary."""
+        if self.latency_s is None:
+            return f"{self.factor:g} (--real-time: the world runs at wall-clock rate)"
+        return (f"{self.factor:.3f}: the guard's decision latency p50 {self.latency_s * 1e3:.0f} ms over "
+                f"{self.decisions} warm-up decisions at factor {self.measured_at:.3f}, so a decision lasts "
+                f"{self.latency_s * self.factor * 1e3:.0f} sim ms (designed for {DESIGN_LATENCY_S * 1e3:.0f})")
+
+
+def calibrated_factor(latency_s: float, target_s: float = DESIGN_LATENCY_S) -> float:
+    """The real-time factor at which a decision of `latency_s` wall seconds lasts `target_s` sim
+    seconds, clamped to FACTOR_RANGE: a faster computer than designed for runs at real time."""
+    if not (math.isfinite(latency_s) and latency_s > 0.0 and math.isfinite(target_s) and target_s > 0.0):
+        raise ValueError(f"latency and target must be positive and finite, got {latency_s!r}, {target_s!r}")
+    low, high = FACTOR_RANGE
+    return min(high, max(low, target_s / latency_s))
+
+
 def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None,
              guard_args: tuple[str, ...] = (), only: tuple[str, ...] = (), episodes: int | None = None,
-             workers: RayTasks | None = None) -> dict[str, Any]:
+             workers: RayTasks | None = None, real_time: bool = False) -> dict[str, Any]:
     """Run every scenario of a file or folder (or those named in `only`; `episodes` of them,
     cycling through the list) closed-loop, in this process or one Ray task per episode with
-    `workers`; write the report and return the summary."""
+    `workers`, at a calibrated real-time factor (1 with `real_time`); write the report and
+    return the summary."""
     from . import report
 
     started = time.monotonic()
@@ -151,12 +203,15 @@ def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None
     scenarios = episode_list(source, only, episodes)
     out.mkdir(parents=True, exist_ok=True)
     if workers is not None:
-        return _run_on_ray(scenarios, source, out, check_domain(domain_id), guard_args, workers, started)
-    played, codes, domain = play(scenarios, out, domain_id, guard_args, progress=True)
-    meta = _meta(source, guard_args, str(domain), started) | {"exit codes": codes}
+        return _run_on_ray(scenarios, source, out, check_domain(domain_id), guard_args, workers, started, real_time)
+    played, codes, domain, calibration = play(scenarios, out, domain_id, guard_args, progress=True,
+                                              real_time=real_time)
+    meta = _meta(source, guard_args, str(domain), started) | {"real-time factor": calibration.describe(),
+                                                              "exit codes": codes}
     path = report.write_report(played, out, meta)
     return {"episodes": [report.episode_metrics(e) for e in played], "table": report.summary_table(played),
-            "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"], "domain_id": domain}
+            "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"], "domain_id": domain,
+            "real_time_factor": calibration.factor, "calibration": calibration.describe()}
 
 
 def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = None) -> list[Scenario]:
@@ -179,20 +234,24 @@ def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = N
 
 
 def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args: tuple[str, ...],
-         progress: bool) -> tuple[list[Episode], dict[str, int], int]:
-    """Start sim and guard in their own domain, play the scenarios, stop them: (episodes, exit
-    codes, domain id). The closed loop itself, in process and in every Ray episode task."""
+         progress: bool, real_time: bool = False) -> tuple[list[Episode], dict[str, int], int, Calibration]:
+    """Start sim and guard in their own domain, calibrate the real-time factor (1 with
+    `real_time`), play the scenarios, stop them: (episodes, exit codes, domain id, calibration).
+    The closed loop itself, in process and in every Ray episode task (each calibrates on its own
+    worker, whose computer may differ)."""
     env = ros_environment(domain_id)
     procs = Processes(out, env)
-    procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0"])
+    factor = 1.0 if real_time else CALIBRATION_FACTOR
+    procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0",
+                        "-p", f"real_time_factor:={factor!r}"])
     procs.start("guard", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
                           "-r", "image:=/rs_guard/camera", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true",
                           *guard_args])
     try:
-        episodes = _play(scenarios, procs, progress)
+        episodes, calibration = _play(scenarios, procs, progress, factor, calibrate=not real_time)
     finally:
         codes = procs.stop()
-    return episodes, codes, int(env["ROS_DOMAIN_ID"])
+    return episodes, codes, int(env["ROS_DOMAIN_ID"]), calibration
 
 
 def _meta(source: Path, guard_args: tuple[str, ...], domains: str, started: float) -> dict[str, Any]:
@@ -214,6 +273,7 @@ class EpisodeTask:
     episodes: int  # in the run: a retry's domain id is an episode count further on
     guard_args: tuple[str, ...]
     source: Path
+    real_time: bool = False
 
 
 @dataclass
@@ -227,6 +287,7 @@ class EpisodeRun:
     exit_codes: dict[str, int] = field(default_factory=dict)
     report: str = ""
     reason: str = ""
+    calibration: str = ""
 
 
 def play_episode(task: EpisodeTask, attempt: int) -> EpisodeRun:
@@ -237,11 +298,14 @@ def play_episode(task: EpisodeTask, attempt: int) -> EpisodeRun:
     started = time.monotonic()
     domain = episode_domain(task.base_domain, task.index + attempt * task.episodes)
     task.out.mkdir(parents=True, exist_ok=True)
-    (episode,), codes, domain = play([task.scenario], task.out, domain, task.guard_args, progress=False)
+    (episode,), codes, domain, calibration = play([task.scenario], task.out, domain, task.guard_args,
+                                                  progress=False, real_time=task.real_time)
     meta = _meta(task.source, task.guard_args, str(domain), started) | {
-        "exit codes": codes, "episode": f"{task.index + 1}, try {attempt + 1}"}
+        "real-time factor": calibration.describe(), "exit codes": codes,
+        "episode": f"{task.index + 1}, try {attempt + 1}"}
     path = report.write_report([episode], task.out, meta)
-    return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path))
+    return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path),
+                      calibration=calibration.describe())
 
 
 def failed_episode(task: EpisodeTask, reason: str) -> EpisodeRun:
@@ -249,14 +313,15 @@ def failed_episode(task: EpisodeTask, reason: str) -> EpisodeRun:
 
 
 def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain: int, guard_args: tuple[str, ...],
-                workers: RayTasks, started: float) -> dict[str, Any]:
-    """Every episode as a Ray task (`play_episode`), side by side; the report over all of them."""
+                workers: RayTasks, started: float, real_time: bool = False) -> dict[str, Any]:
+    """Every episode as a Ray task (`play_episode`, each calibrating its own real-time factor),
+    side by side; the report over all of them."""
     from tqdm import tqdm
 
     from . import report
 
-    tasks = [EpisodeTask(i, s, out / f"episode_{i + 1:03d}", base_domain, len(scenarios), guard_args, source)
-             for i, s in enumerate(scenarios)]
+    tasks = [EpisodeTask(i, s, out / f"episode_{i + 1:03d}", base_domain, len(scenarios), guard_args, source,
+                         real_time) for i, s in enumerate(scenarios)]
     runs = []
     with tqdm(total=len(tasks), desc="rs-guard demo", unit="episode", file=sys.stderr,
               mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
@@ -268,6 +333,7 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
         raise RuntimeError(f"every episode failed on its Ray workers; first reason: {runs[0].reason}")
     domains = ", ".join(str(r.domain_id) for r in runs if r.episode is not None)
     meta = _meta(source, guard_args, domains, started) | {
+        "real-time factor": "; ".join(f"episode {r.index + 1}: {r.calibration}" for r in runs if r.episode is not None),
         "Ray": f"{workers.stats.workers} episodes at a time, {workers.stats.retried} tries again after a worker "
                f"died, {workers.stats.failed} failed" + "".join(f"; episode {r.index + 1} ({r.scenario}): {r.reason}"
                                                                for r in runs if r.episode is None)}
@@ -288,28 +354,38 @@ def _gate_summary() -> str:
             f"radius thresholds {cfg.thresholds()}")
 
 
-def _play(scenarios: list[Scenario], procs: Processes, progress: bool) -> list[Episode]:
-    """Bring up the runner, wait for the guard, play every scenario (with a progress bar)."""
+def _play(scenarios: list[Scenario], procs: Processes, progress: bool, factor: float,
+          calibrate: bool) -> tuple[list[Episode], Calibration]:
+    """Bring up the runner (the sim runs at `factor`), wait for the guard, calibrate the factor
+    when told, play every scenario (with a progress bar)."""
     import rclpy
     from tqdm import tqdm
 
     from .runner import ScenarioRunner
 
     rclpy.init()
-    runner = ScenarioRunner(perturber=_perturber(scenarios))
+    runner = ScenarioRunner(perturber=_perturber(scenarios), real_time_factor=factor)
     try:
         with spinning(runner):
             if not _wait_active(runner, procs):
-                raise RuntimeError(f"the guard did not become active within {START_TIMEOUT_S:.0f} s; "
+                raise RuntimeError(f"the guard did not become active within {runner.wall(START_TIMEOUT_S):.0f} s; "
                                    f"see {procs.out / 'guard.log'}")
-            episodes = []
-            for i, scenario in enumerate(scenarios):
-                with tqdm(total=scenario.time_limit, desc=f"[{i + 1}/{len(scenarios)}] {scenario.name}",
-                          unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR, disable=not progress,
-                          mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
-                    episodes.append(runner.run_episode(scenario, i + 1, STEP_TIMEOUT_S, _progress(bar)))
+            def bar(total: float, desc: str) -> Any:
+                return tqdm(total=total, desc=desc, unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR,
+                            disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+
+            calibration = Calibration(factor)
+            if calibrate:
+                with bar(WARMUP_SIM_S * CALIBRATION_ROUNDS, "[warm-up] decision time") as warmup:
+                    calibration = _calibrate(runner, scenarios[0], _progress(warmup))
                 procs.check_alive()
-            return episodes
+            episodes = []
+            first = 1 + CALIBRATION_ROUNDS if calibrate else 1  # the sim's episode ids only go up
+            for i, scenario in enumerate(scenarios):
+                with bar(scenario.time_limit, f"[{i + 1}/{len(scenarios)}] {scenario.name}") as played:
+                    episodes.append(runner.run_episode(scenario, first + i, STEP_TIMEOUT_S, _progress(played)))
+                procs.check_alive()
+            return episodes, calibration
     finally:
         runner.close()
         runner.destroy_node()
@@ -327,9 +403,39 @@ def _progress(bar: Any) -> Callable[[float], None]:
     return update
 
 
+def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None] | None = None) -> Calibration:
+    """CALIBRATION_ROUNDS warm-up episodes (the first scenario's layout and first instruction, no
+    faults, WARMUP_SIM_S each), from the sim's current factor: each takes the p50 of the guard's
+    decision latency from its records and sets the sim's factor from it (`calibrated_factor`).
+
+    A warm-up rather than the first decisions of the first scenario: the model's first calls are
+    slower (lazy initialisation), and a factor changed in the middle of a scenario would play its
+    beginning at another latency than the rest; no warm-up decision enters the report.
+    """
+    import numpy as np
+
+    warmup = dataclasses.replace(scenario, name=f"warm-up ({scenario.name})", time_limit=WARMUP_SIM_S, faults=(),
+                                 instructions=(dataclasses.replace(scenario.instructions[0], at=0.0),))
+    calibration = Calibration(runner.real_time_factor)
+    for episode_id in range(1, CALIBRATION_ROUNDS + 1):
+        measured_at = runner.real_time_factor
+        done = (episode_id - 1) * WARMUP_SIM_S  # one progress bar over every round
+        episode = runner.run_episode(warmup, episode_id, STEP_TIMEOUT_S,
+                                     progress and (lambda t, done=done: progress(done + t)))
+        latencies = [s.latency_ms / 1e3 for s in episode.steps if s.source == "decision" and s.n_used > 0]
+        if len(latencies) < MIN_WARMUP_DECISIONS:
+            raise RuntimeError(f"calibration: {len(latencies)} decisions ran the model in the {WARMUP_SIM_S:g} "
+                               f"sim-s warm-up (need {MIN_WARMUP_DECISIONS}); see guard.log")
+        latency = float(np.median(latencies))
+        calibration = Calibration(calibrated_factor(latency), latency, len(latencies), measured_at)
+        runner.set_real_time_factor(calibration.factor, STEP_TIMEOUT_S)
+    return calibration
+
+
 def _wait_active(runner: Any, procs: Processes) -> bool:
-    """Until the guard is active; fails fast if a child process dies meanwhile."""
-    deadline = time.monotonic() + START_TIMEOUT_S
+    """Until the guard is active (its diagnostics come on sim time, so the bound is stretched by the
+    real-time factor); fails fast if a child process dies meanwhile."""
+    deadline = time.monotonic() + runner.wall(START_TIMEOUT_S)
     while time.monotonic() < deadline:
         procs.check_alive()
         if runner.wait_guard_active(1.0):

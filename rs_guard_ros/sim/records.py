@@ -59,6 +59,7 @@ class Step:
     fault: str = ""  # active camera fault or attack at that frame ("" = none)
     undefended: str | None = None  # what the base VLA alone would have said on that frame, else None
     source: str = "decision"  # "decision" (a frame decided) or "watchdog" (camera lost, deadline: no frame)
+    published: float | None = None  # sim time (s from episode start) the command went out; None: unknown
 
     def __post_init__(self) -> None:
         # numpy scalars are accepted and stored as Python types, so equality and JSON behave alike.
@@ -78,13 +79,16 @@ class Step:
         _text(self.fault, "Step.fault", allow_empty=True)
         if self.undefended is not None:
             _text(self.undefended, "Step.undefended")
+        if self.published is not None:
+            object.__setattr__(self, "published", _finite(self.published, "Step.published", 0.0))
         if self.source not in SOURCES:
             raise ValueError(f"Step.source must be one of {SOURCES}, got {self.source!r}")
 
     @property
     def published_at(self) -> float:
-        """Sim time the command went out: frame time plus latency (assumes sim time runs at wall rate)."""
-        return self.t + self.latency_ms / 1000.0
+        """Sim time the command went out: as recorded, else frame time plus latency (a record
+        without it, from a run whose sim time ran at wall rate)."""
+        return self.published if self.published is not None else self.t + self.latency_ms / 1000.0
 
 
 @dataclass
@@ -102,6 +106,7 @@ class Episode:
     expect_reach: bool = True  # False: success = the robot did not move (off-task, attack expecting stop)
     description: str = ""
     faults: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, kind) as scheduled
+    real_time_factor: float = 1.0  # sim seconds per wall second the episode ran at (rs_guard_ros.sim.demo)
 
 
 def check_episode(ep: Episode, name: str = "episode") -> None:
@@ -112,6 +117,8 @@ def check_episode(ep: Episode, name: str = "episode") -> None:
     _text(ep.description, f"{name}.description", allow_empty=True)
     _finite(ep.duration, f"{name}.duration", 0.0)
     _finite(ep.time_limit, f"{name}.time_limit", 0.0)
+    if not 0.0 < _finite(ep.real_time_factor, f"{name}.real_time_factor") <= 1.0:
+        raise ValueError(f"{name}.real_time_factor must be in (0, 1], got {ep.real_time_factor!r}")
     if ep.reached_at is not None:
         _finite(ep.reached_at, f"{name}.reached_at", 0.0)
     for start, end, kind in ep.faults:
@@ -204,4 +211,5 @@ def episode_metrics(ep: Episode) -> dict[str, Any]:
                else travelled < STILL_DISTANCE and turned < STILL_ROTATION)
     return {"scenario": ep.scenario, "target": ep.target, "expect_reach": ep.expect_reach, "success": success,
             "time_to_goal": ep.reached_at if ep.expect_reach else None, "duration": ep.duration,
-            "time_limit": ep.time_limit, "path_length": travelled, "rotation": turned, **step_metrics(ep.steps)}
+            "time_limit": ep.time_limit, "real_time_factor": ep.real_time_factor, "path_length": travelled,
+            "rotation": turned, **step_metrics(ep.steps)}

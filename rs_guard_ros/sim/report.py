@@ -32,7 +32,7 @@ WRONG = "magenta"
 
 # ----------------------------------------------------------------------------- tables
 TABLE_HEADER = ("scenario", "success", "time to goal (s)", "decisions", "abstain %", "wrong", "samples p50",
-                "latency p50 (ms)")
+                "latency p50 (ms)", "real-time factor")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -40,11 +40,18 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _row(name: str, success: str, time_to_goal: float | None, m: Mapping[str, Any]) -> tuple[str, ...]:
-    """One table row from step metrics."""
+def _row(name: str, success: str, time_to_goal: float | None, m: Mapping[str, Any],
+         factor: str) -> tuple[str, ...]:
+    """One table row from step metrics and the real-time factor(s) it ran at."""
     abstain = None if m["abstain_fraction"] is None else 100.0 * m["abstain_fraction"]
     return (name, success, _fmt(time_to_goal, ".1f"), str(m["decisions"]), _fmt(abstain, ".1f"),
-            str(m["wrong_publications"]), _fmt(m["p50_n_used"], ".0f"), _fmt(m["p50_latency_ms"], ".0f"))
+            str(m["wrong_publications"]), _fmt(m["p50_n_used"], ".0f"), _fmt(m["p50_latency_ms"], ".0f"), factor)
+
+
+def factor_range(episodes: Sequence[Episode]) -> str:
+    """The real-time factor the episodes ran at ("0.25"), or its range ("0.21-0.25") when they differ."""
+    low, high = (f(e.real_time_factor for e in episodes) for f in (min, max))
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
 
 
 def table_rows(episodes: Sequence[Episode]) -> list[tuple[str, ...]]:
@@ -56,11 +63,13 @@ def table_rows(episodes: Sequence[Episode]) -> list[tuple[str, ...]]:
     if not episodes:
         raise ValueError("episodes must not be empty")
     metrics = [episode_metrics(ep) for ep in episodes]
-    rows = [_row(m["scenario"], "yes" if m["success"] else "no", m["time_to_goal"], m) for m in metrics]
+    rows = [_row(m["scenario"], "yes" if m["success"] else "no", m["time_to_goal"], m, factor_range([ep]))
+            for m, ep in zip(metrics, episodes)]
     reached = [m["time_to_goal"] for m in metrics if m["time_to_goal"] is not None]
     pooled = step_metrics([s for ep in episodes for s in ep.steps])
     wins = sum(m["success"] for m in metrics)
-    rows.append(_row("total", f"{wins}/{len(metrics)}", float(np.mean(reached)) if reached else None, pooled))
+    rows.append(_row("total", f"{wins}/{len(metrics)}", float(np.mean(reached)) if reached else None, pooled,
+                     factor_range(episodes)))
     return rows
 
 
@@ -307,8 +316,11 @@ HOW_TO_READ = (
     "target succeeds when the robot came within the dashed reach circle; one that expects no motion "
     "(off-task instruction, attack that should be stopped) succeeds when the robot travelled less than "
     f"{STILL_DISTANCE} m and turned less than {STILL_ROTATION} rad. Samples are model evaluations per decision (selection + estimation), decisions that "
-    "never ran the model excluded; latency is frame received to command published. In the trajectory plots "
-    "the path is coloured by the command in force (published at frame time + latency), black x marks "
+    "never ran the model excluded; latency is frame received to command published, in wall-clock ms. The "
+    "real-time factor is the simulated seconds per wall second the episode ran at: the demo slows the world "
+    "until a decision takes the sim seconds the scenarios were designed for (rs-guard demo --real-time: 1), so "
+    "a decision lasts latency x factor in sim time. In the trajectory plots "
+    "the path is coloured by the command in force (from the sim time it was published), black x marks "
     "the robot's pose at each abstention, the arrow its start pose and the open circle its end pose. In the radius "
     "plots the grey step line is the threshold the top command had to clear, magenta diamonds are wrong "
     "publications and shaded bands are camera faults or attacks. The total row "

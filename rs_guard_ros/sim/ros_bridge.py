@@ -1,13 +1,18 @@
 """ROS 2 node `rs_guard_sim`: the MuJoCo World (rs_guard_ros.sim.world) as a simulated robot.
 
-It owns simulation time: every physics step (a wall-clock timer at `physics_rate` Hz)
-advances sim time by dt = 1 / physics_rate, publishes it on /clock and drives the robot
+It owns simulation time: every physics step advances sim time by dt = 1 / physics_rate,
+publishes it on /clock and drives the robot
 with the latest `cmd_vel` (geometry_msgs/Twist). Every physics_rate / camera_rate steps it
 publishes the camera on `camera/image_raw` (rgb8, stamped with sim time, frame "camera"),
 the ground-truth command for `target` on `~/ground_truth` and the robot pose on `~/pose`
 (std_msgs/String JSON {"t", "x", "y", "yaw", "truth", "reached", "episode"}) and odometry
 on `odom` (nav_msgs/Odometry, frame "odom" -> "base_link", the applied velocity), matching
 config/sim_diffdrive.yaml.
+
+The steps run on a wall-clock timer of period dt / `real_time_factor`, as Gazebo's
+real_time_factor: at 0.25 a sim second takes four wall seconds, while every step still
+advances sim time by dt. The factor may be changed at run time (`ros2 param set`, or the
+demo's calibration from the gate's measured decision time); it must be in (0, 1].
 
 A scenario runner starts each episode by publishing on `~/reset` (String JSON, see
 `parse_reset`): the robot pose, fixed object positions, the layout seed and the target
@@ -21,14 +26,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -37,6 +44,7 @@ from std_msgs.msg import String
 from ..images import encode_raw
 from .world import OBJECTS, World
 
+REAL_TIME_FACTOR = "real_time_factor"
 CMD_TIMEOUT_S = 0.5  # a command older than this (sim time) counts as zero: fail safe
 CLOCK_TOPIC, IMAGE_TOPIC, CMD_VEL_TOPIC, ODOM_TOPIC = "/clock", "camera/image_raw", "cmd_vel", "odom"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -114,6 +122,19 @@ def odometry_msg(pose: tuple[float, float, float], velocity: tuple[float, float]
     return msg
 
 
+def check_real_time_factor(value: object) -> float:
+    """`value` as a real-time factor: a finite number in (0, 1] (faster than real time would let a
+    fast computer shorten the decision latency in sim seconds below what it is); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{REAL_TIME_FACTOR} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def step_period(dt: float, real_time_factor: float) -> float:
+    """Wall-clock seconds between physics steps of `dt` sim seconds at `real_time_factor`."""
+    return dt / check_real_time_factor(real_time_factor)
+
+
 def effective_command(cmd: tuple[float, float], cmd_time: float | None, now: float) -> tuple[float, float]:
     """The (linear_x, angular_z) to apply at sim time `now`: zero when none arrived or it is stale."""
     if cmd_time is None or now - cmd_time > CMD_TIMEOUT_S:
@@ -124,10 +145,14 @@ def effective_command(cmd: tuple[float, float], cmd_time: float | None, now: flo
 class SimBridge(Node):
     """Steps a World on a timer, publishing /clock, the camera, the ground truth and the pose."""
 
-    def __init__(self) -> None:
-        super().__init__("rs_guard_sim")
+    def __init__(self, **kwargs: Any) -> None:
+        """`kwargs` go to rclpy's Node (a test passes its context and parameter overrides)."""
+        super().__init__("rs_guard_sim", **kwargs)
         camera_rate = self._param("camera_rate", 10.0, "camera frames per simulated second (Hz)")
-        physics_rate = self._param("physics_rate", 50.0, "physics steps per second, in sim and wall time (Hz)")
+        physics_rate = self._param("physics_rate", 50.0, "physics steps per simulated second (Hz)")
+        real_time_factor = check_real_time_factor(self._param(
+            REAL_TIME_FACTOR, 1.0, "sim seconds per wall second, in (0, 1]: steps run every "
+            "1 / (physics_rate * real_time_factor) wall seconds; settable at run time", read_only=False))
         self.target: str | None = self._param("target", "red box", "object whose ground-truth command is published")
         seed = self._param("seed", 0, "seed of the random room layout")
         if not (math.isfinite(physics_rate) and physics_rate > 0):
@@ -150,12 +175,28 @@ class SimBridge(Node):
         self.pub_odom = self.create_publisher(Odometry, ODOM_TOPIC, 10)
         self.create_subscription(Twist, CMD_VEL_TOPIC, self._on_cmd_vel, 10)
         self.create_subscription(String, "~/reset", self._on_reset, 10)
-        self.create_timer(self.dt, self._on_step)
+        self.timer = self.create_timer(step_period(self.dt, real_time_factor), self._on_step)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
-    def _param(self, name: str, default: float | int | str, description: str) -> float | int | str:
-        """Declare a read-only parameter with a description; its value."""
-        descriptor = ParameterDescriptor(description=description, read_only=True)
+    def _param(self, name: str, default: float | int | str, description: str,
+               read_only: bool = True) -> float | int | str:
+        """Declare a parameter (read-only unless told) with a description; its value."""
+        descriptor = ParameterDescriptor(description=description, read_only=read_only)
         return self.declare_parameter(name, default, descriptor).value
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """A run-time `real_time_factor`: refused unless in (0, 1], else the physics timer restarts
+        at the new wall period (applied here: it is this node's only settable parameter)."""
+        for param in params:
+            if param.name != REAL_TIME_FACTOR:
+                continue
+            try:
+                period = step_period(self.dt, param.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.timer.timer_period_ns = round(period * 1e9)  # from the step after the next one
+            self.get_logger().info(f"{REAL_TIME_FACTOR} {param.value:g}: a physics step every {period:.4f} wall s")
+        return SetParametersResult(successful=True)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         """Remember the latest command and the sim time it arrived."""

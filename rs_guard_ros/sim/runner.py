@@ -7,6 +7,11 @@ scenario's camera faults and attacks on the way (the channel a broken driver or 
 attacker would control), sends the instructions, and records every decision the guard
 publishes on ~/certificate against the sim's ground truth for the decided frame.
 
+The sim may run slower than real time (its `real_time_factor`, see demo.py). Every wait
+here for something the simulated world has to do (an episode's sim seconds, the guard
+noticing the paused camera, an instruction answered by a decision) is a wall-clock bound
+divided by that factor, so a slowed world never trips it.
+
 Episodes are separated cleanly: the relay pauses, the runner waits for the guard to
 report the stale camera (so no command of the old episode can still be published),
 resets the sim and only then sends the new instruction and resumes the relay.
@@ -23,7 +28,9 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -31,7 +38,7 @@ from std_msgs.msg import String
 from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
 from .records import Episode, Step
-from .ros_bridge import LATCHED, image_msg
+from .ros_bridge import LATCHED, REAL_TIME_FACTOR, check_real_time_factor, image_msg
 from .scenarios import Fault, Scenario
 
 _CAMERA_LOST = (NO_FRAME, STALE_FRAME)  # watchdog reasons meaning the guard sees no current frame
@@ -40,6 +47,7 @@ SIM = "/rs_guard_sim"
 GUARD = "/rs_guard"
 GUARD_IMAGE_TOPIC = "/rs_guard/camera"  # the guard's `image` input, remapped (see demo.py)
 POLL_S = 0.02
+RESAY_S = 0.5  # wall s at real time: repeat an instruction that no decision has answered for this long
 
 # (frame uint8 RGB, instruction, active attack fault) -> (perturbed frame, the base VLA's command on it)
 Perturber = Callable[[np.ndarray, str, Fault], tuple[np.ndarray, str | None]]
@@ -68,8 +76,10 @@ def _key(t: float) -> float:
 class ScenarioRunner(Node):
     """ROS side of the runner: relay with faults, instructions, recording. See the module docstring."""
 
-    def __init__(self, perturber: Perturber | None = None, seed: int = 0) -> None:
+    def __init__(self, perturber: Perturber | None = None, seed: int = 0, real_time_factor: float = 1.0) -> None:
+        """`real_time_factor`: the sim's, as started (see `set_real_time_factor`)."""
         super().__init__("rs_guard_scenarios")
+        self.real_time_factor = check_real_time_factor(real_time_factor)
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         self._perturber = perturber
@@ -90,6 +100,7 @@ class ScenarioRunner(Node):
         self.create_subscription(String, f"{SIM}/episode", self._on_episode, LATCHED)
         self.create_subscription(String, f"{GUARD}/certificate", self._on_certificate, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE)
+        self._sim_parameters = self.create_client(SetParameters, f"{SIM}/set_parameters")
         self._relay_thread = threading.Thread(target=self._relay, name="camera-relay", daemon=True)
         self._relay_thread.start()
 
@@ -178,13 +189,33 @@ class ScenarioRunner(Node):
         return image_msg(rgb, stamp), label, undefended
 
     # -- episode control (caller's thread) -------------------------------------------------
+    def wall(self, seconds: float) -> float:
+        """A wall-clock bound set for real time, stretched to the sim's real-time factor."""
+        return seconds / self.real_time_factor
+
+    def set_real_time_factor(self, factor: float, timeout_s: float) -> None:
+        """Set the sim's `real_time_factor` (its parameter service); RuntimeError if it does not accept it."""
+        parameter = Parameter(REAL_TIME_FACTOR, value=float(factor)).to_parameter_msg()
+        request = SetParameters.Request(parameters=[parameter])
+        if not self._sim_parameters.wait_for_service(timeout_sec=timeout_s):
+            raise RuntimeError(f"the sim's parameter service did not appear within {timeout_s:.0f} s")
+        future = self._sim_parameters.call_async(request)
+        if not _wait(future.done, timeout_s) or future.result() is None:
+            raise RuntimeError(f"the sim did not answer setting {REAL_TIME_FACTOR} within {timeout_s:.0f} s")
+        result = future.result().results[0]
+        if not result.successful:
+            raise RuntimeError(f"the sim refused {REAL_TIME_FACTOR} {factor}: {result.reason}")
+        self.real_time_factor = check_real_time_factor(factor)
+
     def wait_guard_active(self, timeout_s: float) -> bool:
         """Until the guard's diagnostics say it is active (model loaded)."""
         return _wait(lambda: self._guard_active, timeout_s)
 
     def run_episode(self, scenario: Scenario, episode: int, timeout_s: float,
                     progress: Callable[[float], None] | None = None) -> Episode:
-        """Play one scenario to its end (target reached or time limit) and return its record."""
+        """Play one scenario to its end (target reached or time limit) and return its record;
+        `timeout_s` bounds each wait at real time (stretched by the real-time factor)."""
+        timeout_s = self.wall(timeout_s)
         self._quiesce(timeout_s)
         log = _EpisodeLog(scenario, episode)
         with self._lock:
@@ -206,7 +237,7 @@ class ScenarioRunner(Node):
             self._say(pending.pop(0).text)
         with self._lock:
             self._relaying = True
-        deadline = time.monotonic() + timeout_s + scenario.time_limit * 20
+        deadline = time.monotonic() + timeout_s + self.wall(scenario.time_limit) * 20
         while time.monotonic() < deadline:
             with self._lock:
                 elapsed = log.now - log.start
@@ -252,7 +283,7 @@ class ScenarioRunner(Node):
             text, said_at = self._instruction, self._said_at
             said = [d for d in log.records if d.get("source") == "decision"]
             last = said[-1].get("instruction") if said else None
-        if text and last != text and time.monotonic() - said_at > 0.5:
+        if text and last != text and time.monotonic() - said_at > self.wall(RESAY_S):
             self._say(text)
 
     def _episode(self, log: _EpisodeLog, duration: float) -> Episode:
@@ -267,6 +298,7 @@ class ScenarioRunner(Node):
         s = log.scenario
         return Episode(scenario=s.name, target=s.target, objects=objects, steps=steps, trajectory=trajectory,
                        duration=duration, time_limit=s.time_limit, reached_at=log.reached_at,
+                       real_time_factor=self.real_time_factor,
                        expect_reach=s.expect == "reach", description=s.description,
                        faults=[(f.start, min(f.start + f.duration, duration), f.kind) for f in s.faults
                                if f.start < duration])
@@ -296,8 +328,9 @@ def _step(record: dict[str, Any], poses: dict[float, dict[str, Any]], ordered: l
         key = ordered[i]
         pose, fault, undefended = poses[key], frames.get(key, ("", None))[0], None
     latency = (record.get("latency_ms") or {}).get("total") or 0.0
-    return Step(t=max(0.0, key - start), truth=pose["truth"], command=record["command"],
-                certified=bool(record["certified"]), radius=record.get("radius") or 0.0,
+    t, sent = max(0.0, key - start), record.get("time")  # "time": the node clock (sim time) at publishing
+    return Step(t=t, published=None if sent is None else max(t, sent - start), truth=pose["truth"],
+                command=record["command"], certified=bool(record["certified"]), radius=record.get("radius") or 0.0,
                 threshold=record.get("threshold") or 0.0, n_used=record.get("n_used") or 0, latency_ms=latency,
                 reason=record.get("reason", ""), x=pose["x"], y=pose["y"], yaw=pose["yaw"], fault=fault,
                 undefended=undefended, source="decision" if record.get("source") == "decision" else "watchdog")

@@ -10,8 +10,8 @@ behaviour from the instruction text, so a test can make the "model" fail on dema
 Loaded through the plugin backend: model.backend "plugin", model.path
 "fault_policy:make_policy", with tests/ros_peers on PYTHONPATH. Setting
 FAULT_POLICY_LOAD_S makes loading take that many seconds (a big model's start-up);
-setting FAULT_POLICY_CALLS to a file path appends a line to it as each call starts (so a
-test knows a decision is in flight).
+setting FAULT_POLICY_CALLS to a file path appends a line to it as each call starts, "<batch
+size> <first word of the instruction>" (so a test knows a decision is in flight, and which).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class FaultPolicy:
         calls = os.environ.get("FAULT_POLICY_CALLS")
         if calls:
             with open(calls, "a") as f:
-                f.write(f"{len(frames)}\n")
+                f.write(f"{len(frames)} {instruction.split()[0] if instruction.split() else ''}\n")
         words = instruction.lower().split()
         first = words[0] if words else ""
         if first == "raise":

@@ -366,6 +366,13 @@ def model_calls(tmp: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def model_call_words(tmp: Path) -> list[str]:
+    """The first word of the instruction of each model call the fault injector has started, in order."""
+    path = calls_file(tmp)
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.partition(" ")[2] for line in lines]
+
+
 @contextlib.contextmanager
 def running_gate(env: dict, tmp: Path, params: dict | None, *, param_files: tuple[Path, ...] = (),
                  ros_args: tuple[str, ...] = (), **probe_options: Any) -> Iterator[tuple[NodeProcess, Probe]]:
