@@ -1,5 +1,8 @@
 """pairing.py: frames of several cameras paired by stamp into decisions, the rule the node's
 camera-skew check and rs-guard eval share (no ROS)."""
+import subprocess
+import sys
+
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
@@ -90,9 +93,7 @@ def test_a_frame_of_an_unknown_camera_or_without_a_finite_stamp_is_refused(frame
 
 
 def test_the_node_abstains_on_the_same_spread_the_pairing_refuses():
-    """ros/sync.py's camera-skew check and the pairing both read stamp_spread (no rclpy imported)."""
-    import sys
-
+    """ros/sync.py's camera-skew check and the pairing both read stamp_spread."""
     from rs_guard_ros.ros.gate_state import FrameTime
     from rs_guard_ros.ros.sync import CameraFrame, views_reason
 
@@ -102,4 +103,11 @@ def test_the_node_abstains_on_the_same_spread_the_pairing_refuses():
     assert reason.startswith("camera_skew: 0.080 s between front and rear")
     assert views_reason(10.1, frames, ("front", "rear"), 1.0, 0.1, 0.1, "deciding") is None
     sets, _ = pair_by_stamp([Stamped(c, f.frame.t, c) for c, f in frames.items()], ("front", "rear"), 0.05)
-    assert sets == [] and "rclpy" not in sys.modules
+    assert sets == []
+
+
+def test_the_stamp_rules_import_no_rclpy():
+    """pairing and ros/sync are ROS-free: a fresh interpreter imports them without loading rclpy."""
+    code = ("import sys, rs_guard_ros.pairing, rs_guard_ros.ros.sync; "
+            "raise SystemExit('rclpy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
