@@ -56,11 +56,17 @@ from rs_guard_ros.sim.world import (  # noqa: E402
 
 MODEL_SIZE = 64  # model input resolution (pixels, square)
 CAMERAS = (FRONT_CAMERA, REAR_CAMERA)  # the first `views` of these, in prompt order
-# Per view count: the model directory, the examples folder, training scenes and steps.
-# Two views double the image tokens (and the rendering), so they get fewer scenes and steps.
+ONE_VIEW_MODEL = REPO / "rs_guard_ros" / "models" / "demo_vla"
+# Per view count: the model directory, the examples folder, training scenes, steps, batch size
+# and the model whose weights start the training (None: random). Two views double the image
+# tokens, so the two-view model starts from the one-view model (same architecture and
+# vocabulary: it already reads the front view) and only learns the second view, in fewer,
+# smaller steps.
 VIEW_DEFAULTS = {
-    1: (REPO / "rs_guard_ros" / "models" / "demo_vla", REPO / "examples", 40000, 6000),
-    2: (REPO / "rs_guard_ros" / "models" / "demo_vla_two_view", REPO / "examples" / "two_view", 16000, 3000),
+    1: dict(out=ONE_VIEW_MODEL, examples_dir=REPO / "examples", train_scenes=40000, steps=6000, batch_size=64,
+            init=None),
+    2: dict(out=REPO / "rs_guard_ros" / "models" / "demo_vla_two_view", examples_dir=REPO / "examples" / "two_view",
+            train_scenes=16000, steps=1500, batch_size=32, init=ONE_VIEW_MODEL),
 }
 # Where a scene's target is: seen by the front camera, by the rear one, or by none.
 FRONT, REAR, NONE = 0, 1, -1
@@ -439,6 +445,15 @@ def save(model: LlavaForConditionalGeneration, processor: LlavaProcessor, out: P
     processor.save_pretrained(out)
 
 
+def start_from(model: LlavaForConditionalGeneration, processor: LlavaProcessor, init: Path) -> None:
+    """Load `init`'s weights into `model` (strict: same architecture); its vocabulary must be ours."""
+    source = LlavaForConditionalGeneration.from_pretrained(init)
+    if PreTrainedTokenizerFast.from_pretrained(init).get_vocab() != processor.tokenizer.get_vocab():
+        raise ValueError(f"--init {init}: its vocabulary differs from this recipe's")
+    model.load_state_dict(source.state_dict())
+    print(f"weights from {init}", flush=True)
+
+
 def train(args: argparse.Namespace) -> None:
     """Render (or load) the data, train with noise augmentation, evaluate and save."""
     torch.set_num_threads(args.threads)
@@ -453,6 +468,8 @@ def train(args: argparse.Namespace) -> None:
 
     processor = build_processor(args.patch_size, args.views)
     model = build_model(processor.tokenizer, args)
+    if args.init is not None:
+        start_from(model, processor, args.init)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
     batcher = Batcher(processor, args.views)
     normalize = pixel_normalizer(processor.image_processor, torch.device("cpu"), torch.float32)
@@ -562,9 +579,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="model directory (default: per --views)")
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/rs_guard_demo_vla"))
     p.add_argument("--train-scenes", type=int, help="default: 40000 (one view), 16000 (two views)")
+    p.add_argument("--init", type=Path, help="model directory whose weights start the training "
+                   "(default: none for one view, the one-view model for two)")
     p.add_argument("--test-scenes", type=int, default=2000)
-    p.add_argument("--steps", type=int, help="default: 6000 (one view), 3000 (two views)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, help="default: 6000 (one view), 1500 (two views)")
+    p.add_argument("--batch-size", type=int, help="default: 64 (one view), 32 (two views)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--clean-fraction", type=float, default=0.2)
@@ -583,9 +602,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--examples-only", action="store_true", help="only (re)write examples/ from the model in --out")
     p.add_argument("--examples-dir", type=Path, help="default: examples/ (one view), examples/two_view/ (two)")
     args = p.parse_args(argv)
-    out, examples, scenes, steps = VIEW_DEFAULTS[args.views]
-    args.out, args.examples_dir = args.out or out, args.examples_dir or examples
-    args.train_scenes, args.steps = args.train_scenes or scenes, args.steps or steps
+    for name, default in VIEW_DEFAULTS[args.views].items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     return args
 
 

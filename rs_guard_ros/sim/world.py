@@ -30,6 +30,8 @@ import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 
 ROOM_HALF = 2.0  # inner faces of the walls at x, y = +-2 m: a 4 m x 4 m room
 ROBOT_RADIUS = 0.2
+WHEEL_RADIUS = 0.05  # the differential drive's two wheels (joint states; the robot itself is kinematic)
+WHEEL_SEPARATION = 0.3
 CAMERA_HEIGHT = 0.3
 CAMERA_FORWARD = 0.19  # just inside the robot's front edge
 CAMERA_FOVY = 70.0  # degrees; horizontal FOV follows from the aspect ratio
@@ -126,6 +128,12 @@ def _scene_xml(width: int, height: int) -> str:
   </worldbody>
 </mujoco>
 """
+
+
+def wheel_velocities(linear_x: float, angular_z: float) -> tuple[float, float]:
+    """(left, right) wheel angular velocities (rad/s) that realise a unicycle command."""
+    half_track = 0.5 * WHEEL_SEPARATION * angular_z
+    return (linear_x - half_track) / WHEEL_RADIUS, (linear_x + half_track) / WHEEL_RADIUS
 
 
 def wrap_angle(angle: float) -> float:
