@@ -4,6 +4,9 @@ Starts `rs_guard_sim` and `rs_guard_node` (config/sim_diffdrive.yaml, use_sim_ti
 separate processes in their own ROS_DOMAIN_ID with localhost-only discovery, plays the
 scenario file with a progress bar, prints the summary table, writes the report
 (report.md, PNG plots, episodes.csv, steps.jsonl) and shuts everything down with SIGINT.
+Scenarios with `views: 2` run after (or before) the others in a session of their own: the
+sim renders its rear camera too, and the guard runs config/sim_two_view.yaml (the two-view
+model) on both cameras; the report keeps the scenario file's order.
 
 With Ray (`--ray`, :mod:`rs_guard_ros.scale`) every episode is one Ray task that does the
 same (`play`) for its one scenario, in a fresh worker process, in a folder episode_NNN and a
@@ -33,6 +36,20 @@ if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the mod
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "rs_guard_ros"
 GUARD_CONFIG = "sim_diffdrive.yaml"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How sim and guard run for scenarios of one `views` count."""
+
+    config: str  # the guard's parameter file under config/
+    remaps: tuple[str, ...]  # the guard's camera inputs -> the runner's relay topics (runner.RELAYS)
+    cameras: tuple[str, ...]  # those the runner relays; "rear": the sim renders its rear camera too
+
+
+SETUPS = {1: Setup(GUARD_CONFIG, ("-r", "image:=/rs_guard/camera"), ("front",)),
+          2: Setup("sim_two_view.yaml", ("-r", "front/image:=/rs_guard/camera",
+                                         "-r", "rear/image:=/rs_guard/camera_rear"), ("front", "rear"))}
 DEMO_SCENARIOS = "scenarios/demo.yaml"
 START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
 STEP_TIMEOUT_S = 30.0
@@ -153,7 +170,7 @@ def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None
     if workers is not None:
         return _run_on_ray(scenarios, source, out, check_domain(domain_id), guard_args, workers, started)
     played, codes, domain = play(scenarios, out, domain_id, guard_args, progress=True)
-    meta = _meta(source, guard_args, str(domain), started) | {"exit codes": codes}
+    meta = _meta(source, scenarios, guard_args, str(domain), started) | {"exit codes": codes}
     path = report.write_report(played, out, meta)
     return {"episodes": [report.episode_metrics(e) for e in played], "table": report.summary_table(played),
             "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"], "domain_id": domain}
@@ -180,24 +197,36 @@ def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = N
 
 def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args: tuple[str, ...],
          progress: bool) -> tuple[list[Episode], dict[str, int], int]:
-    """Start sim and guard in their own domain, play the scenarios, stop them: (episodes, exit
-    codes, domain id). The closed loop itself, in process and in every Ray episode task."""
+    """Start sim and guard in their own domain, play the scenarios, stop them: (episodes in the
+    scenarios' order, exit codes, domain id); one session per `views` count (SETUPS), the
+    processes and logs of the two-view one suffixed "_two_view". The closed loop itself, in
+    process and in every Ray episode task."""
     env = ros_environment(domain_id)
-    procs = Processes(out, env)
-    procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0"])
-    procs.start("guard", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
-                          "-r", "image:=/rs_guard/camera", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true",
-                          *guard_args])
-    try:
-        episodes = _play(scenarios, procs, progress)
-    finally:
-        codes = procs.stop()
-    return episodes, codes, int(env["ROS_DOMAIN_ID"])
+    played: dict[int, Episode] = {}
+    codes: dict[str, int] = {}
+    for views in dict.fromkeys(s.views for s in scenarios):  # in order of first appearance
+        setup, suffix = SETUPS[views], "" if views == 1 else "_two_view"
+        indices = [i for i, s in enumerate(scenarios) if s.views == views]
+        procs = Processes(out, env)
+        procs.start(f"sim{suffix}", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0",
+                                     "-p", f"rear_camera:={str('rear' in setup.cameras).lower()}"])
+        procs.start(f"guard{suffix}", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file",
+                                       str(config_file(setup.config)), *setup.remaps, "-r", "cmd_vel:=/cmd_vel",
+                                       "-p", "use_sim_time:=true", *guard_args])
+        try:
+            group = _play([scenarios[i] for i in indices], procs, progress, setup, (indices[0], len(scenarios)))
+        finally:
+            codes |= procs.stop()
+        played.update(zip(indices, group))
+    return [played[i] for i in range(len(scenarios))], codes, int(env["ROS_DOMAIN_ID"])
 
 
-def _meta(source: Path, guard_args: tuple[str, ...], domains: str, started: float) -> dict[str, Any]:
-    """The report's header: what ran, with which gate, where, for how long."""
-    return {"scenarios": str(source), "guard config": str(config_file(GUARD_CONFIG)), "gate": _gate_summary(),
+def _meta(source: Path, scenarios: list[Scenario], guard_args: tuple[str, ...], domains: str,
+          started: float) -> dict[str, Any]:
+    """The report's header: what ran, with which gate(s), where, for how long."""
+    configs = [SETUPS[views].config for views in dict.fromkeys(s.views for s in scenarios)]
+    return {"scenarios": str(source), "guard config": ", ".join(str(config_file(c)) for c in configs),
+            "gate": "; ".join(_gate_summary(c) for c in configs),
             "guard overrides": " ".join(guard_args) or "none", "ROS_DOMAIN_ID": domains,
             "wall time (s)": round(time.monotonic() - started, 1)}
 
@@ -238,7 +267,7 @@ def play_episode(task: EpisodeTask, attempt: int) -> EpisodeRun:
     domain = episode_domain(task.base_domain, task.index + attempt * task.episodes)
     task.out.mkdir(parents=True, exist_ok=True)
     (episode,), codes, domain = play([task.scenario], task.out, domain, task.guard_args, progress=False)
-    meta = _meta(task.source, task.guard_args, str(domain), started) | {
+    meta = _meta(task.source, [task.scenario], task.guard_args, str(domain), started) | {
         "exit codes": codes, "episode": f"{task.index + 1}, try {attempt + 1}"}
     path = report.write_report([episode], task.out, meta)
     return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path))
@@ -267,7 +296,7 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
     if not played:
         raise RuntimeError(f"every episode failed on its Ray workers; first reason: {runs[0].reason}")
     domains = ", ".join(str(r.domain_id) for r in runs if r.episode is not None)
-    meta = _meta(source, guard_args, domains, started) | {
+    meta = _meta(source, scenarios, guard_args, domains, started) | {
         "Ray": f"{workers.stats.workers} episodes at a time, {workers.stats.retried} tries again after a worker "
                f"died, {workers.stats.failed} failed" + "".join(f"; episode {r.index + 1} ({r.scenario}): {r.reason}"
                                                                for r in runs if r.episode is None)}
@@ -278,33 +307,37 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
             "ray": workers.stats.to_dict()}
 
 
-def _gate_summary() -> str:
-    """The guard file's smoothing settings and thresholds, one line for the report."""
+def _gate_summary(config: str) -> str:
+    """A guard file's cameras, smoothing settings and thresholds, one line for the report."""
     from ..param_files import load_config
 
-    cfg = load_config(config_file(GUARD_CONFIG))
+    cfg = load_config(config_file(config))
     s = cfg.smoothing
-    return (f"sigma {s.sigma}, alpha {s.alpha}, {s.mode} (n0 {s.n0}, n_max {s.n_max}), "
+    return (f"{config}: cameras {list(cfg.cameras.names)}, sigma {s.sigma}, alpha {s.alpha}, {s.mode} "
+            f"(n0 {s.n0}, n_max {s.n_max}), "
             f"radius thresholds {cfg.thresholds()}")
 
 
-def _play(scenarios: list[Scenario], procs: Processes, progress: bool) -> list[Episode]:
-    """Bring up the runner, wait for the guard, play every scenario (with a progress bar)."""
+def _play(scenarios: list[Scenario], procs: Processes, progress: bool, setup: Setup,
+          numbering: tuple[int, int]) -> list[Episode]:
+    """Bring up the runner (relaying the setup's cameras), wait for the guard, play every scenario
+    (with a progress bar numbered from numbering[0] of numbering[1])."""
     import rclpy
     from tqdm import tqdm
 
     from .runner import ScenarioRunner
 
     rclpy.init()
-    runner = ScenarioRunner(perturber=_perturber(scenarios))
+    runner = ScenarioRunner(perturber=_perturber(scenarios), cameras=setup.cameras)
     try:
         with spinning(runner):
             if not _wait_active(runner, procs):
                 raise RuntimeError(f"the guard did not become active within {START_TIMEOUT_S:.0f} s; "
-                                   f"see {procs.out / 'guard.log'}")
+                                   f"see the guard's log in {procs.out}")
             episodes = []
+            first, total = numbering
             for i, scenario in enumerate(scenarios):
-                with tqdm(total=scenario.time_limit, desc=f"[{i + 1}/{len(scenarios)}] {scenario.name}",
+                with tqdm(total=scenario.time_limit, desc=f"[{first + i + 1}/{total}] {scenario.name}",
                           unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR, disable=not progress,
                           mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
                     episodes.append(runner.run_episode(scenario, i + 1, STEP_TIMEOUT_S, _progress(bar)))

@@ -32,7 +32,6 @@ from std_msgs.msg import String
 from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
 from .records import Episode, Step
-from .world import FRONT_CAMERA, REAR_CAMERA
 from .ros_bridge import LATCHED, image_msg
 from .scenarios import Fault, Scenario
 
@@ -42,9 +41,8 @@ SIM = "/rs_guard_sim"
 GUARD = "/rs_guard"
 GUARD_IMAGE_TOPIC = "/rs_guard/camera"  # the guard's `image` input, remapped (see demo.py)
 GUARD_REAR_IMAGE_TOPIC = "/rs_guard/camera_rear"  # its rear camera's input in two-view runs
-# Camera -> (the sim's topic, the guard's input it is relayed to)
-RELAYS = {FRONT_CAMERA: ("/camera/image_raw", GUARD_IMAGE_TOPIC),
-          REAR_CAMERA: ("/camera_rear/image_raw", GUARD_REAR_IMAGE_TOPIC)}
+# Camera (as config/sim_two_view.yaml names it) -> (the sim's topic, the guard's input it is relayed to)
+RELAYS = {"front": ("/camera/image_raw", GUARD_IMAGE_TOPIC), "rear": ("/camera_rear/image_raw", GUARD_REAR_IMAGE_TOPIC)}
 RECENT_FRAMES = 64  # relayed frames kept per camera, to show those of the first certified turn
 TURNS = ("left", "right")
 POLL_S = 0.02
@@ -79,7 +77,7 @@ class ScenarioRunner(Node):
     """ROS side of the runner: relay with faults, instructions, recording. See the module docstring."""
 
     def __init__(self, perturber: Perturber | None = None, seed: int = 0,
-                 cameras: tuple[str, ...] = (FRONT_CAMERA,)) -> None:
+                 cameras: tuple[str, ...] = ("front",)) -> None:
         """`cameras`: those relayed (RELAYS), each through its own thread and fault draws."""
         super().__init__("rs_guard_scenarios")
         self._lock = threading.Lock()
