@@ -66,7 +66,7 @@ VIEW_DEFAULTS = {
     1: dict(out=ONE_VIEW_MODEL, examples_dir=REPO / "examples", train_scenes=40000, steps=6000, batch_size=64,
             init=None),
     2: dict(out=REPO / "rs_guard_ros" / "models" / "demo_vla_two_view", examples_dir=REPO / "examples" / "two_view",
-            train_scenes=16000, steps=1500, batch_size=32, init=ONE_VIEW_MODEL),
+            train_scenes=16000, steps=2000, batch_size=32, init=ONE_VIEW_MODEL),
 }
 # Where a scene's target is: seen by the front camera, by the rear one, or by none.
 FRONT, REAR, NONE = 0, 1, -1
@@ -582,7 +582,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", type=Path, help="model directory whose weights start the training "
                    "(default: none for one view, the one-view model for two)")
     p.add_argument("--test-scenes", type=int, default=2000)
-    p.add_argument("--steps", type=int, help="default: 6000 (one view), 1500 (two views)")
+    p.add_argument("--steps", type=int, help="default: 6000 (one view), 2000 (two views)")
     p.add_argument("--batch-size", type=int, help="default: 64 (one view), 32 (two views)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sigma", type=float, default=0.25)
