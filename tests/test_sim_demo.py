@@ -15,6 +15,11 @@ SCENARIOS = {"scenarios": [
      "objects": {"red box": [0.6, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
                  "yellow box": [1.2, -1.4]},
      "instructions": [{"at": 0, "text": "go to the red box"}]},
+    # Between the one-camera scenarios: it runs in a session of its own, the report keeps this order.
+    {"name": "behind_two_view", "target": "red box", "robot": [0.3, 0.0, 0], "time_limit": 6, "views": 2,
+     "expect": "turn", "objects": {"red box": [-1.2, 0.4], "blue ball": [1.3, 1.3], "green cylinder": [1.3, -1.3],
+                                   "yellow box": [-1.3, -1.4]},
+     "instructions": [{"at": 0, "text": "go to the red box"}]},
     {"name": "off_task_with_stall", "target": None, "robot": [-0.5, 0.0, 0], "time_limit": 6,
      "objects": {"red box": [1.0, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
                  "yellow box": [1.2, -1.4]},
@@ -25,7 +30,7 @@ SCENARIOS = {"scenarios": [
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """One closed-loop run of the two scenarios (module-scoped: it takes a minute)."""
+    """One closed-loop run of the three scenarios (module-scoped: it takes two minutes)."""
     import os
 
     from conftest import claimed_domains
@@ -46,9 +51,9 @@ def demo(tmp_path_factory):
 @pytest.mark.ros
 def test_demo_shuts_sim_and_guard_down_cleanly_and_writes_the_report(demo):
     result, out = demo
-    assert result["exit_codes"] == {"sim": 0, "guard": 0}
+    assert result["exit_codes"] == {"sim": 0, "guard": 0, "sim_two_view": 0, "guard_two_view": 0}
     text = (out / "report.md").read_text()
-    assert "short_drive" in text and "off_task_with_stall" in text
+    assert text.index("short_drive") < text.index("behind_two_view") < text.index("off_task_with_stall")
     assert all((out / p).stat().st_size > 0 for p in ("overview.png", "episodes.csv", "steps.jsonl"))
 
 
@@ -76,12 +81,25 @@ def test_robot_drives_towards_its_target_on_certified_commands(demo):
 def test_off_task_instruction_and_camera_stall_publish_only_abstain(demo):
     result, out = demo
     episode = next(e for e in result["episodes"] if e["scenario"] == "off_task_with_stall")
-    steps = read_steps(out / "steps.jsonl")[1]
+    steps = read_steps(out / "steps.jsonl")[2]
     assert episode["success"] and episode["certified"] == 0
     # The stall shows up as the guard's own watchdog abstain (camera lost), not only as missing decisions.
     assert any(s.source == "watchdog" and s.reason.startswith(("stale_frame", "no_frame")) for s in steps)
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert {r["episode"] for r in rows} == {0, 1}
+    assert {r["episode"] for r in rows} == {0, 1, 2}
+
+
+@pytest.mark.ros
+def test_two_view_scenario_runs_the_sim_with_its_rear_camera_and_the_guard_on_sim_two_view_yaml(demo):
+    result, out = demo
+    assert "sim_two_view.yaml" in (out / "report.md").read_text()
+    steps = read_steps(out / "steps.jsonl")[1]
+    # The guard ran the model on the relayed front and rear frames and the sim's joint state:
+    # every decision is certified or abstains, and some ran the model (both views and the state present).
+    decisions = [s for s in steps if s.source == "decision"]
+    assert any(s.n_used > 0 for s in decisions)
+    assert all(s.certified or s.command == "stop" for s in decisions)
+    assert not any(s.reason.startswith(("no_frame: rear", "no_state")) for s in decisions)
 
 
 def test_records_map_to_the_decided_frame_or_the_latest_pose_before_a_watchdog_event():
