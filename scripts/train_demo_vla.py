@@ -432,6 +432,12 @@ def evaluate(
     return {k: float(v) for k, v in res.items()}
 
 
+def training_subset(data: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first `n` training scenes (as many per command as the held-out set): the fit, next
+    to the held-out accuracy."""
+    return {key: value[:n] for key, value in data.items()}
+
+
 def format_accuracy(name: str, res: dict[str, float]) -> str:
     """One printable line of accuracies in percent."""
     return f"{name}: " + "  ".join(f"{k}={100 * v:.1f}%" for k, v in res.items())
@@ -505,13 +511,16 @@ def train(args: argparse.Namespace) -> None:
             model.train()
     train_s = time.time() - t_train
     model.eval()
+    seen = evaluate(model, processor, batcher, training_subset(train_data, args.test_scenes), 0.0, args.seed)
     clean = evaluate(model, processor, batcher, test_data, 0.0, args.seed)
     noisy = evaluate(model, processor, batcher, test_data, args.sigma, args.seed)
+    print(format_accuracy(f"training scenes ({args.test_scenes}, clean)", seen))
     print(format_accuracy("held-out clean", clean))
     print(format_accuracy(f"held-out sigma={args.sigma}", noisy))
     print(f"training {train_s:.0f} s, total {time.time() - t_start:.0f} s")
     save(model, processor, args.out)
-    summary = {"train_seconds": round(train_s), "clean": clean, f"sigma_{args.sigma}": noisy,
+    summary = {"train_seconds": round(train_s), "training_scenes_clean": seen, "clean": clean,
+               f"sigma_{args.sigma}": noisy,
                "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     (args.cache_dir / "demo_vla_last_run.json").write_text(json.dumps(summary, indent=2))
     print(f"saved to {args.out}")

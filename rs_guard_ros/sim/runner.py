@@ -31,7 +31,7 @@ from std_msgs.msg import String
 
 from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
-from .records import Episode, Step
+from .records import TURN_TOWARDS, Episode, Step, bearing_to
 from .ros_bridge import LATCHED, image_msg
 from .scenarios import Fault, Scenario
 
@@ -63,6 +63,7 @@ class _EpisodeLog:
     frames: dict[float, tuple[str, str | None]] = field(default_factory=dict)  # stamp -> (fault, undefended)
     records: list[dict[str, Any]] = field(default_factory=list)  # ~/certificate: decisions and watchdog events
     reached_at: float | None = None
+    turned_at: float | None = None  # sim time the target's bearing had shrunk by TURN_TOWARDS (expect: turn)
     now: float = 0.0  # latest sim time seen (pose stamps)
     recent: dict[str, dict[float, Image]] = field(default_factory=dict)  # camera -> stamp -> relayed frame
     first_turn: tuple[float, str, dict[str, np.ndarray]] | None = None  # see records.Episode
@@ -121,6 +122,8 @@ class ScenarioRunner(Node):
             log.poses[_key(pose["t"])] = pose
             if pose.get("reached") and log.reached_at is None:
                 log.reached_at = pose["t"] - log.start
+            if log.turned_at is None and _turned(log, pose):
+                log.turned_at = pose["t"] - log.start
 
     def _on_episode(self, msg: String) -> None:
         layout = json.loads(msg.data)
@@ -221,7 +224,7 @@ class ScenarioRunner(Node):
 
     def run_episode(self, scenario: Scenario, episode: int, timeout_s: float,
                     progress: Callable[[float], None] | None = None) -> Episode:
-        """Play one scenario to its end (target reached or time limit) and return its record."""
+        """Play one scenario to its end (target reached, turn made, or time limit) and return its record."""
         self._quiesce(timeout_s)
         log = _EpisodeLog(scenario, episode)
         with self._lock:
@@ -247,7 +250,8 @@ class ScenarioRunner(Node):
         while time.monotonic() < deadline:
             with self._lock:
                 elapsed = log.now - log.start
-                done = elapsed >= scenario.time_limit or (scenario.expect == "reach" and log.reached_at is not None)
+                done = elapsed >= scenario.time_limit or (scenario.expect == "reach" and log.reached_at is not None) \
+                    or (scenario.expect == "turn" and log.turned_at is not None)
             while pending and pending[0].at <= elapsed:
                 self._say(pending.pop(0).text)
             self._resay_if_unheard(log)
@@ -340,6 +344,17 @@ def _step(record: dict[str, Any], poses: dict[float, dict[str, Any]], ordered: l
                 threshold=record.get("threshold") or 0.0, n_used=record.get("n_used") or 0, latency_ms=latency,
                 reason=record.get("reason", ""), x=pose["x"], y=pose["y"], yaw=pose["yaw"], fault=fault,
                 undefended=undefended, source="decision" if record.get("source") == "decision" else "watchdog")
+
+
+def _turned(log: _EpisodeLog, pose: dict[str, Any]) -> bool:
+    """Whether the target's |bearing| at `pose` is TURN_TOWARDS below the episode's first pose's
+    (the success of an `expect: turn` scenario, records.episode_metrics)."""
+    target = log.layout.get("objects", {}).get(log.scenario.target)
+    if log.scenario.expect != "turn" or target is None or not log.poses:
+        return False
+    first = log.poses[min(log.poses)]
+    start, now = ((0.0, p["x"], p["y"], p["yaw"]) for p in (first, pose))
+    return abs(bearing_to(start, target)) - abs(bearing_to(now, target)) >= TURN_TOWARDS
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:

@@ -13,7 +13,8 @@ entry. One scenario:
         - {at: 0.0, text: go to the red box}
       time_limit: 40                     # sim seconds
       expect: reach                      # reach: success = target reached; stay: = never moved;
-                                         # turn: = turned towards the target (records.TURN_TOWARDS)
+                                         # turn: = turned towards the target by records.TURN_TOWARDS
+                                         # (reach and turn end the episode once achieved)
       views: 1                           # 1: front camera, one-view model (config/sim_diffdrive.yaml);
                                          # 2: front + rear camera, two-view model (config/sim_two_view.yaml)
       faults:                            # camera-stream faults between the sim and the guard
