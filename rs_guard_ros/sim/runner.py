@@ -134,10 +134,13 @@ class ScenarioRunner(Node):
     def _on_certificate(self, msg: String) -> None:
         record = json.loads(msg.data)
         with self._lock:
-            if record.get("source") == "decision":
-                self._camera_lost = False
-            elif record.get("source") == "watchdog" and str(record.get("reason", "")).startswith(_CAMERA_LOST):
+            # A decision refused for a stale frame says the same as the watchdog: it may come
+            # after the watchdog's report (a decision running when the camera paused), and the
+            # watchdog reports the loss only once.
+            if str(record.get("reason", "")).startswith(_CAMERA_LOST):
                 self._camera_lost = True
+            elif record.get("source") == "decision":
+                self._camera_lost = False
             if record.get("source") in ("decision", "watchdog") and self._log is not None:
                 self._log.records.append(record)
                 self._keep_first_turn(record, self._log)
