@@ -15,17 +15,17 @@ SCENARIOS = {"scenarios": [
      "objects": {"red box": [0.6, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
                  "yellow box": [1.2, -1.4]},
      "instructions": [{"at": 0, "text": "go to the red box"}]},
-    # Between the one-camera scenarios: it runs in a session of its own, the report keeps this order.
-    {"name": "behind_two_view", "target": "red box", "robot": [0.3, 0.0, 0], "time_limit": 6, "views": 2,
-     "expect": "turn", "objects": {"red box": [-1.2, 0.4], "blue ball": [1.3, 1.3], "green cylinder": [1.3, -1.3],
-                                   "yellow box": [-1.3, -1.4]},
-     "instructions": [{"at": 0, "text": "go to the red box"}]},
     {"name": "off_task_with_stall", "target": None, "robot": [-0.5, 0.0, 0], "time_limit": 6,
      "objects": {"red box": [1.0, 0.0], "blue ball": [1.3, 1.3], "green cylinder": [-1.3, 1.4],
                  "yellow box": [1.2, -1.4]},
      "instructions": [{"at": 0, "text": "make me a coffee"}],
      "faults": [{"kind": "stall", "start": 2, "duration": 2}]},
 ]}
+# Played between the two above: it runs in a session of its own, and the report keeps the file's order.
+TWO_VIEW = {"name": "behind_two_view", "target": "red box", "robot": [0.3, 0.0, 0], "time_limit": 6, "views": 2,
+            "expect": "turn", "objects": {"red box": [-1.2, 0.4], "blue ball": [1.3, 1.3], "green cylinder": [1.3, -1.3],
+                                          "yellow box": [-1.3, -1.4]},
+            "instructions": [{"at": 0, "text": "go to the red box"}]}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def demo(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("demo")
     scenario_file = tmp / "scenarios.yaml"
-    scenario_file.write_text(yaml.safe_dump(SCENARIOS))
+    first, second = SCENARIOS["scenarios"]
+    scenario_file.write_text(yaml.safe_dump({"scenarios": [first, TWO_VIEW, second]}))
     saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
     try:
         with claimed_domains() as domain:
