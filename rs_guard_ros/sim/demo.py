@@ -37,6 +37,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "rs_guard_ros"
 GUARD_CONFIG = "sim_diffdrive.yaml"
 
+DEMO_SCENARIOS = "scenarios/demo.yaml"
+START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
+STEP_TIMEOUT_S = 30.0
+DOMAIN_IDS = 101  # 1..101: ids whose DDS ports are safe on Linux (0 is everyone's default)
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -50,10 +55,6 @@ class Setup:
 SETUPS = {1: Setup(GUARD_CONFIG, ("-r", "image:=/rs_guard/camera"), ("front",)),
           2: Setup("sim_two_view.yaml", ("-r", "front/image:=/rs_guard/camera",
                                          "-r", "rear/image:=/rs_guard/camera_rear"), ("front", "rear"))}
-DEMO_SCENARIOS = "scenarios/demo.yaml"
-START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
-STEP_TIMEOUT_S = 30.0
-DOMAIN_IDS = 101  # 1..101: ids whose DDS ports are safe on Linux (0 is everyone's default)
 
 
 def config_file(name: str) -> Path:

@@ -183,8 +183,9 @@ class ScenarioRunner(Node):
                 continue
             if out is not None:
                 stamp = out.header.stamp.sec + out.header.stamp.nanosec * 1e-9
-            with self._lock:
-                log.frames[_key(stamp)] = (fault, undefended)
+            with self._lock:  # the cameras of one step share a stamp: a fault on any of them labels it
+                previous = log.frames.get(_key(stamp), ("", None))
+                log.frames[_key(stamp)] = (fault or previous[0], undefended or previous[1])
                 if out is not None:
                     recent = log.recent.setdefault(camera, {})
                     recent[_key(stamp)] = out
