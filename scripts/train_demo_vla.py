@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Train the shipped demo VLA: a tiny LLaVA that reads the robot camera + an instruction
 and generates a short command phrase ("turn left", "stop, you are there", ...).
+`--views 2` trains the two-view model instead: front and rear camera, one image each in
+the prompt (front first), so a target behind the robot gets a turn towards it.
 
 Data comes from the MuJoCo demo world (rs_guard_ros.sim.world), labelled with
 World.correct_command. Training follows Cohen et al. (ICML 2019, sec. 3.2): most samples
@@ -9,6 +11,7 @@ normalisation -- exactly the path the gate uses at inference -- so the smoothed 
 accurate. Everything runs offline on the CPU; the rendered dataset is cached under /tmp.
 
     MUJOCO_GL=osmesa HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_demo_vla.py
+    MUJOCO_GL=osmesa HF_HUB_OFFLINE=1 .venv/bin/python scripts/train_demo_vla.py --views 2
 """
 from __future__ import annotations
 
@@ -47,10 +50,26 @@ from rs_guard_ros.certify import UNKNOWN_NAME  # noqa: E402
 from rs_guard_ros.config import DEMO_COMMANDS  # noqa: E402
 from rs_guard_ros.images import Preprocessor  # noqa: E402
 from rs_guard_ros.policies.hf_inputs import build_prompt, pixel_normalizer  # noqa: E402
-from rs_guard_ros.sim.world import COMMANDS, OBJECTS, REACH_DISTANCE, ROBOT_RADIUS, World  # noqa: E402
+from rs_guard_ros.sim.world import (  # noqa: E402
+    COMMANDS, FRONT_CAMERA, OBJECTS, REACH_DISTANCE, REAR_CAMERA, ROBOT_RADIUS, World,
+)  # fmt: skip
 
 MODEL_SIZE = 64  # model input resolution (pixels, square)
-DEFAULT_OUT = REPO / "rs_guard_ros" / "models" / "demo_vla"
+CAMERAS = (FRONT_CAMERA, REAR_CAMERA)  # the first `views` of these, in prompt order
+ONE_VIEW_MODEL = REPO / "rs_guard_ros" / "models" / "demo_vla"
+# Per view count: the model directory, the examples folder, training scenes, steps, batch size
+# and the model whose weights start the training (None: random). Two views double the image
+# tokens, so the two-view model starts from the one-view model (same architecture and
+# vocabulary: it already reads the front view) and only learns the second view, in fewer,
+# smaller steps.
+VIEW_DEFAULTS = {
+    1: dict(out=ONE_VIEW_MODEL, examples_dir=REPO / "examples", train_scenes=40000, steps=6000, batch_size=64,
+            init=None),
+    2: dict(out=REPO / "rs_guard_ros" / "models" / "demo_vla_two_view", examples_dir=REPO / "examples" / "two_view",
+            train_scenes=16000, steps=2000, batch_size=32, init=ONE_VIEW_MODEL),
+}
+# Where a scene's target is: seen by the front camera, by the rear one, or by none.
+FRONT, REAR, NONE = 0, 1, -1
 
 # The model says exactly the phrases the shipped configuration's grammar oracle knows.
 COMMAND_PHRASES: dict[str, tuple[str, ...]] = {name: cmd.phrases for name, cmd in DEMO_COMMANDS.items()}
@@ -89,9 +108,11 @@ class DataSpec:
 
     n_scenes: int
     seed: int
-    out_of_view_fraction: float = 0.15  # share of left/right scenes whose target is outside the view
+    out_of_view_fraction: float = 0.15  # share of left/right scenes whose target no camera sees
     near_fraction: float = 0.3  # share of forward/left/right scenes drawn close to reach (d < NEAR_BAND)
     version: int = 2
+    views: int = 1  # cameras rendered per scene (front, then rear)
+    rear_fraction: float = 0.35  # two views: share of left/right scenes whose target is in the rear view
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -117,7 +138,7 @@ def all_instructions() -> list[str]:
     return sorted(set(texts))
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(max_length: int = 128) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over instructions + outputs (lower-cased; '.', '!', '?' dropped)."""
     outputs = [p for ps in COMMAND_PHRASES.values() for p in ps] + [OFF_TASK_OUTPUT, NO_SCENE_OUTPUT]
     words = sorted({w for text in all_instructions() + outputs + [ANSWER] for w in text.split()})
@@ -135,11 +156,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=UNK,
         extra_special_tokens={"image_token": IMAGE_TOKEN},
         padding_side="left",
-        model_max_length=128,
+        model_max_length=max_length,
     )
 
 
-def build_processor(patch_size: int) -> LlavaProcessor:
+def build_processor(patch_size: int, views: int = 1) -> LlavaProcessor:
     """LlavaProcessor: CLIP image processor at 64 px (mean/std 0.5) + the word-level tokenizer."""
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": MODEL_SIZE},
@@ -149,7 +170,7 @@ def build_processor(patch_size: int) -> LlavaProcessor:
     )
     return LlavaProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=build_tokenizer(128 * views),  # 64 image tokens per view + the text
         patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
@@ -166,7 +187,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace) ->
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=args.text_hidden, intermediate_size=4 * args.text_hidden,
         num_hidden_layers=args.text_layers, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        max_position_embeddings=tokenizer.model_max_length, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
     )  # fmt: skip
     config = LlavaConfig(
@@ -186,13 +207,23 @@ def build_model(tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace) ->
 NEAR_BAND = 1.0  # metres; the reach boundary (0.6 m) is where a one-frame distance estimate is hardest
 
 
+def _bearing_range(where: int, views: int, half_fov: float) -> tuple[float, float]:
+    """|bearing| range (degrees) of a left/right target seen by `where` (FRONT, REAR or NONE)."""
+    if where == FRONT:
+        return 12, half_fov
+    if where == REAR:
+        return 180 - half_fov + 3, 180
+    return half_fov + 3, (180 if views == 1 else 180 - half_fov - 3)
+
+
 def _place_for_command(
-    world: World, command: str, out_of_view: bool, near: bool, rng: np.random.Generator
+    world: World, command: str, where: int, near: bool, rng: np.random.Generator, views: int = 1
 ) -> str | None:
-    """Random layout + a robot pose whose ground truth towards a random target is `command`.
+    """Random layout + a robot pose whose ground truth towards a random target is `command`,
+    the target seen by camera `where` (FRONT, REAR; NONE: by none of the `views` cameras).
 
     Returns the target name, or None when this draw did not work out (caller retries).
-    In-view scenes need the target unoccluded, so the label is learnable from one frame.
+    Seen targets must be unoccluded, so the label is learnable from the frames.
     `near` draws forward/left/right distances below NEAR_BAND, oversampling the reach boundary.
     """
     world.reset(rng=rng)
@@ -205,7 +236,7 @@ def _place_for_command(
     elif command == "forward":
         distance, bearing = rng.uniform(REACH_DISTANCE, d_max), rng.uniform(-12, 12)
     else:
-        lo, hi = (half_fov + 3, 180) if out_of_view else (12, half_fov)
+        lo, hi = _bearing_range(where, views, half_fov)
         distance, bearing = rng.uniform(d_min, d_max), rng.uniform(lo, hi) * (1 if command == "left" else -1)
     yaw = rng.uniform(-math.pi, math.pi)
     tx, ty = world.objects[target.name]
@@ -216,30 +247,51 @@ def _place_for_command(
     world.reset(robot_pose=(x, y, yaw), object_positions=world.objects)
     if world.correct_command(target.name) != command:
         return None
-    if out_of_view == world.in_view(target.name) or (not out_of_view and not world.visible(target.name)):
-        return None
-    return target.name
+    seen = [world.in_view(target.name, camera) for camera in CAMERAS[:views]]
+    if where == NONE:
+        return None if any(seen) else target.name
+    others_blind = not any(s for i, s in enumerate(seen) if i != where)
+    return target.name if others_blind and world.visible(target.name, CAMERAS[where]) else None
+
+
+def _draw_where(command: str, spec: DataSpec, rng: np.random.Generator) -> int:
+    """Which camera sees the target of a new `command` scene (turns only may be out of the front view)."""
+    if command not in ("left", "right"):
+        return FRONT
+    u = rng.random()
+    if u < spec.out_of_view_fraction:
+        return NONE
+    return REAR if spec.views > 1 and u < spec.out_of_view_fraction + spec.rear_fraction else FRONT
+
+
+def render_views(world: World, views: int) -> np.ndarray:
+    """The first `views` cameras' frames, preprocessed: float (views, 3, MODEL_SIZE, MODEL_SIZE)."""
+    return np.stack([preprocess(world.render(camera)).transpose(2, 0, 1) for camera in CAMERAS[:views]])
 
 
 def render_dataset(spec: DataSpec) -> dict[str, np.ndarray]:
-    """Render `spec.n_scenes` scenes balanced over the four commands (one target per scene)."""
+    """Render `spec.n_scenes` scenes balanced over the four commands (one target per scene).
+
+    frames: (N, 3, H, W) for one view, (N, views, 3, H, W) for several; seen_by: FRONT, REAR or NONE.
+    """
     rng = np.random.default_rng(spec.seed)
-    frames = np.empty((spec.n_scenes, 3, MODEL_SIZE, MODEL_SIZE), np.float16)
+    view_shape = (spec.views,) if spec.views > 1 else ()
+    frames = np.empty((spec.n_scenes, *view_shape, 3, MODEL_SIZE, MODEL_SIZE), np.float16)
     targets = np.empty(spec.n_scenes, np.int64)
     labels = np.empty(spec.n_scenes, np.int64)
-    in_view = np.empty(spec.n_scenes, bool)
+    seen_by = np.empty(spec.n_scenes, np.int64)
     names = [o.name for o in OBJECTS]
     with World(seed=spec.seed) as world:
         for i in range(spec.n_scenes):
             command = COMMANDS[i % len(COMMANDS)]
-            out_of_view = command in ("left", "right") and rng.random() < spec.out_of_view_fraction
+            where = _draw_where(command, spec, rng)
             near = command != "stop" and rng.random() < spec.near_fraction
             target = None
             while target is None:
-                target = _place_for_command(world, command, out_of_view, near, rng)
-            frames[i] = preprocess(world.render()).transpose(2, 0, 1)
-            targets[i], labels[i], in_view[i] = names.index(target), COMMANDS.index(command), not out_of_view
-    return {"frames": frames, "targets": targets, "labels": labels, "in_view": in_view}
+                target = _place_for_command(world, command, where, near, rng, spec.views)
+            frames[i] = render_views(world, spec.views).reshape(frames.shape[1:])
+            targets[i], labels[i], seen_by[i] = names.index(target), COMMANDS.index(command), where
+    return {"frames": frames, "targets": targets, "labels": labels, "seen_by": seen_by}
 
 
 def blank_frames(n: int, rng: np.random.Generator, height: int = 96, width: int = 128) -> np.ndarray:
@@ -273,16 +325,18 @@ def cached_dataset(spec: DataSpec, cache_dir: Path) -> dict[str, np.ndarray]:
 class Batcher:
     """Turns (frame, instruction, output phrase) triples into model inputs for training."""
 
-    def __init__(self, processor: LlavaProcessor) -> None:
+    def __init__(self, processor: LlavaProcessor, views: int = 1) -> None:
         self.processor = processor
         self.tok = processor.tokenizer
+        self.views = views
         self._prompt_ids: dict[str, list[int]] = {}
         self._dummy = np.zeros((MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
 
     def prompt_ids(self, instruction: str) -> list[int]:
-        """Token ids of the prompt exactly as the processor makes them (image token expanded)."""
+        """Token ids of the prompt exactly as the processor makes them (image tokens expanded)."""
         if instruction not in self._prompt_ids:
-            enc = self.processor(text=[build_prompt(self.processor, instruction)], images=[self._dummy])
+            prompt = build_prompt(self.processor, instruction, self.views)
+            enc = self.processor(text=[prompt], images=[self._dummy] * self.views)
             self._prompt_ids[instruction] = list(enc["input_ids"][0])
         return self._prompt_ids[instruction]
 
@@ -317,7 +371,7 @@ def sample_training_examples(
             instructions.append(rng.choice(OFF_TASK_INSTRUCTIONS).format(rng.choice(names)))
             outputs.append(OFF_TASK_OUTPUT)
         elif u < args.off_task_fraction + args.blank_fraction:
-            frames[j] = blank_frames(1, nprng)[0]
+            frames[j] = blank_frames(args.views, nprng).reshape(frames.shape[1:])  # every view blank
             instructions.append(rng.choice(INSTRUCTION_TEMPLATES).format(name))
             outputs.append(NO_SCENE_OUTPUT)
         else:
@@ -332,7 +386,8 @@ def generate(
     model: LlavaForConditionalGeneration, processor: LlavaProcessor, batcher: Batcher, frames: np.ndarray,
     instructions: list[str], sigma: float, seed: int, batch_size: int = 256,
 ) -> list[str]:  # fmt: skip
-    """Greedy outputs for [0, 1] frames (N, 3, 64, 64) + N(0, sigma^2) noise, via pixel_normalizer."""
+    """Greedy outputs for [0, 1] frames (N, [views,] 3, 64, 64) + N(0, sigma^2) noise, via pixel_normalizer
+    (several views go to the model as consecutive images, one per image token)."""
     normalize = pixel_normalizer(processor.image_processor, torch.device("cpu"), torch.float32)
     gen = torch.Generator().manual_seed(seed)
     tok = processor.tokenizer
@@ -344,7 +399,7 @@ def generate(
         n = max(map(len, prompts))  # left padding for generation
         ids = torch.tensor([[tok.pad_token_id] * (n - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts])
-        gen_ids = model.generate(input_ids=ids, attention_mask=mask, pixel_values=normalize(x))
+        gen_ids = model.generate(input_ids=ids, attention_mask=mask, pixel_values=normalize(x.reshape(-1, *x.shape[-3:])))
         out += tok.batch_decode(gen_ids[:, n:], skip_special_tokens=True)
     return out
 
@@ -360,7 +415,10 @@ def evaluate(
     preds = [command_of(o) for o in generate(model, processor, batcher, data["frames"], instructions, sigma, seed)]
     truth = np.array([COMMANDS[c] for c in data["labels"]])
     ok = np.array(preds) == truth
-    res = {"all": ok.mean(), "in_view": ok[data["in_view"]].mean(), "out_of_view": ok[~data["in_view"]].mean()}
+    seen_by = data["seen_by"]
+    res = {"all": ok.mean(), "in_view": ok[seen_by != NONE].mean(), "out_of_view": ok[seen_by == NONE].mean()}
+    if (seen_by == REAR).any():
+        res["rear_view"] = ok[seen_by == REAR].mean()
     for c in COMMANDS:
         res[c] = ok[truth == c].mean()
     n_unk = max(len(truth) // 10, 1)
@@ -368,9 +426,16 @@ def evaluate(
     off_out = generate(model, processor, batcher, data["frames"][:n_unk], off, sigma, seed + 1)
     res["off_task"] = np.mean([command_of(o) == UNKNOWN for o in off_out])
     nprng = np.random.default_rng(seed)
-    blank_out = generate(model, processor, batcher, blank_frames(n_unk, nprng), instructions[:n_unk], sigma, seed + 2)
+    blank = blank_frames(n_unk * batcher.views, nprng).reshape(n_unk, *data["frames"].shape[1:])
+    blank_out = generate(model, processor, batcher, blank, instructions[:n_unk], sigma, seed + 2)
     res["blank"] = np.mean([command_of(o) == UNKNOWN for o in blank_out])
     return {k: float(v) for k, v in res.items()}
+
+
+def training_subset(data: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first `n` training scenes (as many per command as the held-out set): the fit, next
+    to the held-out accuracy."""
+    return {key: value[:n] for key, value in data.items()}
 
 
 def format_accuracy(name: str, res: dict[str, float]) -> str:
@@ -386,21 +451,33 @@ def save(model: LlavaForConditionalGeneration, processor: LlavaProcessor, out: P
     processor.save_pretrained(out)
 
 
+def start_from(model: LlavaForConditionalGeneration, processor: LlavaProcessor, init: Path) -> None:
+    """Load `init`'s weights into `model` (strict: same architecture); its vocabulary must be ours."""
+    source = LlavaForConditionalGeneration.from_pretrained(init)
+    if PreTrainedTokenizerFast.from_pretrained(init).get_vocab() != processor.tokenizer.get_vocab():
+        raise ValueError(f"--init {init}: its vocabulary differs from this recipe's")
+    model.load_state_dict(source.state_dict())
+    print(f"weights from {init}", flush=True)
+
+
 def train(args: argparse.Namespace) -> None:
     """Render (or load) the data, train with noise augmentation, evaluate and save."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng, nprng = random.Random(args.seed), np.random.default_rng(args.seed)
     t_start = time.time()
-    train_data = cached_dataset(DataSpec(args.train_scenes, args.seed), args.cache_dir)
+    train_data = cached_dataset(DataSpec(args.train_scenes, args.seed, views=args.views), args.cache_dir)
     # Held-out scenes keep the natural distance distribution (no near-range oversampling).
-    test_data = cached_dataset(DataSpec(args.test_scenes, args.seed + 1_000_003, near_fraction=0.0), args.cache_dir)
+    test_spec = DataSpec(args.test_scenes, args.seed + 1_000_003, near_fraction=0.0, views=args.views)
+    test_data = cached_dataset(test_spec, args.cache_dir)
     print(f"data: {len(train_data['labels'])} train scenes, {len(test_data['labels'])} held-out scenes", flush=True)
 
-    processor = build_processor(args.patch_size)
+    processor = build_processor(args.patch_size, args.views)
     model = build_model(processor.tokenizer, args)
+    if args.init is not None:
+        start_from(model, processor, args.init)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
-    batcher = Batcher(processor)
+    batcher = Batcher(processor, args.views)
     normalize = pixel_normalizer(processor.image_processor, torch.device("cpu"), torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = min(200, args.steps // 10)
@@ -415,10 +492,10 @@ def train(args: argparse.Namespace) -> None:
         # Cohen et al.: train on the noise the smoothed classifier sees; keep some clean samples.
         # Short curriculum: sigma ramps up from 0 over the first noise_warmup of the steps.
         sigma = args.sigma * min(1.0, step / max(1.0, args.noise_warmup * args.steps))
-        noisy = torch.rand(len(x), 1, 1, 1) >= args.clean_fraction
+        noisy = torch.rand(len(x), *[1] * (x.ndim - 1)) >= args.clean_fraction  # per sample: all its views
         x = x + noisy * sigma * torch.randn_like(x)
         batch = batcher.training_batch(instructions, outputs)
-        loss = model(pixel_values=normalize(x), **batch).loss
+        loss = model(pixel_values=normalize(x.reshape(-1, *x.shape[-3:])), **batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -434,71 +511,88 @@ def train(args: argparse.Namespace) -> None:
             model.train()
     train_s = time.time() - t_train
     model.eval()
+    seen = evaluate(model, processor, batcher, training_subset(train_data, args.test_scenes), 0.0, args.seed)
     clean = evaluate(model, processor, batcher, test_data, 0.0, args.seed)
     noisy = evaluate(model, processor, batcher, test_data, args.sigma, args.seed)
+    print(format_accuracy(f"training scenes ({args.test_scenes}, clean)", seen))
     print(format_accuracy("held-out clean", clean))
     print(format_accuracy(f"held-out sigma={args.sigma}", noisy))
     print(f"training {train_s:.0f} s, total {time.time() - t_start:.0f} s")
     save(model, processor, args.out)
-    summary = {"train_seconds": round(train_s), "clean": clean, f"sigma_{args.sigma}": noisy,
+    summary = {"train_seconds": round(train_s), "training_scenes_clean": seen, "clean": clean,
+               f"sigma_{args.sigma}": noisy,
                "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     (args.cache_dir / "demo_vla_last_run.json").write_text(json.dumps(summary, indent=2))
     print(f"saved to {args.out}")
 
 
-def write_examples(model_dir: Path, out_dir: Path, seed: int, per_command: int = 3) -> None:
-    """Render demo frames (PNG, camera resolution) + frames.csv, keeping those the model gets right.
+def _image_names(stem: str, views: int) -> list[str]:
+    """PNG names of one example: `stem.png`, or one per camera (`stem_ego.png`, `stem_rear.png`)."""
+    return [f"{stem}.png"] if views == 1 else [f"{stem}_{camera}.png" for camera in CAMERAS[:views]]
+
+
+def write_examples(model_dir: Path, out_dir: Path, seed: int, views: int = 1, per_command: int = 3) -> None:
+    """Render demo frames (PNG, camera resolution, one per camera) + frames.csv, keeping those the
+    model gets right. With two views the turns are scenes whose target only the rear camera sees.
 
     Candidates come from a fixed seed in order; a rejected candidate is reported, so the
-    selection is visible rather than silent. One pure-noise frame is added (UNKNOWN).
+    selection is visible rather than silent. One pure-noise frame per camera is added (UNKNOWN).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    batcher = Batcher(processor)
+    batcher = Batcher(processor, views)
     rng, pyrng = np.random.default_rng(seed), random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, rejected = [], 0
+
+    def keep(stem: str, images: list[np.ndarray], instruction: str, command: str) -> bool:
+        x = np.stack([preprocess(image).transpose(2, 0, 1) for image in images])
+        x = x.reshape(1, *x.shape[(1 if views == 1 else 0):])
+        if command_of(generate(model, processor, batcher, x, [instruction], 0.0, seed)[0]) != command:
+            return False
+        names = _image_names(stem, views)
+        for name, image in zip(names, images):
+            cv2.imwrite(str(out_dir / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        rows.append(",".join([*names, instruction, command]))
+        return True
+
     with World(seed=seed) as world:
         for command in COMMANDS:
+            where = REAR if views > 1 and command in ("left", "right") else FRONT
             kept = 0
             while kept < per_command:
-                target = _place_for_command(world, command, False, False, rng)
+                target = _place_for_command(world, command, where, False, rng, views)
                 if target is None:
                     continue
-                frame = world.render()
                 instruction = pyrng.choice(INSTRUCTION_TEMPLATES).format(target)
-                x = preprocess(frame).transpose(2, 0, 1)[None]
-                output = generate(model, processor, batcher, x, [instruction], 0.0, seed)[0]
-                if command_of(output) != command:
+                images = [world.render(camera) for camera in CAMERAS[:views]]
+                if keep(f"{command}_{kept + 1}", images, instruction, command):
+                    kept += 1
+                else:
                     rejected += 1
-                    continue
-                kept += 1
-                name = f"{command}_{kept}.png"
-                cv2.imwrite(str(out_dir / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                rows.append(f"{name},{instruction},{command}")
-    while True:
-        noise = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-        x = preprocess(noise).transpose(2, 0, 1)[None]
-        if command_of(generate(model, processor, batcher, x, ["go to the red box"], 0.0, seed)[0]) == UNKNOWN:
-            break
+    while not keep("noise", [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(views)],
+                   "go to the red box", UNKNOWN):
         rejected += 1
-    cv2.imwrite(str(out_dir / "noise.png"), noise)
-    rows.append(f"noise.png,go to the red box,{UNKNOWN}")
-    (out_dir / "frames.csv").write_text("image,instruction,command\n" + "\n".join(rows) + "\n")
+    header = "image" if views == 1 else ",".join(f"image_{camera}" for camera in CAMERAS[:views])
+    (out_dir / "frames.csv").write_text(f"{header},instruction,command\n" + "\n".join(rows) + "\n")
     print(f"wrote {len(rows)} examples to {out_dir} ({rejected} candidates rejected as mispredicted)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults reproduce the shipped model)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--views", type=int, choices=sorted(VIEW_DEFAULTS), default=1,
+                   help="cameras the model reads: 1 (front) or 2 (front + rear)")
+    p.add_argument("--out", type=Path, help="model directory (default: per --views)")
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/rs_guard_demo_vla"))
-    p.add_argument("--train-scenes", type=int, default=40000)
+    p.add_argument("--train-scenes", type=int, help="default: 40000 (one view), 16000 (two views)")
+    p.add_argument("--init", type=Path, help="model directory whose weights start the training "
+                   "(default: none for one view, the one-view model for two)")
     p.add_argument("--test-scenes", type=int, default=2000)
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, help="default: 6000 (one view), 2000 (two views)")
+    p.add_argument("--batch-size", type=int, help="default: 64 (one view), 32 (two views)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--clean-fraction", type=float, default=0.2)
@@ -515,12 +609,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--examples-only", action="store_true", help="only (re)write examples/ from the model in --out")
-    p.add_argument("--examples-dir", type=Path, default=REPO / "examples")
-    return p.parse_args(argv)
+    p.add_argument("--examples-dir", type=Path, help="default: examples/ (one view), examples/two_view/ (two)")
+    args = p.parse_args(argv)
+    for name, default in VIEW_DEFAULTS[args.views].items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
 
 
 if __name__ == "__main__":
     cli = parse_args()
     if not cli.examples_only:
         train(cli)
-    write_examples(cli.out, cli.examples_dir, cli.seed + 7)
+    write_examples(cli.out, cli.examples_dir, cli.seed + 7, cli.views)

@@ -673,3 +673,26 @@ def test_a_fixed_image_size_reproduces_the_processor_with_its_image_axis(smolvlm
     outputs = policy(frames, "go to the red box")
     assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
     assert policy(frames[:1], "go to the red box")[0] == outputs[0]
+
+
+def test_several_cameras_go_into_one_prompt_as_the_processor_lays_out_a_list_of_images(smolvlm_standin_dir) -> None:
+    """views=2 on the Idefics3 stand-in: the prompt holds one image block per camera, and the
+    gate's text ids, pixel values (camera order on the image axis) and generated text are those
+    of the processor called with the list of the two images."""
+    from PIL import Image
+
+    policy = TransformersPolicy(smolvlm_standin_dir, device="cpu", image_size=64, max_new_tokens=3, views=2)
+    colours = ((51, 102, 153), (204, 0, 102))  # k/255: exact in uint8, so the processor sees the same images
+    front, rear = (torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 64, 64) / 255 for c in colours)
+    prompt = policy.prompts.prompt("go to the red box")
+    assert prompt.count("<image>") == 2
+    expected = policy.processor(text=prompt, images=[[Image.new("RGB", (64, 64), c) for c in colours]],
+                                return_tensors="pt")
+    assert torch.equal(policy.prompts("go to the red box", 1)["input_ids"], expected["input_ids"])
+    pixels = policy.pixel_values((front, rear))
+    assert pixels.shape == expected["pixel_values"].shape == (1, 2, 3, 64, 64)
+    assert torch.allclose(pixels, expected["pixel_values"], atol=1e-6)
+    generated = policy.model.generate(**expected, **policy.generate_kwargs)
+    reference = policy.processor.tokenizer.batch_decode(generated[:, expected["input_ids"].shape[1]:],
+                                                        skip_special_tokens=True)
+    assert policy((front, rear), "go to the red box") == [reference[0].strip()]

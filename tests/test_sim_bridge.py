@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from ros_peers.gate_probe import FAST, ROOT, merge, running_gate, write_params
-from rs_guard_ros.sim.ros_bridge import (CMD_TIMEOUT_S, check_real_time_factor, effective_command, odometry_msg,
-                                         stamp_of, step_period)
+from ros_peers.gate_probe import FAST, ROOT, Probe, Repeater, merge, running_gate, write_params
+from rs_guard_ros.sim.ros_bridge import (CMD_TIMEOUT_S, WHEEL_JOINTS, check_real_time_factor, effective_command,
+                                         joint_state_msg, odometry_msg, stamp_of, step_period)
 
 TASK = "go to the red box"
 SEED = 0  # a layout where the demo VLA certifies a turn towards the red box (checked offline)
@@ -114,11 +114,31 @@ def test_every_step_advances_sim_time_by_dt_while_the_timer_fires_every_dt_over_
         rclpy.shutdown(context=context)
 
 
-def _sim_process(env, tmp_path):
+def test_joint_state_names_both_wheels_with_their_positions_velocities_and_the_stamp():
+    msg = joint_state_msg((1.5, -2.0), (3.2, -6.8), 3.25)
+    assert list(msg.name) == list(WHEEL_JOINTS) == ["left_wheel", "right_wheel"]
+    assert list(msg.position) == [1.5, -2.0] and list(msg.velocity) == [3.2, -6.8]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (3, 250_000_000)
+
+
+def _sim_process(env, tmp_path, extra=()):
     """The sim bridge in its own process (python -m, so no installed console script is needed)."""
     log = open(tmp_path / "sim.log", "w")
-    args = [sys.executable, "-m", "rs_guard_ros.sim.ros_bridge", "--ros-args", *SIM_ARGS]
+    args = [sys.executable, "-m", "rs_guard_ros.sim.ros_bridge", "--ros-args", *SIM_ARGS, *extra]
     return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+
+
+def _stop(sim, sim_log, tmp_path):
+    """SIGINT the sim (kill if it hangs); its exit code; its log's tail printed for a failure."""
+    sim.send_signal(signal.SIGINT)
+    try:
+        rc = sim.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+        rc = sim.wait(timeout=10)
+    sim_log.close()
+    print((tmp_path / "sim.log").read_text(errors="replace")[-4000:])
+    return rc
 
 
 def _watch_sim(probe):
@@ -172,14 +192,7 @@ def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_pa
             assert probe.wait_for(moved_after_certified_motion, 45 / RTF, 0.1, resay), "robot never moved"
             commands, twists, certs, _ = probe.snapshot()
     finally:
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim_rc = sim.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim_rc = sim.wait(timeout=10)
-        sim_log.close()
-        print((tmp_path / "sim.log").read_text(errors="replace")[-4000:])
+        sim_rc = _stop(sim, sim_log, tmp_path)
 
     assert sim_rc == 0, "the sim did not exit cleanly on SIGINT"
     with probe.lock:
@@ -210,3 +223,69 @@ def test_guard_drives_the_sim_robot_only_with_certified_commands(ros_env, tmp_pa
 def _differs(pose, ref, tol=1e-6):
     """True when two pose records differ in position or heading."""
     return any(abs(pose[k] - ref[k]) > tol for k in ("x", "y", "yaw"))
+
+
+@pytest.mark.ros
+def test_sim_publishes_the_rear_camera_with_the_front_frames_stamp_and_the_wheels_joint_states(ros_env, tmp_path):
+    from geometry_msgs.msg import Twist
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, JointState
+
+    from rs_guard_ros.sim.world import wheel_velocities
+
+    sim, sim_log = _sim_process(ros_env, tmp_path, ("-p", "rear_camera:=true"))
+    probe = Probe()
+    seen = {"front": {}, "rear": {}, "joints": []}
+
+    def stamp(msg):
+        return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+    def on_image(camera):
+        def store(msg):
+            with probe.lock:
+                seen[camera][stamp(msg)] = (msg.encoding, msg.width, msg.height, msg.header.frame_id, bytes(msg.data))
+        return store
+
+    def on_joints(msg):
+        with probe.lock:
+            seen["joints"].append((stamp(msg), list(msg.name), list(msg.position), list(msg.velocity)))
+
+    n = probe.node
+    n.create_subscription(Image, "/camera/image_raw", on_image("front"), qos_profile_sensor_data)
+    n.create_subscription(Image, "/camera_rear/image_raw", on_image("rear"), qos_profile_sensor_data)
+    n.create_subscription(JointState, "/joint_states", on_joints, 10)
+    cmd_vel = n.create_publisher(Twist, "/cmd_vel", 10)
+    twist = Twist()
+    twist.linear.x, twist.angular.z = 0.25, 0.6
+    drive = Repeater(lambda _: cmd_vel.publish(twist), 0.05).start()
+    moving = wheel_velocities(0.25, 0.6)
+
+    def enough():
+        with probe.lock:
+            pairs = set(seen["front"]) & set(seen["rear"])
+            driven = [j for j in seen["joints"] if j[3] == pytest.approx(list(moving))]
+        return len(pairs) >= 5 and len(driven) >= 3
+
+    try:
+        assert probe.wait_for(enough, 60, 0.05), "no rear frames or driven joint states from the sim"
+    finally:
+        drive.stop()
+        probe.close()
+        sim_rc = _stop(sim, sim_log, tmp_path)
+    assert sim_rc == 0
+    front, rear, joints = seen["front"], seen["rear"], seen["joints"]
+    # Every rear frame has a front frame with the identical stamp; same size and encoding, its
+    # own frame id, another picture.
+    paired = [t for t in rear if t in front]
+    assert len(paired) >= len(rear) - 1  # the last rear frame may be the newest, its front lost in shutdown
+    assert all(rear[t][:4] == ("rgb8", 128, 96, "camera_rear") and front[t][:4] == ("rgb8", 128, 96, "camera")
+               for t in paired)
+    assert all(rear[t][4] != front[t][4] for t in paired)
+    # Joint states name both wheels, carry sim-time stamps (those of the camera frames) and the
+    # applied command's wheel speeds; positions integrate them.
+    assert all(names == list(WHEEL_JOINTS) for _, names, _, _ in joints)
+    assert {t for t, *_ in joints} & set(front)
+    assert all(v in ([0.0, 0.0], pytest.approx(list(moving))) for _, _, _, v in joints)
+    steady = [(a, b) for a, b in zip(joints, joints[1:]) if a[3] == b[3] == pytest.approx(list(moving))]
+    assert any(b[2] == pytest.approx([p + w * (b[0] - a[0]) for p, w in zip(a[2], moving)], abs=1e-6)
+               for a, b in steady)

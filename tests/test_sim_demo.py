@@ -22,18 +22,24 @@ SCENARIOS = {"scenarios": [
      "instructions": [{"at": 0, "text": "make me a coffee"}],
      "faults": [{"kind": "stall", "start": 2, "duration": 2}]},
 ]}
+# Played between the two above: it runs in a session of its own, and the report keeps the file's order.
+TWO_VIEW = {"name": "behind_two_view", "target": "red box", "robot": [0.3, 0.0, 0], "time_limit": 6, "views": 2,
+            "expect": "turn", "objects": {"red box": [-1.2, 0.4], "blue ball": [1.3, 1.3], "green cylinder": [1.3, -1.3],
+                                          "yellow box": [-1.3, -1.4]},
+            "instructions": [{"at": 0, "text": "go to the red box"}]}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """One closed-loop run of the two scenarios (module-scoped: it takes a minute)."""
+    """One closed-loop run of the three scenarios (module-scoped: it takes two minutes)."""
     import os
 
     from conftest import claimed_domains
 
     tmp = tmp_path_factory.mktemp("demo")
     scenario_file = tmp / "scenarios.yaml"
-    scenario_file.write_text(yaml.safe_dump(SCENARIOS))
+    first, second = SCENARIOS["scenarios"]
+    scenario_file.write_text(yaml.safe_dump({"scenarios": [first, TWO_VIEW, second]}))
     saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
     try:
         with claimed_domains() as domain:
@@ -47,21 +53,27 @@ def demo(tmp_path_factory):
 @pytest.mark.ros
 def test_demo_shuts_sim_and_guard_down_cleanly_and_writes_the_report(demo):
     result, out = demo
-    assert result["exit_codes"] == {"sim": 0, "guard": 0}
+    assert result["exit_codes"] == {"sim": 0, "guard": 0, "sim_two_view": 0, "guard_two_view": 0}
     text = (out / "report.md").read_text()
-    assert "short_drive" in text and "off_task_with_stall" in text
+    assert text.index("short_drive") < text.index("behind_two_view") < text.index("off_task_with_stall")
     assert all((out / p).stat().st_size > 0 for p in ("overview.png", "episodes.csv", "steps.jsonl"))
 
 
 @pytest.mark.ros
 def test_the_run_slows_the_world_to_the_factor_calibrated_from_the_guards_own_latency(demo):
+    """Each session (one view, two views) calibrates its own factor; its episodes ran at it."""
     result, out = demo
-    factor = result["real_time_factor"]
-    assert FACTOR_RANGE[0] <= factor <= FACTOR_RANGE[1]
-    assert all(e["real_time_factor"] == factor for e in result["episodes"])
-    assert "warm-up decisions" in result["calibration"]
+    factors = result["real_time_factors"]
+    assert set(factors) == {"sim_diffdrive.yaml", "sim_two_view.yaml"}
+    assert all(FACTOR_RANGE[0] <= f <= FACTOR_RANGE[1] for f in factors.values())
+    by_config = {"short_drive": "sim_diffdrive.yaml", "behind_two_view": "sim_two_view.yaml",
+                 "off_task_with_stall": "sim_diffdrive.yaml"}
+    assert [e["real_time_factor"] for e in result["episodes"]] == [factors[by_config[e["scenario"]]]
+                                                                   for e in result["episodes"]]
+    assert result["calibration"].count("warm-up decisions") == 2
     assert f"real-time factor**: {result['calibration']}" in (out / "report.md").read_text()
-    assert f"real_time_factor {factor:g}" in (out / "sim.log").read_text()  # the sim applied it
+    for log, config in (("sim.log", "sim_diffdrive.yaml"), ("sim_two_view.log", "sim_two_view.yaml")):
+        assert f"real_time_factor {factors[config]:g}" in (out / log).read_text()  # the sim applied it
 
 
 @pytest.mark.ros
@@ -88,12 +100,25 @@ def test_robot_drives_towards_its_target_on_certified_commands(demo):
 def test_off_task_instruction_and_camera_stall_publish_only_abstain(demo):
     result, out = demo
     episode = next(e for e in result["episodes"] if e["scenario"] == "off_task_with_stall")
-    steps = read_steps(out / "steps.jsonl")[1]
+    steps = read_steps(out / "steps.jsonl")[2]
     assert episode["success"] and episode["certified"] == 0
     # The stall shows up as the guard's own watchdog abstain (camera lost), not only as missing decisions.
     assert any(s.source == "watchdog" and s.reason.startswith(("stale_frame", "no_frame")) for s in steps)
     rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
-    assert {r["episode"] for r in rows} == {0, 1}
+    assert {r["episode"] for r in rows} == {0, 1, 2}
+
+
+@pytest.mark.ros
+def test_two_view_scenario_runs_the_sim_with_its_rear_camera_and_the_guard_on_sim_two_view_yaml(demo):
+    result, out = demo
+    assert "sim_two_view.yaml" in (out / "report.md").read_text()
+    steps = read_steps(out / "steps.jsonl")[1]
+    # The guard ran the model on the relayed front and rear frames and the sim's joint state:
+    # every decision is certified or abstains, and some ran the model (both views and the state present).
+    decisions = [s for s in steps if s.source == "decision"]
+    assert any(s.n_used > 0 for s in decisions)
+    assert all(s.certified or s.command == "stop" for s in decisions)
+    assert not any(s.reason.startswith(("no_frame: rear", "no_state")) for s in decisions)
 
 
 @settings(max_examples=200, deadline=None)

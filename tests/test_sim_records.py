@@ -162,3 +162,17 @@ def test_watchdog_abstains_count_as_decisions_but_not_in_latency():
     assert m["p50_latency_ms"] == pytest.approx(200.0)
     with pytest.raises(ValueError, match="source"):
         step(0.0, source="timer")
+
+
+def test_expect_turn_succeeds_when_the_targets_bearing_shrank_by_turn_towards():
+    # red box at (1.2, 0.5); the robot at the origin facing away from it (yaw pi): bearing -157 deg
+    start = (0.0, 0.0, 0.0, math.pi)
+    towards = math.pi - math.radians(25)  # turned 25 degrees right, towards it
+    turned = episode([step(0.0)], trajectory=[start, (1.0, 0.0, 0.0, towards)], expect_reach=False,
+                     expect_turn=True)
+    too_little = episode([step(0.0)], trajectory=[start, (1.0, 0.0, 0.0, math.pi - math.radians(10))],
+                         expect_reach=False, expect_turn=True)
+    away = episode([step(0.0)], trajectory=[start, (1.0, 0.0, 0.0, math.pi + math.radians(25))],
+                   expect_reach=False, expect_turn=True)
+    assert rec.turned_towards(turned) == pytest.approx(math.radians(25))
+    assert [rec.episode_metrics(e)["success"] for e in (turned, too_little, away)] == [True, False, False]

@@ -120,3 +120,23 @@ def test_write_report_rejects_bad_input_before_writing(tmp_path):
     with pytest.raises(ValueError, match="meta"):
         rp.write_report([episode([step()])], tmp_path / "b", ["not", "a", "mapping"])
     assert not (tmp_path / "b").exists()
+
+
+def test_report_shows_every_cameras_frame_at_the_first_certified_turn(tmp_path):
+    import numpy as np
+    from matplotlib.image import imread
+
+    front = np.zeros((96, 128, 3), np.uint8)
+    rear = np.full((96, 128, 3), 200, np.uint8)
+    turn = episode(known_steps(), scenario="target behind", expect_reach=False, expect_turn=True,
+                   first_turn=(1.5, "left", {"front": front, "rear": rear}))
+    out = rp.write_report([turn, episode(known_steps(), scenario="no turn")], tmp_path / "run", {"config": "x"})
+    text = out.read_text()
+    links = re.findall(r"!\[(front|rear) camera at the first certified turn\]\(([^)]+)\)", text)
+    assert [camera for camera, _ in links] == ["front", "rear"]
+    assert "First certified turn: **left** on the frames of 1.5 s" in text and "turn towards the red box" in text
+    for (camera, name), rgb in zip(links, (front, rear)):
+        shown = imread(out.parent / name)
+        assert shown.shape[:2] == (192, 256)  # twice the camera's size
+        assert np.allclose(shown[..., :3] * 255, np.repeat(np.repeat(rgb, 2, 0), 2, 1), atol=1)
+    assert text.count("first certified turn]") == 2  # the episode without a turn shows no frames

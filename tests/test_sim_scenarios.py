@@ -131,3 +131,34 @@ def test_sim_reset_parser_reads_a_valid_request_and_names_bad_fields():
             parse_reset(json.dumps({**good, **change}))
     with pytest.raises(ValueError, match="JSON"):
         parse_reset("{")
+
+
+def test_shipped_two_view_scenario_starts_with_its_target_where_only_the_rear_camera_sees_it():
+    from rs_guard_ros.sim.world import World
+
+    scenarios = load_scenarios(ROOT / "config/scenarios/demo.yaml")
+    two_view = [s for s in scenarios if s.views == 2]
+    assert [s.name for s in two_view] == ["target_behind_two_view"]
+    assert all(s.views == 1 for s in scenarios if s.name != "target_behind_two_view")  # one-camera model
+    (s,) = two_view
+    assert s.expect == "turn" and s.target is not None
+    with World() as world:
+        world.reset(robot_pose=s.robot, object_positions=s.objects)
+        assert not world.in_view(s.target) and world.visible(s.target, "rear")
+        assert world.correct_command(s.target) in ("left", "right")
+
+
+def test_views_must_be_one_or_two_and_two_views_refuse_an_attack():
+    assert parse_scenarios(one(views=2))[0].views == 2
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(ScenarioError, match="views must be one of"):
+            parse_scenarios(one(views=bad))
+    attack = {"kind": "attack", "start": 0, "duration": 1, "epsilon": 0.1}
+    with pytest.raises(ScenarioError, match="attack fault needs views: 1"):
+        parse_scenarios(one(views=2, faults=[attack]))
+
+
+def test_expect_turn_needs_a_target():
+    assert parse_scenarios(one(expect="turn"))[0].expect == "turn"
+    with pytest.raises(ScenarioError, match="expect: turn needs a target"):
+        parse_scenarios(one(expect="turn", target=None))

@@ -127,3 +127,38 @@ def test_bad_arguments_raise_value_errors(world: World) -> None:
         world.step(0.1, 0.0, -1.0)
     with pytest.raises(ValueError, match="linear_x"):
         world.step(float("nan"), 0.0, 0.1)
+
+
+def test_rear_camera_renders_the_scene_behind_the_robot_at_the_front_cameras_size(world: World) -> None:
+    positions = dict(CORNERS, **{"red box": (-1.0, 0.0)})  # straight behind the robot
+    world.reset(robot_pose=(0.0, 0.0, 0.0), object_positions=positions)
+    front, rear = world.render(), world.render("rear")
+    assert rear.shape == front.shape == (96, 128, 3) and rear.dtype == np.uint8
+    assert np.abs(front.astype(int) - rear.astype(int)).mean() > 5  # a different view
+    red = lambda img: ((img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)).mean()  # noqa: E731
+    assert red(rear.astype(int)[50:76, 52:76]) > 0.5 and red(front.astype(int)) == 0.0
+    assert world.visible("red box", "rear") and not world.in_view("red box")
+
+
+def test_rear_camera_mirrors_sides_a_target_behind_on_the_left_shows_on_the_right(world: World) -> None:
+    positions = dict(CORNERS, **{"red box": (-1.2, 0.45)})
+    world.reset(robot_pose=(0.0, 0.0, 0.0), object_positions=positions)
+    assert world.correct_command("red box") == "left"
+    img = world.render("rear").astype(int)
+    cols = np.nonzero((img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100))[1]
+    assert cols.size and cols.mean() > 64  # the robot's left is the rear image's right half
+
+
+def test_render_refuses_an_unknown_camera(world: World) -> None:
+    with pytest.raises(ValueError, match="camera must be one of"):
+        world.render("top")
+
+
+def test_wheel_velocities_realise_the_unicycle_command() -> None:
+    from rs_guard_ros.sim.world import WHEEL_RADIUS, WHEEL_SEPARATION, wheel_velocities
+
+    left, right = wheel_velocities(0.25, 0.0)
+    assert left == right == pytest.approx(0.25 / WHEEL_RADIUS)
+    left, right = wheel_velocities(0.0, 0.6)  # turning left in place: the wheels spin opposite
+    assert left == pytest.approx(-right) and right > 0
+    assert (right - left) * WHEEL_RADIUS / WHEEL_SEPARATION == pytest.approx(0.6)

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 
 
-def build_prompt(processor: Any, instruction: str) -> str:
-    """The text prompt for one image + instruction (the chat template when there is one)."""
+def build_prompt(processor: Any, instruction: str, images: int = 1) -> str:
+    """The text prompt for `images` images (one per camera, in camera order) + the instruction:
+    the chat template when there is one (one image entry per camera), else one image token each."""
     if getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
+        content = [{"type": "image"}] * images + [{"type": "text", "text": instruction}]
+        return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     image_token = getattr(processor, "image_token", "<image>")
-    return f"{image_token}\n{instruction}\n"
+    return f"{image_token * images}\n{instruction}\n"
 
 
 def pixel_normalizer(image_processor: Any, device: torch.device, dtype: torch.dtype):

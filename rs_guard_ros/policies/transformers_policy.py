@@ -14,6 +14,12 @@ mean/std normalisation at a fixed resolution are refused at load time with a cle
 processors that tile or resize each image dynamically (SmolVLM/Idefics3 image splitting)
 run once `image_size` fixes them to one square resolution.
 
+Several cameras (`views` > 1, "generate" mode): one prompt holds one image per camera, in
+camera order (one image entry per camera in the chat template, the way multi-image chat
+VLMs such as LLaVA and Idefics3/SmolVLM take several images), and the processor is called
+with the list of images, so each camera gets its own block of image tokens. A VLM's prompt
+has no place for the joint state: the gate checks and records it, the model does not read it.
+
 Everything that decides what the model computes is checked at load time, not at the first
 decision: the prompt template encodes, `unnorm_key` names one of the model's datasets, and
 in "action" mode the actions depend on the image at all (OpenVLA's own code is reported
@@ -212,22 +218,25 @@ class PromptCache:
     """
 
     def __init__(self, processor: Any, input_size: tuple[int, int], device: torch.device,
-                 prompt_template: str | None = None, maxsize: int = 64) -> None:
+                 prompt_template: str | None = None, maxsize: int = 64, images: int = 1) -> None:
         self.processor = processor
         self.input_size = input_size
         self.device = device
         self.prompt_template = prompt_template
+        self.images = images  # images per prompt: one per camera
         self._encode = functools.lru_cache(maxsize=maxsize)(self._encode_uncached)
 
     def prompt(self, instruction: str) -> str:
-        """The prompt text: the configured template, else the shared `build_prompt`."""
+        """The prompt text: the configured template (which holds every image token itself),
+        else the shared `build_prompt` with one image per camera."""
         if self.prompt_template is not None:
             return self.prompt_template.format(instruction=instruction)
-        return build_prompt(self.processor, instruction)
+        return build_prompt(self.processor, instruction, self.images)
 
     def _encode_uncached(self, instruction: str) -> dict[str, torch.Tensor]:
-        """Run the processor once; keep the text-side tensors (batch 1) on the device."""
-        encoded = self.processor(text=self.prompt(instruction), images=[_check_image(self.input_size)],
+        """Run the processor once (one test image per camera); keep the text-side tensors
+        (batch 1) on the device."""
+        encoded = self.processor(text=self.prompt(instruction), images=[_check_image(self.input_size)] * self.images,
                                  return_tensors="pt")
         pixel_keys = set(getattr(self.processor.image_processor, "model_input_names", ["pixel_values"]))
         return {key: value.to(self.device) for key, value in encoded.items()
@@ -336,9 +345,12 @@ class TransformersPolicy:
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 8,
                  do_sample: bool = False, temperature: float = 1.0, trust_remote_code: bool = False,
                  mode: str = "generate", unnorm_key: str | None = None, prompt_template: str | None = None,
-                 image_size: int = 0) -> None:
+                 image_size: int = 0, views: int = 1) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
+        if not isinstance(views, int) or views < 1 or (views > 1 and mode != "generate"):
+            raise ValueError(f"views {views!r}: the transformers backend takes one or more cameras in 'generate' "
+                             f"mode and one in 'action' mode (mode {mode!r})")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if not temperature > 0:
@@ -357,9 +369,11 @@ class TransformersPolicy:
         self.output_kind = "action" if mode == "action" else "text"
         image_processor = self.processor.image_processor
         self.input_size = input_resolution(image_processor, self.model.config, image_size)
-        image_axis = check_pixel_path(image_processor, self.input_size)
-        self.normalize = frame_normalizer(image_processor, self.device, self.model.dtype, image_axis)
-        self.prompts = PromptCache(self.processor, self.input_size, self.device, prompt_template)
+        self.views = views
+        self.input_sizes = (self.input_size,) * views  # every camera at the model's resolution
+        self.image_axis = check_pixel_path(image_processor, self.input_size)
+        self.normalize = frame_normalizer(image_processor, self.device, self.model.dtype, self.image_axis)
+        self.prompts = PromptCache(self.processor, self.input_size, self.device, prompt_template, images=views)
         self._check_prompt(root)
         self.unnorm_key = unnorm_key
         self.generate_kwargs = self._generate_kwargs(max_new_tokens, do_sample, temperature)
@@ -399,14 +413,31 @@ class TransformersPolicy:
             kwargs["pad_token_id"] = eos if pad is None else pad
         return kwargs
 
+    def pixel_values(self, frames: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """The model's pixel_values for (B, 3, H, W) frames, or one such batch per camera: each
+        sample's images consecutive, in camera order ((B * views, 3, H, W), or (B, views, 3, H, W)
+        for processors with an image axis), as the processor lays out a multi-image prompt."""
+        views = (frames,) if isinstance(frames, torch.Tensor) else tuple(frames)
+        if len(views) != self.views:
+            raise ValueError(f"expected {self.views} camera view(s), got {len(views)}")
+        checked = [check_frames(view, self.input_size, self.device) for view in views]
+        if len({view.shape[0] for view in checked}) != 1:
+            raise ValueError(f"camera views must have the same batch size, got {[v.shape[0] for v in checked]}")
+        rows = checked[0].shape[0]
+        joint = checked[0] if self.views == 1 else torch.stack(checked, dim=1).flatten(0, 1)  # one view: no copy
+        pixels = self.normalize(joint)
+        return pixels.reshape(rows, self.views, *pixels.shape[-3:]) if self.image_axis else pixels
+
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, instruction: str) -> Sequence[Any]:
-        """One output per frame: decoded text ("generate") or an action vector ("action")."""
-        frames = check_frames(frames, self.input_size, self.device)
-        pixel_values = self.normalize(frames)
+    def __call__(self, frames: torch.Tensor | Sequence[torch.Tensor], instruction: str,
+                 state: torch.Tensor | None = None) -> Sequence[Any]:
+        """One output per sample: decoded text ("generate") or an action vector ("action").
+        `frames`: (B, 3, H, W), or one such batch per camera; `state` is not read (module docstring)."""
+        pixel_values = self.pixel_values(frames)
+        rows = pixel_values.shape[0] if self.image_axis else pixel_values.shape[0] // self.views
         if self.mode == "action":
             return self._actions(pixel_values, instruction)
-        text_inputs = self.prompts(instruction, frames.shape[0])
+        text_inputs = self.prompts(instruction, rows)
         generated = self.model.generate(**text_inputs, pixel_values=pixel_values, **self.generate_kwargs)
         if not self.model.config.is_encoder_decoder:  # decoder-only models echo the prompt first
             generated = generated[:, text_inputs["input_ids"].shape[1]:]

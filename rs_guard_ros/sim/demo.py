@@ -4,6 +4,9 @@ Starts `rs_guard_sim` and `rs_guard_node` (config/sim_diffdrive.yaml, use_sim_ti
 separate processes in their own ROS_DOMAIN_ID with localhost-only discovery, plays the
 scenario file with a progress bar, prints the summary table, writes the report
 (report.md, PNG plots, episodes.csv, steps.jsonl) and shuts everything down with SIGINT.
+Scenarios with `views: 2` run after (or before) the others in a session of their own: the
+sim renders its rear camera too, and the guard runs config/sim_two_view.yaml (the two-view
+model) on both cameras; the report keeps the scenario file's order.
 
 The world runs slower than real time when the computer is slow: after the guard is up,
 warm-up episodes measure the guard's own decision latency (its ~/certificate records), and
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the mod
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "rs_guard_ros"
 GUARD_CONFIG = "sim_diffdrive.yaml"
+
 DEMO_SCENARIOS = "scenarios/demo.yaml"
 START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
 STEP_TIMEOUT_S = 30.0
@@ -61,6 +65,20 @@ MIN_WARMUP_DECISIONS = 3
 # guard, so a decision measured at 0.1 is faster than at the factor the scenarios then run at
 # (303 ms against 360 ms in one run on 2 shared cores); the second warm-up measures it there.
 CALIBRATION_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How sim and guard run for scenarios of one `views` count."""
+
+    config: str  # the guard's parameter file under config/
+    remaps: tuple[str, ...]  # the guard's camera inputs -> the runner's relay topics (runner.RELAYS)
+    cameras: tuple[str, ...]  # those the runner relays; "rear": the sim renders its rear camera too
+
+
+SETUPS = {1: Setup(GUARD_CONFIG, ("-r", "image:=/rs_guard/camera"), ("front",)),
+          2: Setup("sim_two_view.yaml", ("-r", "front/image:=/rs_guard/camera",
+                                         "-r", "rear/image:=/rs_guard/camera_rear"), ("front", "rear"))}
 
 
 def config_file(name: str) -> Path:
@@ -204,14 +222,15 @@ def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     if workers is not None:
         return _run_on_ray(scenarios, source, out, check_domain(domain_id), guard_args, workers, started, real_time)
-    played, codes, domain, calibration = play(scenarios, out, domain_id, guard_args, progress=True,
-                                              real_time=real_time)
-    meta = _meta(source, guard_args, str(domain), started) | {"real-time factor": calibration.describe(),
-                                                              "exit codes": codes}
+    played, codes, domain, calibrations = play(scenarios, out, domain_id, guard_args, progress=True,
+                                               real_time=real_time)
+    calibration = describe_calibrations(calibrations)
+    meta = _meta(source, scenarios, guard_args, str(domain), started) | {"real-time factor": calibration,
+                                                                         "exit codes": codes}
     path = report.write_report(played, out, meta)
     return {"episodes": [report.episode_metrics(e) for e in played], "table": report.summary_table(played),
             "report": str(path), "exit_codes": codes, "wall_s": meta["wall time (s)"], "domain_id": domain,
-            "real_time_factor": calibration.factor, "calibration": calibration.describe()}
+            "real_time_factors": {config: c.factor for config, c in calibrations.items()}, "calibration": calibration}
 
 
 def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = None) -> list[Scenario]:
@@ -234,29 +253,50 @@ def episode_list(source: Path, only: tuple[str, ...] = (), count: int | None = N
 
 
 def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args: tuple[str, ...],
-         progress: bool, real_time: bool = False) -> tuple[list[Episode], dict[str, int], int, Calibration]:
+         progress: bool, real_time: bool = False) -> tuple[list[Episode], dict[str, int], int, dict[str, Calibration]]:
     """Start sim and guard in their own domain, calibrate the real-time factor (1 with
-    `real_time`), play the scenarios, stop them: (episodes, exit codes, domain id, calibration).
-    The closed loop itself, in process and in every Ray episode task (each calibrates on its own
-    worker, whose computer may differ)."""
+    `real_time`), play the scenarios, stop them: (episodes in the scenarios' order, exit codes,
+    domain id, calibration per guard config). One session per `views` count (SETUPS), each
+    calibrated on its own (two views take longer per decision); the processes and logs of the
+    two-view one are suffixed "_two_view". The closed loop itself, in process and in every Ray
+    episode task (each calibrates on its own worker, whose computer may differ)."""
     env = ros_environment(domain_id)
-    procs = Processes(out, env)
+    played: dict[int, Episode] = {}
+    codes: dict[str, int] = {}
+    calibrations: dict[str, Calibration] = {}
     factor = 1.0 if real_time else CALIBRATION_FACTOR
-    procs.start("sim", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0",
-                        "-p", f"real_time_factor:={factor!r}"])
-    procs.start("guard", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file", str(config_file(GUARD_CONFIG)),
-                          "-r", "image:=/rs_guard/camera", "-r", "cmd_vel:=/cmd_vel", "-p", "use_sim_time:=true",
-                          *guard_args])
-    try:
-        episodes, calibration = _play(scenarios, procs, progress, factor, calibrate=not real_time)
-    finally:
-        codes = procs.stop()
-    return episodes, codes, int(env["ROS_DOMAIN_ID"]), calibration
+    for views in dict.fromkeys(s.views for s in scenarios):  # in order of first appearance
+        setup, suffix = SETUPS[views], "" if views == 1 else "_two_view"
+        indices = [i for i, s in enumerate(scenarios) if s.views == views]
+        procs = Processes(out, env)
+        procs.start(f"sim{suffix}", ["-m", f"{PACKAGE}.sim.ros_bridge", "--ros-args", "-p", "camera_rate:=10.0",
+                                     "-p", f"real_time_factor:={factor!r}",
+                                     "-p", f"rear_camera:={str('rear' in setup.cameras).lower()}"])
+        procs.start(f"guard{suffix}", ["-m", f"{PACKAGE}.ros.node", "--ros-args", "--params-file",
+                                       str(config_file(setup.config)), *setup.remaps, "-r", "cmd_vel:=/cmd_vel",
+                                       "-p", "use_sim_time:=true", *guard_args])
+        try:
+            group, calibrations[setup.config] = _play([scenarios[i] for i in indices], procs, progress, setup,
+                                                      (indices[0], len(scenarios)), factor, calibrate=not real_time)
+        finally:
+            codes |= procs.stop()
+        played.update(zip(indices, group))
+    return [played[i] for i in range(len(scenarios))], codes, int(env["ROS_DOMAIN_ID"]), calibrations
 
 
-def _meta(source: Path, guard_args: tuple[str, ...], domains: str, started: float) -> dict[str, Any]:
-    """The report's header: what ran, with which gate, where, for how long."""
-    return {"scenarios": str(source), "guard config": str(config_file(GUARD_CONFIG)), "gate": _gate_summary(),
+def describe_calibrations(calibrations: dict[str, Calibration]) -> str:
+    """One line for the report and the summary: the factor, per guard config when several ran."""
+    if len(calibrations) == 1:
+        return next(iter(calibrations.values())).describe()
+    return "; ".join(f"{config}: {c.describe()}" for config, c in calibrations.items())
+
+
+def _meta(source: Path, scenarios: list[Scenario], guard_args: tuple[str, ...], domains: str,
+          started: float) -> dict[str, Any]:
+    """The report's header: what ran, with which gate(s), where, for how long."""
+    configs = [SETUPS[views].config for views in dict.fromkeys(s.views for s in scenarios)]
+    return {"scenarios": str(source), "guard config": ", ".join(str(config_file(c)) for c in configs),
+            "gate": "; ".join(_gate_summary(c) for c in configs),
             "guard overrides": " ".join(guard_args) or "none", "ROS_DOMAIN_ID": domains,
             "wall time (s)": round(time.monotonic() - started, 1)}
 
@@ -298,14 +338,14 @@ def play_episode(task: EpisodeTask, attempt: int) -> EpisodeRun:
     started = time.monotonic()
     domain = episode_domain(task.base_domain, task.index + attempt * task.episodes)
     task.out.mkdir(parents=True, exist_ok=True)
-    (episode,), codes, domain, calibration = play([task.scenario], task.out, domain, task.guard_args,
-                                                  progress=False, real_time=task.real_time)
-    meta = _meta(task.source, task.guard_args, str(domain), started) | {
-        "real-time factor": calibration.describe(), "exit codes": codes,
+    (episode,), codes, domain, calibrations = play([task.scenario], task.out, domain, task.guard_args,
+                                                   progress=False, real_time=task.real_time)
+    calibration = describe_calibrations(calibrations)
+    meta = _meta(task.source, [task.scenario], task.guard_args, str(domain), started) | {
+        "real-time factor": calibration, "exit codes": codes,
         "episode": f"{task.index + 1}, try {attempt + 1}"}
     path = report.write_report([episode], task.out, meta)
-    return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path),
-                      calibration=calibration.describe())
+    return EpisodeRun(task.index, task.scenario.name, episode, domain, codes, str(path), calibration=calibration)
 
 
 def failed_episode(task: EpisodeTask, reason: str) -> EpisodeRun:
@@ -332,7 +372,7 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
     if not played:
         raise RuntimeError(f"every episode failed on its Ray workers; first reason: {runs[0].reason}")
     domains = ", ".join(str(r.domain_id) for r in runs if r.episode is not None)
-    meta = _meta(source, guard_args, domains, started) | {
+    meta = _meta(source, scenarios, guard_args, domains, started) | {
         "real-time factor": "; ".join(f"episode {r.index + 1}: {r.calibration}" for r in runs if r.episode is not None),
         "Ray": f"{workers.stats.workers} episodes at a time, {workers.stats.retried} tries again after a worker "
                f"died, {workers.stats.failed} failed" + "".join(f"; episode {r.index + 1} ({r.scenario}): {r.reason}"
@@ -344,32 +384,34 @@ def _run_on_ray(scenarios: list[Scenario], source: Path, out: Path, base_domain:
             "ray": workers.stats.to_dict()}
 
 
-def _gate_summary() -> str:
-    """The guard file's smoothing settings and thresholds, one line for the report."""
+def _gate_summary(config: str) -> str:
+    """A guard file's cameras, smoothing settings and thresholds, one line for the report."""
     from ..param_files import load_config
 
-    cfg = load_config(config_file(GUARD_CONFIG))
+    cfg = load_config(config_file(config))
     s = cfg.smoothing
-    return (f"sigma {s.sigma}, alpha {s.alpha}, {s.mode} (n0 {s.n0}, n_max {s.n_max}), "
+    return (f"{config}: cameras {list(cfg.cameras.names)}, sigma {s.sigma}, alpha {s.alpha}, {s.mode} "
+            f"(n0 {s.n0}, n_max {s.n_max}), "
             f"radius thresholds {cfg.thresholds()}")
 
 
-def _play(scenarios: list[Scenario], procs: Processes, progress: bool, factor: float,
-          calibrate: bool) -> tuple[list[Episode], Calibration]:
-    """Bring up the runner (the sim runs at `factor`), wait for the guard, calibrate the factor
-    when told, play every scenario (with a progress bar)."""
+def _play(scenarios: list[Scenario], procs: Processes, progress: bool, setup: Setup, numbering: tuple[int, int],
+          factor: float, calibrate: bool) -> tuple[list[Episode], Calibration]:
+    """Bring up the runner (relaying the setup's cameras; the sim runs at `factor`), wait for the
+    guard, calibrate the factor when told, play every scenario (with a progress bar numbered from
+    numbering[0] of numbering[1])."""
     import rclpy
     from tqdm import tqdm
 
     from .runner import ScenarioRunner
 
     rclpy.init()
-    runner = ScenarioRunner(perturber=_perturber(scenarios), real_time_factor=factor)
+    runner = ScenarioRunner(perturber=_perturber(scenarios), cameras=setup.cameras, real_time_factor=factor)
     try:
         with spinning(runner):
             if not _wait_active(runner, procs):
                 raise RuntimeError(f"the guard did not become active within {runner.wall(START_TIMEOUT_S):.0f} s; "
-                                   f"see {procs.out / 'guard.log'}")
+                                   f"see the guard's log in {procs.out}")
             def bar(total: float, desc: str) -> Any:
                 return tqdm(total=total, desc=desc, unit="sim s", file=sys.stderr, leave=True, bar_format=_BAR,
                             disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
@@ -381,8 +423,9 @@ def _play(scenarios: list[Scenario], procs: Processes, progress: bool, factor: f
                 procs.check_alive()
             episodes = []
             first = 1 + CALIBRATION_ROUNDS if calibrate else 1  # the sim's episode ids only go up
+            number, total = numbering
             for i, scenario in enumerate(scenarios):
-                with bar(scenario.time_limit, f"[{i + 1}/{len(scenarios)}] {scenario.name}") as played:
+                with bar(scenario.time_limit, f"[{number + i + 1}/{total}] {scenario.name}") as played:
                     episodes.append(runner.run_episode(scenario, first + i, STEP_TIMEOUT_S, _progress(played)))
                 procs.check_alive()
             return episodes, calibration
@@ -425,7 +468,7 @@ def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None
         latencies = [s.latency_ms / 1e3 for s in episode.steps if s.source == "decision" and s.n_used > 0]
         if len(latencies) < MIN_WARMUP_DECISIONS:
             raise RuntimeError(f"calibration: {len(latencies)} decisions ran the model in the {WARMUP_SIM_S:g} "
-                               f"sim-s warm-up (need {MIN_WARMUP_DECISIONS}); see guard.log")
+                               f"sim-s warm-up (need {MIN_WARMUP_DECISIONS}); see the guard's log")
         latency = float(np.median(latencies))
         calibration = Calibration(calibrated_factor(latency), latency, len(latencies), measured_at)
         runner.set_real_time_factor(calibration.factor, STEP_TIMEOUT_S)

@@ -16,11 +16,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..evaluate import reason_category
-from .world import OBJECTS
+from .world import OBJECTS, wrap_angle
 
 SOURCES = ("decision", "watchdog")
 STILL_DISTANCE = 0.05  # m: an episode expecting no motion succeeds when the robot travelled less
 STILL_ROTATION = 0.1  # rad: ... and turned less in total (a certified turn is motion too)
+TURN_TOWARDS = math.radians(20.0)  # rad: an episode expecting a turn succeeds when the target's bearing shrank this much
 OBJECT_SPECS = {spec.name: spec for spec in OBJECTS}
 
 
@@ -107,6 +108,9 @@ class Episode:
     description: str = ""
     faults: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, kind) as scheduled
     real_time_factor: float = 1.0  # sim seconds per wall second the episode ran at (rs_guard_ros.sim.demo)
+    expect_turn: bool = False  # success = the robot turned towards the target (expect_reach False)
+    # The frames the guard decided on at its first certified turn: (sim time, command, {camera: uint8 RGB})
+    first_turn: tuple[float, str, dict[str, np.ndarray]] | None = None
 
 
 def check_episode(ep: Episode, name: str = "episode") -> None:
@@ -134,6 +138,13 @@ def check_episode(ep: Episode, name: str = "episode") -> None:
             _finite(v, f"{name}.objects[{obj!r}]")
     if ep.target is not None and ep.target not in ep.objects:
         raise ValueError(f"{name}.target {ep.target!r} is not in {name}.objects {sorted(ep.objects)}")
+    if ep.first_turn is not None:
+        t, command, frames = ep.first_turn
+        _finite(t, f"{name}.first_turn time", 0.0)
+        _text(command, f"{name}.first_turn command")
+        for camera, rgb in frames.items():
+            if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise ValueError(f"{name}.first_turn frame {camera!r} must be a uint8 (H, W, 3) array")
     for i, step in enumerate(ep.steps):
         if not isinstance(step, Step):
             raise ValueError(f"{name}.steps[{i}] must be a Step, got {type(step).__name__}")
@@ -149,6 +160,20 @@ def check_episode(ep: Episode, name: str = "episode") -> None:
 
 
 # ----------------------------------------------------------------------------- metrics
+def bearing_to(pose: tuple[float, float, float, float], target: tuple[float, float]) -> float:
+    """Bearing (rad, (-pi, pi], positive left) of `target` from a trajectory pose (t, x, y, yaw)."""
+    _, x, y, yaw = pose
+    return wrap_angle(math.atan2(target[1] - y, target[0] - x) - yaw)
+
+
+def turned_towards(ep: Episode) -> float:
+    """How much (rad) the target's |bearing| shrank from the first pose to the last (0 without a target)."""
+    if ep.target is None or len(ep.trajectory) < 2:
+        return 0.0
+    centre = ep.objects[ep.target]
+    return abs(bearing_to(ep.trajectory[0], centre)) - abs(bearing_to(ep.trajectory[-1], centre))
+
+
 def path_length(trajectory: Sequence[tuple[float, float, float, float]]) -> float:
     """Distance (m) the robot centre travelled along the recorded trajectory (rotation in place adds 0)."""
     xy = np.array([(p[1], p[2]) for p in trajectory], dtype=float).reshape(-1, 2)
@@ -199,16 +224,21 @@ def episode_metrics(ep: Episode) -> dict[str, Any]:
     """Outcome and decision metrics of one episode as plain JSON types (None = not applicable).
 
     wrong_rate is per publication (wrong / certified); unsafe_publications are certified "forward"
-    where the truth was "stop". success: the target was reached when `expect_reach`, otherwise the
-    robot travelled less than STILL_DISTANCE and turned less than STILL_ROTATION in total.
+    where the truth was "stop". success: the target was reached when `expect_reach`; the target's
+    bearing shrank by TURN_TOWARDS when `expect_turn`; otherwise the robot travelled less than
+    STILL_DISTANCE and turned less than STILL_ROTATION in total.
     time_to_goal is when the target was first reached, for an episode whose goal is to reach it;
     an episode whose goal is to stay (e.g. an attacker while the robot is already at the target)
     has no time to goal (None), however close to the target it starts.
     """
     check_episode(ep)
     travelled, turned = path_length(ep.trajectory), total_rotation(ep.trajectory)
-    success = (ep.reached_at is not None if ep.expect_reach
-               else travelled < STILL_DISTANCE and turned < STILL_ROTATION)
+    if ep.expect_reach:
+        success = ep.reached_at is not None
+    elif ep.expect_turn:
+        success = turned_towards(ep) >= TURN_TOWARDS
+    else:
+        success = travelled < STILL_DISTANCE and turned < STILL_ROTATION
     return {"scenario": ep.scenario, "target": ep.target, "expect_reach": ep.expect_reach, "success": success,
             "time_to_goal": ep.reached_at if ep.expect_reach else None, "duration": ep.duration,
             "time_limit": ep.time_limit, "real_time_factor": ep.real_time_factor, "path_length": travelled,

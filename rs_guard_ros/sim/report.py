@@ -15,13 +15,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.collections import LineCollection
+from matplotlib.image import imsave
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrow, Rectangle
 
 from ..plots import ABSTAINED, CERTIFIED, RADIUS_AXIS, THRESHOLD, figure, save_figure
-from .records import (OBJECT_SPECS, STILL_DISTANCE, STILL_ROTATION, Episode, Step, check_episode, episode_metrics,
-                      step_metrics)
+from .records import (OBJECT_SPECS, STILL_DISTANCE, STILL_ROTATION, TURN_TOWARDS, Episode, Step, check_episode,
+                      episode_metrics, step_metrics, turned_towards)
 from .world import REACH_DISTANCE, ROOM_HALF
 
 COMMAND_COLOURS = {"forward": "tab:blue", "left": "tab:orange", "right": "tab:purple", "stop": "tab:red"}
@@ -257,10 +258,25 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "episode"
 
 
+def _stem(index: int, ep: Episode) -> str:
+    """File name stem of one episode, unique by index even when scenario names repeat."""
+    return f"{index:02d}_{_slug(ep.scenario)}"
+
+
 def episode_files(index: int, ep: Episode) -> dict[str, str]:
-    """File names of one episode's plots, unique by index even when scenario names repeat."""
-    stem = f"{index:02d}_{_slug(ep.scenario)}"
-    return {kind: f"{stem}_{kind}.png" for kind in ("trajectory", "radius", "samples")}
+    """File names of one episode's plots."""
+    return {kind: f"{_stem(index, ep)}_{kind}.png" for kind in ("trajectory", "radius", "samples")}
+
+
+def write_first_turn(index: int, ep: Episode, out: Path) -> dict[str, str]:
+    """The camera frames of the episode's first certified turn as PNGs (twice their size, pixels
+    kept sharp): camera -> file name; nothing when no turn was certified."""
+    if ep.first_turn is None:
+        return {}
+    files = {camera: f"{_stem(index, ep)}_first_turn_{_slug(camera)}.png" for camera in ep.first_turn[2]}
+    for camera, rgb in ep.first_turn[2].items():
+        imsave(out / files[camera], np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1))
+    return files
 
 
 def write_episodes_csv(episodes: Sequence[Episode], path: Path) -> None:
@@ -315,7 +331,9 @@ HOW_TO_READ = (
     "*unsafe* counts certified `forward` where the truth was `stop`. An episode that expects to reach its "
     "target succeeds when the robot came within the dashed reach circle; one that expects no motion "
     "(off-task instruction, attack that should be stopped) succeeds when the robot travelled less than "
-    f"{STILL_DISTANCE} m and turned less than {STILL_ROTATION} rad. Samples are model evaluations per decision (selection + estimation), decisions that "
+    f"{STILL_DISTANCE} m and turned less than {STILL_ROTATION} rad; one that expects a turn (a target only "
+    f"the rear camera sees) when the target's bearing shrank by {math.degrees(TURN_TOWARDS):.0f} degrees. "
+    "Under each episode, the frames (every camera) of its first certified turn. Samples are model evaluations per decision (selection + estimation), decisions that "
     "never ran the model excluded; latency is frame received to command published, in wall-clock ms. The "
     "real-time factor is the simulated seconds per wall second the episode ran at: the demo slows the world "
     "until a decision takes the sim seconds the scenarios were designed for (rs-guard demo --real-time: 1), so "
@@ -336,12 +354,17 @@ def _meta_lines(meta: Mapping[str, Any]) -> list[str]:
     return [f"- **{key}**: {value}" for key, value in meta.items()]
 
 
-def _episode_section(index: int, ep: Episode, files: Mapping[str, str]) -> list[str]:
-    """Markdown section of one episode: what it tested, its outcome and its plots."""
+def _episode_section(index: int, ep: Episode, files: Mapping[str, str],
+                     turn_files: Mapping[str, str]) -> list[str]:
+    """Markdown section of one episode: what it tested, its outcome, its plots and the frames
+    of its first certified turn."""
     m = episode_metrics(ep)
-    goal = f"reach the {ep.target}" if ep.expect_reach else "stay still (do not move)"
+    goal = (f"reach the {ep.target}" if ep.expect_reach else f"turn towards the {ep.target}" if ep.expect_turn
+            else "stay still (do not move)")
     outcome = "SUCCESS" if m["success"] else "FAILURE"
-    if not ep.expect_reach:
+    if ep.expect_turn:
+        reached = f"the target's bearing shrank by {math.degrees(turned_towards(ep)):.0f} degrees"
+    elif not ep.expect_reach:
         reached = "no time to goal (the goal is to stay)"
     elif m["time_to_goal"] is not None:
         reached = f"target reached at {m['time_to_goal']:.1f} s"
@@ -370,6 +393,12 @@ def _episode_section(index: int, ep: Episode, files: Mapping[str, str]) -> list[
         lines.append(f"- abstain reasons: {reasons}")
     lines += ["", f"![trajectory]({files['trajectory']})", "", f"![radius over time]({files['radius']})", "",
               f"![samples per decision]({files['samples']})", ""]
+    if ep.first_turn is not None:
+        t, command, _ = ep.first_turn
+        lines += [f"First certified turn: **{command}** on the frames of {t:.1f} s "
+                  f"({', '.join(turn_files)} camera):", "",
+                  " ".join(f"![{camera} camera at the first certified turn]({name})"
+                           for camera, name in turn_files.items()), ""]
     return lines
 
 
@@ -391,7 +420,7 @@ def write_report(episodes: Sequence[Episode], out_dir: str | Path, meta: Mapping
         trajectory_plot(ep, out / files["trajectory"])
         radius_plot(ep, out / files["radius"])
         samples_plot(ep, out / files["samples"])
-        lines += _episode_section(i, ep, files)
+        lines += _episode_section(i, ep, files, write_first_turn(i, ep, out))
     lines += ["Data: [episodes.csv](episodes.csv) (one row per episode), [steps.jsonl](steps.jsonl) "
               "(one object per decision).", ""]
     write_episodes_csv(episodes, out / "episodes.csv")

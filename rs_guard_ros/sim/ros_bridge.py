@@ -4,6 +4,10 @@ It owns simulation time: every physics step advances sim time by dt = 1 / physic
 publishes it on /clock and drives the robot
 with the latest `cmd_vel` (geometry_msgs/Twist). Every physics_rate / camera_rate steps it
 publishes the camera on `camera/image_raw` (rgb8, stamped with sim time, frame "camera"),
+with `rear_camera:=true` also the rear camera on `camera_rear/image_raw` (same size, the
+same stamp, frame "camera_rear"; off by default, so one-camera runs render nothing more),
+the wheels' sensor_msgs/JointState on `joint_states` (`left_wheel`, `right_wheel`: position
+integrated from and velocity of the applied command, stamped with sim time),
 the ground-truth command for `target` on `~/ground_truth` and the robot pose on `~/pose`
 (std_msgs/String JSON {"t", "x", "y", "yaw", "truth", "reached", "episode"}) and odometry
 on `odom` (nav_msgs/Odometry, frame "odom" -> "base_link", the applied velocity), matching
@@ -38,15 +42,17 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from ..images import encode_raw
-from .world import OBJECTS, World
+from .world import OBJECTS, REAR_CAMERA, World, wheel_velocities
 
 REAL_TIME_FACTOR = "real_time_factor"
 CMD_TIMEOUT_S = 0.5  # a command older than this (sim time) counts as zero: fail safe
 CLOCK_TOPIC, IMAGE_TOPIC, CMD_VEL_TOPIC, ODOM_TOPIC = "/clock", "camera/image_raw", "cmd_vel", "odom"
+REAR_IMAGE_TOPIC, JOINT_STATES_TOPIC = "camera_rear/image_raw", "joint_states"
+WHEEL_JOINTS = ("left_wheel", "right_wheel")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _OBJECT_NAMES = {s.name for s in OBJECTS}
 
@@ -100,12 +106,12 @@ def stamp_of(t: float) -> tuple[int, int]:
     return sec, min(int(round((t - sec) * 1e9)), 999_999_999)
 
 
-def image_msg(rgb: np.ndarray, t: float) -> Image:
-    """A sensor_msgs/Image (rgb8, frame "camera") of `rgb` stamped at sim time `t`."""
+def image_msg(rgb: np.ndarray, t: float, frame_id: str = "camera") -> Image:
+    """A sensor_msgs/Image (rgb8, frame `frame_id`) of `rgb` stamped at sim time `t`."""
     fields = encode_raw(rgb)
     msg = Image(height=fields.height, width=fields.width, encoding=fields.encoding, step=fields.step)
     msg.data = fields.data
-    msg.header.frame_id = "camera"
+    msg.header.frame_id = frame_id
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(t)
     return msg
 
@@ -135,6 +141,13 @@ def step_period(dt: float, real_time_factor: float) -> float:
     return dt / check_real_time_factor(real_time_factor)
 
 
+def joint_state_msg(positions: tuple[float, ...], velocities: tuple[float, ...], t: float) -> JointState:
+    """sensor_msgs/JointState of the wheels (WHEEL_JOINTS order) stamped at sim time `t`."""
+    msg = JointState(name=list(WHEEL_JOINTS), position=list(positions), velocity=list(velocities))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_of(t)
+    return msg
+
+
 def effective_command(cmd: tuple[float, float], cmd_time: float | None, now: float) -> tuple[float, float]:
     """The (linear_x, angular_z) to apply at sim time `now`: zero when none arrived or it is stale."""
     if cmd_time is None or now - cmd_time > CMD_TIMEOUT_S:
@@ -155,6 +168,7 @@ class SimBridge(Node):
             "1 / (physics_rate * real_time_factor) wall seconds; settable at run time", read_only=False))
         self.target: str | None = self._param("target", "red box", "object whose ground-truth command is published")
         seed = self._param("seed", 0, "seed of the random room layout")
+        rear = self._param("rear_camera", False, f"also render the rear camera and publish it on {REAR_IMAGE_TOPIC}")
         if not (math.isfinite(physics_rate) and physics_rate > 0):
             raise ValueError(f"physics_rate must be positive, got {physics_rate}")
         if not (math.isfinite(camera_rate) and 0 < camera_rate <= physics_rate):
@@ -167,8 +181,11 @@ class SimBridge(Node):
         self.sim_time, self.steps, self.episode = 0.0, 0, 0
         self.cmd: tuple[float, float] = (0.0, 0.0)
         self.cmd_time: float | None = None
+        self.wheel_angles, self.wheel_speeds = (0.0, 0.0), (0.0, 0.0)  # rad, rad/s (WHEEL_JOINTS order)
         self.pub_clock = self.create_publisher(Clock, CLOCK_TOPIC, 10)
         self.pub_image = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
+        self.pub_rear = self.create_publisher(Image, REAR_IMAGE_TOPIC, qos_profile_sensor_data) if rear else None
+        self.pub_joints = self.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         self.pub_truth = self.create_publisher(String, "~/ground_truth", 10)
         self.pub_pose = self.create_publisher(String, "~/pose", 10)
         self.pub_episode = self.create_publisher(String, "~/episode", LATCHED)
@@ -226,6 +243,7 @@ class SimBridge(Node):
         """One physics step; every `steps_per_frame` steps also the camera, truth and pose."""
         linear_x, angular_z = effective_command(self.cmd, self.cmd_time, self.sim_time)
         self.world.step(linear_x, angular_z, self.dt)
+        self._turn_wheels(linear_x, angular_z)
         self.steps += 1
         self.sim_time = self.steps * self.dt  # no float drift from repeated addition
         clock = Clock()
@@ -235,9 +253,18 @@ class SimBridge(Node):
         if self.steps % self.steps_per_frame == 0:
             self._publish_sensors()
 
+    def _turn_wheels(self, linear_x: float, angular_z: float) -> None:
+        """Advance the wheel joints by one physics step of the applied command."""
+        self.wheel_speeds = wheel_velocities(linear_x, angular_z)
+        self.wheel_angles = tuple(a + w * self.dt for a, w in zip(self.wheel_angles, self.wheel_speeds))
+
     def _publish_sensors(self) -> None:
-        """Publish the camera frame, the ground-truth command and the pose at the current sim time."""
+        """Publish the camera frame(s), the wheel joint states, the ground-truth command and the
+        pose, all at the current sim time (the front and rear frames carry the identical stamp)."""
         self.pub_image.publish(image_msg(self.world.render(), self.sim_time))
+        if self.pub_rear is not None:
+            self.pub_rear.publish(image_msg(self.world.render(REAR_CAMERA), self.sim_time, "camera_rear"))
+        self.pub_joints.publish(joint_state_msg(self.wheel_angles, self.wheel_speeds, self.sim_time))
         truth = self.world.correct_command(self.target) if self.target else "stop"
         self.pub_truth.publish(String(data=truth))
         x, y, yaw = self.world.robot_pose

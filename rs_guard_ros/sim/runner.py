@@ -2,10 +2,11 @@
 
 Three ROS 2 processes take part: the sim (`rs_guard_sim`, owns /clock), the guard
 (`rs_guard_node`, use_sim_time) and this runner. The runner sits on the camera link:
-it relays the sim's /camera/image_raw to the guard's input topic, applying the
-scenario's camera faults and attacks on the way (the channel a broken driver or an
-attacker would control), sends the instructions, and records every decision the guard
-publishes on ~/certificate against the sim's ground truth for the decided frame.
+it relays the sim's /camera/image_raw (and, for two-view scenarios, /camera_rear/image_raw)
+to the guard's input topics, applying the scenario's camera faults and attacks on the way
+(the channel a broken driver or an attacker would control), sends the instructions, and
+records every decision the guard publishes on ~/certificate against the sim's ground truth
+for the decided frame, and the frames the guard saw at its first certified turn.
 
 The sim may run slower than real time (its `real_time_factor`, see demo.py). Every wait
 here for something the simulated world has to do (an episode's sim seconds, the guard
@@ -37,7 +38,7 @@ from std_msgs.msg import String
 
 from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
-from .records import Episode, Step
+from .records import TURN_TOWARDS, Episode, Step, bearing_to
 from .ros_bridge import LATCHED, REAL_TIME_FACTOR, check_real_time_factor, image_msg
 from .scenarios import Fault, Scenario
 
@@ -46,6 +47,11 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 SIM = "/rs_guard_sim"
 GUARD = "/rs_guard"
 GUARD_IMAGE_TOPIC = "/rs_guard/camera"  # the guard's `image` input, remapped (see demo.py)
+GUARD_REAR_IMAGE_TOPIC = "/rs_guard/camera_rear"  # its rear camera's input in two-view runs
+# Camera (as config/sim_two_view.yaml names it) -> (the sim's topic, the guard's input it is relayed to)
+RELAYS = {"front": ("/camera/image_raw", GUARD_IMAGE_TOPIC), "rear": ("/camera_rear/image_raw", GUARD_REAR_IMAGE_TOPIC)}
+RECENT_FRAMES = 64  # relayed frames kept per camera, to show those of the first certified turn
+TURNS = ("left", "right")
 POLL_S = 0.02
 RESAY_S = 0.5  # wall s at real time: repeat an instruction that no decision has answered for this long
 
@@ -65,7 +71,10 @@ class _EpisodeLog:
     frames: dict[float, tuple[str, str | None]] = field(default_factory=dict)  # stamp -> (fault, undefended)
     records: list[dict[str, Any]] = field(default_factory=list)  # ~/certificate: decisions and watchdog events
     reached_at: float | None = None
+    turned_at: float | None = None  # sim time the target's bearing had shrunk by TURN_TOWARDS (expect: turn)
     now: float = 0.0  # latest sim time seen (pose stamps)
+    recent: dict[str, dict[float, Image]] = field(default_factory=dict)  # camera -> stamp -> relayed frame
+    first_turn: tuple[float, str, dict[str, np.ndarray]] | None = None  # see records.Episode
 
 
 def _key(t: float) -> float:
@@ -76,12 +85,13 @@ def _key(t: float) -> float:
 class ScenarioRunner(Node):
     """ROS side of the runner: relay with faults, instructions, recording. See the module docstring."""
 
-    def __init__(self, perturber: Perturber | None = None, seed: int = 0, real_time_factor: float = 1.0) -> None:
-        """`real_time_factor`: the sim's, as started (see `set_real_time_factor`)."""
+    def __init__(self, perturber: Perturber | None = None, seed: int = 0, cameras: tuple[str, ...] = ("front",),
+                 real_time_factor: float = 1.0) -> None:
+        """`cameras`: those relayed (RELAYS), each through its own thread and fault draws;
+        `real_time_factor`: the sim's, as started (see `set_real_time_factor`)."""
         super().__init__("rs_guard_scenarios")
         self.real_time_factor = check_real_time_factor(real_time_factor)
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(seed)
         self._perturber = perturber
         self._log: _EpisodeLog | None = None
         self._relaying = False
@@ -91,18 +101,26 @@ class ScenarioRunner(Node):
         self._camera_lost = False  # the guard's latest record says it has no current frame
         self._relayed = False  # any frame forwarded yet (before that the guard has nothing to forget)
         self.relay_error: str | None = None  # a fault or attack that failed: the episode is invalid
-        self._slot: LatestSlot[Image] = LatestSlot()
-        self.pub_image = self.create_publisher(Image, GUARD_IMAGE_TOPIC, qos_profile_sensor_data)
+        self._slots: dict[str, LatestSlot[Image]] = {}
+        self._relay_threads = []
+        for i, camera in enumerate(cameras):
+            source, relayed = RELAYS[camera]
+            slot: LatestSlot[Image] = LatestSlot()
+            publisher = self.create_publisher(Image, relayed, qos_profile_sensor_data)
+            self.create_subscription(Image, source, slot.put, qos_profile_sensor_data)
+            rng = np.random.default_rng(seed + i)  # one generator per relay thread
+            self._slots[camera] = slot
+            self._relay_threads.append(threading.Thread(target=self._relay, args=(camera, slot, publisher, rng),
+                                                        name=f"{camera}-relay", daemon=True))
         self.pub_instruction = self.create_publisher(String, "/instruction", RELIABLE)
         self.pub_reset = self.create_publisher(String, f"{SIM}/reset", RELIABLE)
-        self.create_subscription(Image, "/camera/image_raw", self._slot.put, qos_profile_sensor_data)
         self.create_subscription(String, f"{SIM}/pose", self._on_pose, RELIABLE)
         self.create_subscription(String, f"{SIM}/episode", self._on_episode, LATCHED)
         self.create_subscription(String, f"{GUARD}/certificate", self._on_certificate, RELIABLE)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE)
         self._sim_parameters = self.create_client(SetParameters, f"{SIM}/set_parameters")
-        self._relay_thread = threading.Thread(target=self._relay, name="camera-relay", daemon=True)
-        self._relay_thread.start()
+        for thread in self._relay_threads:
+            thread.start()
 
     # -- callbacks (executor thread) ------------------------------------------------------
     def _on_pose(self, msg: String) -> None:
@@ -115,6 +133,8 @@ class ScenarioRunner(Node):
             log.poses[_key(pose["t"])] = pose
             if pose.get("reached") and log.reached_at is None:
                 log.reached_at = pose["t"] - log.start
+            if log.turned_at is None and _turned(log, pose):
+                log.turned_at = pose["t"] - log.start
 
     def _on_episode(self, msg: String) -> None:
         layout = json.loads(msg.data)
@@ -125,12 +145,30 @@ class ScenarioRunner(Node):
     def _on_certificate(self, msg: String) -> None:
         record = json.loads(msg.data)
         with self._lock:
-            if record.get("source") == "decision":
-                self._camera_lost = False
-            elif record.get("source") == "watchdog" and str(record.get("reason", "")).startswith(_CAMERA_LOST):
+            # A decision refused for a stale frame says the same as the watchdog: it may come
+            # after the watchdog's report (a decision running when the camera paused), and the
+            # watchdog reports the loss only once.
+            if str(record.get("reason", "")).startswith(_CAMERA_LOST):
                 self._camera_lost = True
+            elif record.get("source") == "decision":
+                self._camera_lost = False
             if record.get("source") in ("decision", "watchdog") and self._log is not None:
                 self._log.records.append(record)
+                self._keep_first_turn(record, self._log)
+
+    def _keep_first_turn(self, record: dict[str, Any], log: _EpisodeLog) -> None:
+        """At the episode's first certified turn, keep the frames (every camera) it was decided on:
+        those with the record's (first camera's) stamp -- the sim stamps the frames of one step
+        alike, and a decision on frames of different steps exceeds node.max_camera_skew."""
+        if log.first_turn is not None or log.start is None or not record.get("certified") \
+                or record.get("source") != "decision" or record.get("command") not in TURNS:
+            return
+        key = _key(record.get("stamp", -1.0))
+        msgs = {camera: frames.get(key) for camera, frames in log.recent.items()}
+        if msgs and all(msg is not None for msg in msgs.values()):
+            log.first_turn = (max(0.0, key - log.start), record["command"], {
+                camera: decode_raw(m.height, m.width, m.encoding, m.is_bigendian, m.step, m.data)
+                for camera, m in msgs.items()})
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -140,9 +178,9 @@ class ScenarioRunner(Node):
                     self._guard_active = True
 
     # -- camera relay (own thread: an attack may take longer than a frame period) ---------
-    def _relay(self) -> None:
-        """Forward the newest sim frame to the guard, through the episode's faults."""
-        while (msg := self._slot.take()) is not None:
+    def _relay(self, camera: str, slot: LatestSlot[Image], publisher: Any, rng: np.random.Generator) -> None:
+        """Forward `camera`'s newest sim frame to the guard, through the episode's faults."""
+        while (msg := slot.take()) is not None:
             with self._lock:
                 log, relaying, instruction = self._log, self._relaying, self._instruction
             if not relaying or log is None or log.start is None:
@@ -150,20 +188,26 @@ class ScenarioRunner(Node):
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             try:
                 out, fault, undefended = self._apply_faults(msg, log.scenario.active_faults(stamp - log.start),
-                                                            instruction, stamp, log)
+                                                            instruction, stamp, log, rng)
             except Exception as exc:  # noqa: BLE001 -- reported by run_episode; the relay stays up
                 self.relay_error = f"camera relay: {type(exc).__name__}: {exc}"
                 continue
             if out is not None:
                 stamp = out.header.stamp.sec + out.header.stamp.nanosec * 1e-9
-            with self._lock:
-                log.frames[_key(stamp)] = (fault, undefended)
+            with self._lock:  # the cameras of one step share a stamp: a fault on any of them labels it
+                previous = log.frames.get(_key(stamp), ("", None))
+                log.frames[_key(stamp)] = (fault or previous[0], undefended or previous[1])
+                if out is not None:
+                    recent = log.recent.setdefault(camera, {})
+                    recent[_key(stamp)] = out
+                    if len(recent) > RECENT_FRAMES:
+                        del recent[next(iter(recent))]  # the oldest (insertion order)
             if out is not None:
-                self.pub_image.publish(out)
+                publisher.publish(out)
                 self._relayed = True
 
     def _apply_faults(self, msg: Image, faults: tuple[Fault, ...], instruction: str, stamp: float,
-                      log: _EpisodeLog) -> tuple[Image | None, str, str | None]:
+                      log: _EpisodeLog, rng: np.random.Generator) -> tuple[Image | None, str, str | None]:
         """(message to forward or None, fault label, base VLA's command under attack).
 
         An attacked frame is re-stamped with the sim time it is sent at: an attacker on the
@@ -172,21 +216,21 @@ class ScenarioRunner(Node):
         kinds = {f.kind: f for f in faults}
         if "stall" in kinds:
             return None, "stall", None
-        if "drop" in kinds and self._rng.random() < kinds["drop"].probability:
+        if "drop" in kinds and rng.random() < kinds["drop"].probability:
             return None, "drop", None
         if not {"noise", "attack"} & set(kinds):
             return msg, "", None
         rgb = decode_raw(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
         undefended = None
         if "noise" in kinds:
-            noisy = rgb / 255.0 + self._rng.normal(0.0, kinds["noise"].sigma, rgb.shape)
+            noisy = rgb / 255.0 + rng.normal(0.0, kinds["noise"].sigma, rgb.shape)
             rgb = np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
         if "attack" in kinds and self._perturber is not None:
             rgb, undefended = self._perturber(rgb, instruction, kinds["attack"])
             with self._lock:
                 stamp = log.now  # a pose (and ground truth) exists at every frame time
         label = "+".join(k for k in ("noise", "attack") if k in kinds)
-        return image_msg(rgb, stamp), label, undefended
+        return image_msg(rgb, stamp, msg.header.frame_id), label, undefended
 
     # -- episode control (caller's thread) -------------------------------------------------
     def wall(self, seconds: float) -> float:
@@ -213,8 +257,8 @@ class ScenarioRunner(Node):
 
     def run_episode(self, scenario: Scenario, episode: int, timeout_s: float,
                     progress: Callable[[float], None] | None = None) -> Episode:
-        """Play one scenario to its end (target reached or time limit) and return its record;
-        `timeout_s` bounds each wait at real time (stretched by the real-time factor)."""
+        """Play one scenario to its end (target reached, turn made, or time limit) and return its
+        record; `timeout_s` bounds each wait at real time (stretched by the real-time factor)."""
         timeout_s = self.wall(timeout_s)
         self._quiesce(timeout_s)
         log = _EpisodeLog(scenario, episode)
@@ -241,7 +285,8 @@ class ScenarioRunner(Node):
         while time.monotonic() < deadline:
             with self._lock:
                 elapsed = log.now - log.start
-                done = elapsed >= scenario.time_limit or (scenario.expect == "reach" and log.reached_at is not None)
+                done = elapsed >= scenario.time_limit or (scenario.expect == "reach" and log.reached_at is not None) \
+                    or (scenario.expect == "turn" and log.turned_at is not None)
             while pending and pending[0].at <= elapsed:
                 self._say(pending.pop(0).text)
             self._resay_if_unheard(log)
@@ -301,12 +346,14 @@ class ScenarioRunner(Node):
                        real_time_factor=self.real_time_factor,
                        expect_reach=s.expect == "reach", description=s.description,
                        faults=[(f.start, min(f.start + f.duration, duration), f.kind) for f in s.faults
-                               if f.start < duration])
+                               if f.start < duration], expect_turn=s.expect == "turn", first_turn=log.first_turn)
 
     def close(self) -> None:
-        """Stop the relay thread."""
-        self._slot.close()
-        self._relay_thread.join(timeout=5)
+        """Stop the relay threads."""
+        for slot in self._slots.values():
+            slot.close()
+        for thread in self._relay_threads:
+            thread.join(timeout=5)
 
 
 def _step(record: dict[str, Any], poses: dict[float, dict[str, Any]], ordered: list[float],
@@ -334,6 +381,17 @@ def _step(record: dict[str, Any], poses: dict[float, dict[str, Any]], ordered: l
                 threshold=record.get("threshold") or 0.0, n_used=record.get("n_used") or 0, latency_ms=latency,
                 reason=record.get("reason", ""), x=pose["x"], y=pose["y"], yaw=pose["yaw"], fault=fault,
                 undefended=undefended, source="decision" if record.get("source") == "decision" else "watchdog")
+
+
+def _turned(log: _EpisodeLog, pose: dict[str, Any]) -> bool:
+    """Whether the target's |bearing| at `pose` is TURN_TOWARDS below the episode's first pose's
+    (the success of an `expect: turn` scenario, records.episode_metrics)."""
+    target = log.layout.get("objects", {}).get(log.scenario.target)
+    if log.scenario.expect != "turn" or target is None or not log.poses:
+        return False
+    first = log.poses[min(log.poses)]
+    start, now = ((0.0, p["x"], p["y"], p["yaw"]) for p in (first, pose))
+    return abs(bearing_to(start, target)) - abs(bearing_to(now, target)) >= TURN_TOWARDS
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:

@@ -12,7 +12,11 @@ entry. One scenario:
       instructions:                      # sent to the guard at these sim times (s)
         - {at: 0.0, text: go to the red box}
       time_limit: 40                     # sim seconds
-      expect: reach                      # reach: success = target reached; stay: = never moved
+      expect: reach                      # reach: success = target reached; stay: = never moved;
+                                         # turn: = turned towards the target by records.TURN_TOWARDS
+                                         # (reach and turn end the episode once achieved)
+      views: 1                           # 1: front camera, one-view model (config/sim_diffdrive.yaml);
+                                         # 2: front + rear camera, two-view model (config/sim_two_view.yaml)
       faults:                            # camera-stream faults between the sim and the guard
         - {kind: stall, start: 6, duration: 2}            # no frames at all
         - {kind: drop, start: 2, duration: 4, probability: 0.5}   # each frame lost with p
@@ -20,8 +24,9 @@ entry. One scenario:
         - {kind: attack, start: 0, duration: 40, norm: l2, epsilon: 2.0, command: forward}
 
 `attack` perturbs each frame with targeted PGD (rs_guard_ros.attack) towards `command`,
-with `norm` l2 or linf and budget `epsilon` in camera-frame [0, 1] units. Every field is
-checked at load time; errors name the scenario and the field.
+with `norm` l2 or linf and budget `epsilon` in camera-frame [0, 1] units (one-view scenarios
+only: the attacker attacks the one-view model). The other faults hit every camera. Every
+field is checked at load time; errors name the scenario and the field.
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ import yaml
 from .world import OBJECTS, ROOM_HALF
 
 FAULT_KINDS = ("stall", "drop", "noise", "attack")
-EXPECTS = ("reach", "stay")
+EXPECTS = ("reach", "stay", "turn")
+VIEWS = (1, 2)
 NORMS = ("l2", "linf")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OBJECT_NAMES = tuple(s.name for s in OBJECTS)
@@ -86,6 +92,7 @@ class Scenario:
     seed: int = 0
     faults: tuple[Fault, ...] = ()
     description: str = ""
+    views: int = 1  # cameras the robot and the guard use: 1 front, 2 front + rear
 
     def active_faults(self, t: float) -> tuple[Fault, ...]:
         """Faults active at sim time `t`."""
@@ -125,7 +132,7 @@ def parse_scenarios(data: Any, where: str = "scenarios") -> list[Scenario]:
 
 
 _SCENARIO_KEYS = {"name", "description", "target", "robot", "objects", "seed", "instructions", "time_limit",
-                  "expect", "faults"}
+                  "expect", "faults", "views"}
 
 
 def parse_scenario(entry: dict[str, Any], where: str) -> Scenario:
@@ -144,8 +151,14 @@ def parse_scenario(entry: dict[str, Any], where: str) -> Scenario:
     expect = entry.get("expect", "reach" if target else "stay")
     if expect not in EXPECTS:
         raise ScenarioError(f"{where}: expect must be one of {EXPECTS}, got {expect!r}")
-    if expect == "reach" and target is None:
-        raise ScenarioError(f"{where}: expect: reach needs a target")
+    if expect in ("reach", "turn") and target is None:
+        raise ScenarioError(f"{where}: expect: {expect} needs a target")
+    views = entry.get("views", 1)
+    if isinstance(views, bool) or views not in VIEWS:
+        raise ScenarioError(f"{where}: views must be one of {VIEWS}, got {views!r}")
+    faults = _faults(entry.get("faults") or [], where)
+    if views > 1 and any(f.kind == "attack" for f in faults):
+        raise ScenarioError(f"{where}: an attack fault needs views: 1 (the attacker targets the one-view model)")
     seed = entry.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ScenarioError(f"{where}: seed must be an integer in [0, 2^32), got {seed!r}")
@@ -155,7 +168,7 @@ def parse_scenario(entry: dict[str, Any], where: str) -> Scenario:
     return Scenario(name=name, target=target, robot=_robot(entry.get("robot"), where),
                     instructions=_instructions(entry.get("instructions"), time_limit, where), time_limit=time_limit,
                     expect=expect, objects=_objects(entry.get("objects") or {}, where), seed=seed,
-                    faults=_faults(entry.get("faults") or [], where), description=description)
+                    faults=faults, description=description, views=views)
 
 
 def _number(value: Any, what: str, low: float, high: float, open_low: bool = False) -> float:

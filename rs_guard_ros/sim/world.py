@@ -1,6 +1,7 @@
 """A MuJoCo room with a kinematic differential-drive robot and coloured objects (no ROS).
 
-The robot carries an egocentric RGB camera; `World.correct_command(target)` gives the
+The robot carries an egocentric RGB camera at its front and a second, rear-facing one of the
+same intrinsics (rendered only when asked for); `World.correct_command(target)` gives the
 ground-truth navigation command from the simulator state, which labels the demo VLA's
 training data and scores closed-loop runs.
 
@@ -29,6 +30,8 @@ import mujoco  # noqa: E402  (MUJOCO_GL must be set before the import)
 
 ROOM_HALF = 2.0  # inner faces of the walls at x, y = +-2 m: a 4 m x 4 m room
 ROBOT_RADIUS = 0.2
+WHEEL_RADIUS = 0.05  # the differential drive's two wheels (joint states; the robot itself is kinematic)
+WHEEL_SEPARATION = 0.3
 CAMERA_HEIGHT = 0.3
 CAMERA_FORWARD = 0.19  # just inside the robot's front edge
 CAMERA_FOVY = 70.0  # degrees; horizontal FOV follows from the aspect ratio
@@ -37,6 +40,9 @@ STOP_BEARING = math.radians(30.0)
 TURN_BEARING = math.radians(12.0)
 MAX_SUBSTEP = 0.02  # seconds; collision checks happen at this granularity
 COMMANDS = ("forward", "left", "right", "stop")
+FRONT_CAMERA, REAR_CAMERA = "ego", "rear"  # MuJoCo camera names
+# Where each camera looks, relative to the robot's heading (radians).
+CAMERA_HEADINGS = {FRONT_CAMERA: 0.0, REAR_CAMERA: math.pi}
 
 
 @dataclass(frozen=True)
@@ -116,11 +122,18 @@ def _scene_xml(width: int, height: int) -> str:
       <joint name="y" type="slide" axis="0 1 0"/>
       <joint name="yaw" type="hinge" axis="0 0 1"/>
       <geom name="chassis" type="cylinder" size="{ROBOT_RADIUS} 0.12" pos="0 0 0.12" rgba="0.3 0.3 0.3 1"/>
-      <camera name="ego" pos="{CAMERA_FORWARD} 0 {CAMERA_HEIGHT}" xyaxes="0 -1 0 0 0 1" fovy="{CAMERA_FOVY}"/>
+      <camera name="{FRONT_CAMERA}" pos="{CAMERA_FORWARD} 0 {CAMERA_HEIGHT}" xyaxes="0 -1 0 0 0 1" fovy="{CAMERA_FOVY}"/>
+      <camera name="{REAR_CAMERA}" pos="{-CAMERA_FORWARD} 0 {CAMERA_HEIGHT}" xyaxes="0 1 0 0 0 1" fovy="{CAMERA_FOVY}"/>
     </body>
   </worldbody>
 </mujoco>
 """
+
+
+def wheel_velocities(linear_x: float, angular_z: float) -> tuple[float, float]:
+    """(left, right) wheel angular velocities (rad/s) that realise a unicycle command."""
+    half_track = 0.5 * WHEEL_SEPARATION * angular_z
+    return (linear_x - half_track) / WHEEL_RADIUS, (linear_x + half_track) / WHEEL_RADIUS
 
 
 def wrap_angle(angle: float) -> float:
@@ -239,11 +252,13 @@ class World:
         mujoco.mj_forward(self.model, self.data)
 
     # ----------------------------------------------------------------- sensing
-    def render(self) -> np.ndarray:
-        """The egocentric camera image: uint8 RGB, shape (height, width, 3)."""
+    def render(self, camera: str = FRONT_CAMERA) -> np.ndarray:
+        """One camera's image (the front one by default): uint8 RGB, shape (height, width, 3)."""
         if self._renderer is None:
             raise RuntimeError("World is closed")
-        self._renderer.update_scene(self.data, camera="ego")
+        if camera not in CAMERA_HEADINGS:
+            raise ValueError(f"camera must be one of {list(CAMERA_HEADINGS)}, got {camera!r}")
+        self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render().copy()
 
     def _spec(self, target: str) -> ObjectSpec:
@@ -259,18 +274,19 @@ class World:
         tx, ty = self.objects[target]
         return math.hypot(tx - x, ty - y), wrap_angle(math.atan2(ty - y, tx - x) - yaw)
 
-    def in_view(self, target: str) -> bool:
-        """True when the target's centre lies inside the camera's horizontal field of view."""
+    def in_view(self, target: str, camera: str = FRONT_CAMERA) -> bool:
+        """True when the target's centre lies inside `camera`'s horizontal field of view."""
         x, y, yaw = self.robot_pose
-        cx, cy = x + CAMERA_FORWARD * math.cos(yaw), y + CAMERA_FORWARD * math.sin(yaw)
+        heading = yaw + CAMERA_HEADINGS[camera]
+        cx, cy = x + CAMERA_FORWARD * math.cos(heading), y + CAMERA_FORWARD * math.sin(heading)
         tx, ty = self.objects[target]
-        return abs(wrap_angle(math.atan2(ty - cy, tx - cx) - yaw)) < self.horizontal_fov / 2
+        return abs(wrap_angle(math.atan2(ty - cy, tx - cx) - heading)) < self.horizontal_fov / 2
 
-    def visible(self, target: str) -> bool:
-        """True when the target is in view and the ray from the camera to its centre hits it first."""
-        if not self.in_view(target):
+    def visible(self, target: str, camera: str = FRONT_CAMERA) -> bool:
+        """True when the target is in `camera`'s view and the ray from it to the target's centre hits it first."""
+        if not self.in_view(target, camera):
             return False
-        cam = self.data.cam("ego").xpos.copy()
+        cam = self.data.cam(camera).xpos.copy()
         goal = self.data.mocap_pos[self._mocap[target]]
         geomid = np.array([-1], dtype=np.int32)
         mujoco.mj_ray(self.model, self.data, cam, goal - cam, None, 1, self._robot_body, geomid)
