@@ -18,7 +18,7 @@ import torch
 
 from . import certify
 from .doctor import format_selection
-from .guard import Guard
+from .guard import Frames, Guard
 
 LEAK_DECISIONS = 1000  # one-sample decisions between the two memory readings of `run`
 
@@ -36,34 +36,36 @@ def _sync(device: torch.device) -> None:
 Progress = Optional[Callable[[int], None]]  # called with the samples just evaluated (a progress bar's update)
 
 
-def raw_throughput(guard: Guard, frame: np.ndarray, instruction: str, batches: int,
-                   progress: Progress = None) -> float:
-    """Samples/s of the bare policy on pre-made noisy batches: no noise, oracle or statistics."""
+def raw_throughput(guard: Guard, frame: Frames, instruction: str, batches: int,
+                   progress: Progress = None, state: np.ndarray | None = None) -> float:
+    """Samples/s of the bare policy on pre-made noisy batches (every camera's view, and the
+    joint state where the model reads one): no noise, oracle or statistics."""
     x, _ = guard.prepare(frame)
+    extra = guard.state_kwargs(state, guard.cfg)
     size, sigma = guard.cfg.smoothing.batch_size, guard.cfg.smoothing.sigma
-    batch = x + sigma * torch.randn((size, *x.shape), device=x.device, dtype=x.dtype)
-    guard.policy(batch, instruction)  # warm-up (prompt cache, kernels)
+    batch = guard.layout.unpack(x + sigma * torch.randn((size, *x.shape), device=x.device, dtype=x.dtype))
+    guard.policy(batch, instruction, **extra)  # warm-up (prompt cache, kernels)
     _sync(x.device)
     _tick(progress, size)
     elapsed = 0.0
     for _ in range(batches):
         t0 = time.perf_counter()
-        guard.policy(batch, instruction)
+        guard.policy(batch, instruction, **extra)
         _sync(x.device)
         elapsed += time.perf_counter() - t0
         _tick(progress, size)
     return batches * size / elapsed
 
 
-def decisions_for(guard: Guard, frame: np.ndarray, instruction: str, count: int,
-                  progress: Progress = None, stream: bool = False) -> list[Any]:
+def decisions_for(guard: Guard, frame: Frames, instruction: str, count: int,
+                  progress: Progress = None, stream: bool = False, state: np.ndarray | None = None) -> list[Any]:
     """`count` decisions on the same input (each carries its own timing_ms). With `stream`, each
     is offered the command the one before certified, as the node offers its standing command
     (smoothing.selection previous tests it first); otherwise every decision stands alone."""
     out: list[Any] = []
     for _ in range(count):
         previous = out[-1].command if stream and out and out[-1].certified else None
-        out.append(guard.decide(frame, instruction, previous=previous))
+        out.append(guard.decide(frame, instruction, previous=previous, state=state))
         _tick(progress, out[-1].n_used)
     return out
 
@@ -92,8 +94,8 @@ def decision_cost_samples(cfg: Any, repeats: int) -> int:
     return sizes[0] + repeats * sum(sizes)
 
 
-def decision_cost(guard: Guard, frame: np.ndarray, instruction: str, repeats: int = 3,
-                  progress: Progress = None) -> dict[str, Any]:
+def decision_cost(guard: Guard, frame: Frames, instruction: str, repeats: int = 3,
+                  progress: Progress = None, state: np.ndarray | None = None) -> dict[str, Any]:
     """What one certified decision (`Guard.decide`, the whole path: preprocessing, noise, model,
     oracle, statistics) costs at the configured batch size: t(n) = overhead_s + n / samples_per_s.
 
@@ -111,8 +113,8 @@ def decision_cost(guard: Guard, frame: np.ndarray, instruction: str, repeats: in
         for i, (n0, n_max) in enumerate(sizes):
             guard.reconfigure(_with_smoothing(original, mode="fixed", n0=n0, n_max=n_max))
             if i == 0:
-                decisions_for(guard, frame, instruction, 1, progress)  # warm-up
-            timed.append(decisions_for(guard, frame, instruction, repeats, progress))
+                decisions_for(guard, frame, instruction, 1, progress, state=state)  # warm-up
+            timed.append(decisions_for(guard, frame, instruction, repeats, progress, state=state))
     finally:
         guard.reconfigure(original)
     every = [d for group in timed for d in group]
@@ -141,9 +143,10 @@ def memory(device: torch.device) -> dict[str, float | None]:
     return {"rss_mb": rss_mb(), "cuda_max_allocated_mb": cuda}
 
 
-def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 10,
+def run(guard: Guard, frame: Frames, instruction: str, *, state: np.ndarray | None = None, decisions: int = 10,
         progress: bool = False) -> dict[str, Any]:
-    """All figures of `rs-guard bench` in one run; the guard's config is restored afterwards.
+    """All figures of `rs-guard bench` in one run, on `frame` (one per camera) and `state`; the
+    guard's config is restored afterwards.
 
     With `progress`, a bar on stderr counts the samples evaluated against the run's estimate.
     """
@@ -158,21 +161,21 @@ def run(guard: Guard, frame: np.ndarray, instruction: str, *, decisions: int = 1
     bar = progress_bar(estimate, "rs-guard bench", "sample", enabled=progress, unit_scale=True)
     try:
         bar.set_postfix_str("raw policy")
-        raw = raw_throughput(guard, frame, instruction, batches=raw_batches, progress=bar.update)
+        raw = raw_throughput(guard, frame, instruction, batches=raw_batches, progress=bar.update, state=state)
         bar.set_postfix_str("decision cost")
-        cost = decision_cost(guard, frame, instruction, repeats, progress=bar.update)
+        cost = decision_cost(guard, frame, instruction, repeats, progress=bar.update, state=state)
         bar.set_postfix_str("fixed mode")
         guard.reconfigure(_with_smoothing(original, mode="fixed"))
-        fixed_full = decisions_for(guard, frame, instruction, decisions, bar.update)
+        fixed_full = decisions_for(guard, frame, instruction, decisions, bar.update, state=state)
         bar.set_postfix_str("sequential mode")
         guard.reconfigure(_with_smoothing(original, mode="sequential"))
-        sequential = decisions_for(guard, frame, instruction, decisions, bar.update, stream=True)
+        sequential = decisions_for(guard, frame, instruction, decisions, bar.update, stream=True, state=state)
         bar.update(max(0, decisions * full - sum(d.n_used for d in sequential)))  # its share of the estimate
         bar.set_postfix_str("memory over 1000 decisions")
         guard.reconfigure(_with_smoothing(original, mode="fixed", n0=1, n_max=1, batch_size=1))
-        decisions_for(guard, frame, instruction, 100, bar.update)
+        decisions_for(guard, frame, instruction, 100, bar.update, state=state)
         rss_100 = rss_mb()
-        decisions_for(guard, frame, instruction, LEAK_DECISIONS - 100, bar.update)
+        decisions_for(guard, frame, instruction, LEAK_DECISIONS - 100, bar.update, state=state)
         rss_1000 = rss_mb()
     finally:
         guard.reconfigure(original)

@@ -274,14 +274,44 @@ def load_examples(folder: Path) -> list[dict[str, str]]:
         return [{**row, "image": str(folder / row["image"])} for row in csv.DictReader(f)]
 
 
+def measurement_inputs(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, str, str]:
+    """(frames, joint state, instruction, what the frames are) that bench and doctor measure on:
+    --image (one per camera) and --state; else, with one camera, the first example frame; else
+    None, None: doctor.probe_frames / probe_state (grey frames, zero joint state)."""
+    state = camera_inputs.configured_state(args.state, cfg, required=False)
+    example = None
+    if not args.image and len(cfg.cameras.names) == 1 and (args.examples / "frames.csv").is_file():
+        example = load_examples(args.examples)[0]
+    instruction = args.instruction or (example or {}).get("instruction") or doctor.DEFAULT_INSTRUCTION
+    if args.image:
+        frames = read_frames(args.image, cfg.cameras.names)
+        return frames, state, instruction, ", ".join(args.image)
+    if example is not None:
+        return read_rgb(example["image"]), state, instruction, example["image"]
+    return None, state, instruction, f"grey probe frame(s) for {', '.join(cfg.cameras.names)}"
+
+
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from . import benchmark
 
-    row = load_examples(args.examples)[0] if args.image is None else {"image": args.image,
-                                                                       "instruction": args.instruction}
-    frame = read_rgb(row["image"])
-    return benchmark.run(load_guard(args), frame, row["instruction"], decisions=args.decisions,
-                         progress=not args.no_progress)
+    cfg = config_from_args(args)
+    frames, state, instruction, source = measurement_inputs(args, cfg)
+    guard = load_guard(args, cfg)
+    frames = doctor.probe_frames(guard) if frames is None else frames
+    state = doctor.probe_state(cfg) if state is None else state
+    return {**benchmark.run(guard, frames, instruction, state=state, decisions=args.decisions,
+                            progress=not args.no_progress), "frame": source, "instruction": instruction}
+
+
+def _measurement_arguments(p: argparse.ArgumentParser) -> None:
+    """bench's and doctor's inputs (measurement_inputs)."""
+    p.add_argument("--image", action="append", metavar="[CAMERA=]PATH",
+                   help="frame to measure on, as certify's --image (one per camera); default: the first example "
+                        "frame with one camera, else a grey frame of each camera's size")
+    p.add_argument("--state", metavar="NAME=VALUE,...|FILE.json",
+                   help="joint state, as certify's --state (default: every joint at 0 where the model reads one)")
+    p.add_argument("--instruction", default=None, help="instruction (default: the example frame's)")
+    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -295,24 +325,17 @@ def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
     against node.decision_deadline (rs_guard_ros.doctor)."""
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.image is not None:
-        frame_path, instruction = args.image, args.instruction or doctor.DEFAULT_INSTRUCTION
-    elif (args.examples / "frames.csv").is_file():
-        first = load_examples(args.examples)[0]
-        frame_path, instruction = first["image"], args.instruction or first["instruction"]
-    else:  # no example frames here (an installed package): a grey frame of the model's input size
-        frame_path, instruction = None, args.instruction or doctor.DEFAULT_INSTRUCTION
-    frame = read_rgb(frame_path) if frame_path is not None else None
-    guard = load_guard(args)
+    cfg = config_from_args(args)
+    frames, state, instruction, source = measurement_inputs(args, cfg)
+    guard = load_guard(args, cfg)
     bar = evaluate.progress_bar(doctor.measured_samples(guard.cfg, args.repeats), "rs-guard doctor", "sample",
                                 enabled=not args.no_progress, unit_scale=True)
     try:
-        result = doctor.run(guard, frame, instruction, repeats=args.repeats, progress=bar.update)
+        result = doctor.run(guard, frames, instruction, state=state, repeats=args.repeats, progress=bar.update)
         bar.update(max(0, bar.total - bar.n))  # the estimate assumed the slowest command: end at 100 %
     finally:
         bar.close()
-    return {**result, "frame": str(frame_path) if frame_path is not None else "grey probe frame",
-            "instruction": instruction, "version": __version__}
+    return {**result, "frame": source, "instruction": instruction, "version": __version__}
 
 
 def format_doctor(result: dict[str, Any]) -> str:
@@ -471,9 +494,7 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
     p.set_defaults(run=cmd_calibrate, formatter=lambda r: r["table"])
 
     p = sub.add_parser("bench", help="throughput, latency, samples per decision and memory on this device")
-    p.add_argument("--image", help="frame to decide on (default: the first example frame)")
-    p.add_argument("--instruction", default="go to the red box")
-    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    _measurement_arguments(p)
     p.add_argument("--decisions", type=int, default=10, help="decisions per latency figure")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _finish(p, cmd_bench, format_bench, names=names)
@@ -491,10 +512,7 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
                        epilog=f"exit status: {EXIT_OK} every command's threshold can be certified in time by a "
                               f"consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), {EXIT_ERROR} "
                               "error (usage, configuration, model loading: one line on stderr)")
-    p.add_argument("--image", help="frame to measure on (default: the first example frame, or a grey frame of the "
-                   "model's input size where there is no examples folder)")
-    p.add_argument("--instruction", default=None, help="instruction (default: the example frame's)")
-    p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with frames.csv")
+    _measurement_arguments(p)
     p.add_argument("--repeats", type=int, default=3, help="timed decisions per decision size (three sizes, then "
                    "the configured decision as a check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

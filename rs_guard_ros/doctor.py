@@ -42,7 +42,7 @@ from .smoothing import buffer_bytes, max_rows
 if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the guard
     import numpy as np
 
-    from .guard import Guard
+    from .guard import Frames, Guard
 
 EXIT_OK = 0
 EXIT_TOO_SLOW = 3  # some command's threshold cannot be certified before node.decision_deadline
@@ -59,19 +59,32 @@ _DISTRO_META_PACKAGE = re.compile(r"ros-([a-z]+)-rclpy")
 
 
 # ----------------------------------------------------------------------------- measuring
-def probe_frame(guard: Guard) -> np.ndarray:
-    """A mid-grey RGB frame the guard accepts (its expected camera size, else the model input
-    size), for measuring where no camera frame is at hand (e.g. at node start-up)."""
+def probe_frames(guard: Guard) -> Frames:
+    """Mid-grey RGB frames the guard accepts, for measuring where no camera frame is at hand
+    (e.g. at node start-up): one per camera, each of its expected camera size, else the model
+    input size; a plain array with one camera, {camera: frame} with several (Guard.decide)."""
     import numpy as np
 
-    (oh, ow), expected = guard.preprocessor.out_size, guard.preprocessor.expected_size or (0, 0)
-    return np.full((expected[0] or oh, expected[1] or ow, 3), 128, np.uint8)
+    frames = {}
+    for name, pre in guard.preprocessors.items():
+        (oh, ow), expected = pre.out_size, pre.expected_size or (0, 0)
+        frames[name] = np.full((expected[0] or oh, expected[1] or ow, 3), 128, np.uint8)
+    return frames if len(frames) > 1 else next(iter(frames.values()))
 
 
-def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
-            repeats: int = 3, raw_batches: int = 3,
+def probe_state(cfg: Config) -> np.ndarray | None:
+    """Every joint of state.joint_names at 0 where the model reads a joint state (state.topic
+    set), else None: the joint state's stand-in next to the probe frames."""
+    import numpy as np
+
+    return np.zeros(len(cfg.state.joint_names), np.float32) if cfg.state.topic else None
+
+
+def measure(guard: Guard, frame: Frames | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
+            state: np.ndarray | None = None, repeats: int = 3, raw_batches: int = 3,
             progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
-    """Measured speed and memory of `guard` on this machine (warm-up first; config restored).
+    """Measured speed and memory of `guard` on this machine (warm-up first; config restored),
+    on `frame` (one per camera) and `state`, by default the probe frames and probe state.
 
     samples_per_s and overhead_s describe the whole decision path (`benchmark.decision_cost`);
     raw_samples_per_s is the bare policy on pre-made noisy batches (`benchmark.raw_throughput`).
@@ -82,11 +95,12 @@ def measure(guard: Guard, frame: np.ndarray | None = None, instruction: str = DE
 
     from . import benchmark
 
-    frame = probe_frame(guard) if frame is None else frame
-    raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress)
-    cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress)
+    frame = probe_frames(guard) if frame is None else frame
+    state = probe_state(guard.cfg) if state is None else state
+    raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress, state=state)
+    cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress, state=state)
     # the check: decisions as configured, each offered the command the one before certified (as on the node)
-    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True)
+    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True, state=state)
     check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
              "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
              **benchmark.selection_figures(real),
@@ -115,12 +129,13 @@ def first_look(cfg: Config, threshold: float) -> int:
     return certify.first_look_samples(threshold, s.sigma, s.alpha, s.n_max, cfg.oracle.error)
 
 
-def run(guard: Guard, frame: np.ndarray | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
-        repeats: int = 3, raw_batches: int = 3, deadline_s: float | None = None,
+def run(guard: Guard, frame: Frames | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
+        state: np.ndarray | None = None, repeats: int = 3, raw_batches: int = 3, deadline_s: float | None = None,
         progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """`measure`, then `summary` from the measured figures: the whole of `rs-guard doctor`
     (and of the node's start-up report)."""
-    measured = measure(guard, frame, instruction, repeats=repeats, raw_batches=raw_batches, progress=progress)
+    measured = measure(guard, frame, instruction, state=state, repeats=repeats, raw_batches=raw_batches,
+                       progress=progress)
     result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
                      device=measured["device"], input_numel=guard.layout.numel)
     check = measured["check"]
@@ -426,4 +441,4 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 __all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "NOT_INSTALLED", "measure", "first_look", "run", "summary", "advice",
-           "max_threshold_in_time", "probe_frame", "ros_environment", "format_ros", "format_report"]
+           "max_threshold_in_time", "probe_frames", "probe_state", "ros_environment", "format_ros", "format_report"]

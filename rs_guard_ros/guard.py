@@ -31,6 +31,8 @@ from .smoothing import Certificate, buffer_bytes, max_rows, smooth_certify
 from .views import ViewLayout, camera_radii, view_sizes
 
 TIMING_KEYS = ("preprocess", "denoise", "model", "oracle", "statistics", "total")
+# What a decision is made on: one (H, W, 3) RGB frame, or {camera name: frame} (cameras.names)
+Frames = np.ndarray | Mapping[str, np.ndarray]
 
 
 class DecisionError(ValueError):

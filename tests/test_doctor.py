@@ -185,9 +185,29 @@ def test_the_formatter_prints_every_command_and_the_verdict_without_a_measuremen
 
 def test_probe_frame_is_accepted_by_the_guard():
     guard = make_guard(**{"preprocess.expected_width": 64, "preprocess.expected_height": 40})
-    frame = doctor.probe_frame(guard)
+    frame = doctor.probe_frames(guard)
     assert frame.shape == (40, 64, 3)
     guard.prepare(frame)
+    assert doctor.probe_state(guard.cfg) is None  # this model reads no joint state
+
+
+def test_doctor_measures_a_two_camera_gate_with_a_joint_state_on_a_probe_frame_per_camera_and_a_zero_state():
+    """Several cameras and a joint state: one grey frame per camera at its own expected size,
+    every joint at 0, and every measured decision (and the raw policy) gets both views."""
+    from test_views import two_camera_guard
+
+    guard = two_camera_guard(**{"cameras.rear.expected_width": 40, "cameras.rear.expected_height": 30,
+                                "state.topic": "joint_states", "state.joint_names": ["left_wheel", "right_wheel"],
+                                "smoothing.batch_size": 16, "smoothing.n_max": 64, "smoothing.mode": "sequential"})
+    frames = doctor.probe_frames(guard)
+    assert {k: v.shape for k, v in frames.items()} == {"front": (32, 48, 3), "rear": (30, 40, 3)}  # front: model size
+    assert doctor.probe_state(guard.cfg).tolist() == [0.0, 0.0]
+    measured = doctor.measure(guard, repeats=1, raw_batches=1)
+    assert measured["samples_per_s"] > 0 and measured["check"]["decisions"] == 1
+    assert not any("frame" in r or "state" in r for r in measured["reasons"] + [measured["check"]["reason"]])
+    seen = guard.policy.seen
+    assert seen and all(f.shape[1:] == (3, 32, 48) and r.shape[1:] == (3, 16, 16) for f, r in seen)
+    assert all(s is not None and s.tolist() == [0.0, 0.0] for s in guard.policy.states)
 
 
 # ----------------------------------------------------------------------------- the command, on the demo VLA

@@ -102,3 +102,26 @@ def test_gate_abstains_without_the_joint_state(guard) -> None:
     front, rear, instruction, _ = next(e for e in _examples() if e[3] in TURNS)
     d = guard.decide({"front": front, "rear": rear}, instruction)
     assert not d.certified and d.command == "stop" and "joint state" in d.reason
+
+
+@pytest.mark.timeout(300)
+def test_doctor_measures_sim_two_view_yaml_on_an_image_per_camera_and_the_joint_state() -> None:
+    """rs-guard doctor on the two-camera config: --image CAMERA=PATH per camera and --state reach
+    every measured decision (the check decides the example's turn, not an input refusal)."""
+    import json
+    import subprocess
+    import sys
+
+    with (EXAMPLES / "frames.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["command"] in TURNS)
+    out = subprocess.run([sys.executable, "-m", "rs_guard_ros.cli", "doctor", "--config", str(CONFIG), "--json",
+                          "--model.cpu_threads", "1", "--model.device", "cpu", "--smoothing.batch_size", "32",
+                          "--repeats", "1", "--no-progress", "--image", f"front={EXAMPLES / row['image_ego']}",
+                          "--image", f"rear={EXAMPLES / row['image_rear']}", "--state", "left_wheel=0.5,right_wheel=-1",
+                          "--instruction", row["instruction"]], capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 3), out.stderr
+    r = json.loads(out.stdout)
+    assert r["measured"]["samples_per_s"] > 0 and "front=" in r["frame"] and "rear=" in r["frame"]
+    check = r["measured"]["check"]
+    assert check["label"] == row["command"] and check["n_used"] > 0
+    assert not any(word in check["reason"] for word in ("frame", "camera", "state"))
