@@ -15,6 +15,10 @@ JAZZY_TESTS := $(sort $(wildcard tests/test_node*.py tests/test_ros_*.py)) tests
 	tests/test_robot_chain.py tests/test_robot_configs.py tests/test_sim_bridge.py tests/test_sim_demo.py \
 	tests/test_doctor_ros.py
 DEBS := libosmesa6
+# Test processes (pytest-xdist, one test file per process): most ROS tests wait on DDS,
+# timers and child processes, so three share a 2-core machine well. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 3
+PYTEST_ARGS := -n $(TEST_WORKERS) --dist loadfile
 export MUJOCO_GL ?= osmesa
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
@@ -48,7 +52,7 @@ $(STAMP): requirements-dev.txt setup.py setup.cfg | debs
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Always the PyPI Jazzy wheels (CPython 3.11: they are cp311), never a system rclpy; the
 # first line refuses to go on when the interpreter would import another distribution's.
@@ -63,7 +67,7 @@ test-jazzy: $(JAZZY_STAMP)
 	@$(JAZZY_PY) -c 'from rs_guard_ros.doctor import format_ros, ros_environment; r = ros_environment(); \
 	  print("rs_guard_ros:", format_ros(r)); raise SystemExit(0 if r["distro"] == "jazzy" else \
 	  "make test-jazzy: that is not Jazzy; run it where no other ROS 2 is sourced")'
-	$(JAZZY_PY) -m pytest $(JAZZY_TESTS)
+	$(JAZZY_PY) -m pytest $(PYTEST_ARGS) $(JAZZY_TESTS)
 
 # The closed loop: MuJoCo robot, guard node and scenario runner as ROS 2 processes in a
 # random ROS_DOMAIN_ID (localhost discovery only); report in demo_out/report.md.

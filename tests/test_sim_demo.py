@@ -8,8 +8,11 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros.sim.demo import DESIGN_LATENCY_S, FACTOR_RANGE, calibrated_factor, run_demo
+from rs_guard_ros.sim.demo import (CALIBRATION_FACTOR, CALIBRATION_ROUNDS, DESIGN_LATENCY_S, FACTOR_RANGE,
+                                   MAX_WARMUPS, _calibrate, calibrated_factor, run_demo)
+from rs_guard_ros.sim.records import Step
 from rs_guard_ros.sim.report import read_steps
+from rs_guard_ros.sim.scenarios import parse_scenarios
 
 SCENARIOS = {"scenarios": [
     {"name": "short_drive", "target": "red box", "robot": [-0.6, 0.0, 0], "time_limit": 15,
@@ -135,6 +138,45 @@ def test_the_calibrated_factor_makes_a_decision_last_the_design_latency_in_sim_t
     for bad in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="positive and finite"):
             calibrated_factor(bad)
+
+
+class SlowingComputerRunner:
+    """A stand-in for the scenario runner (named as such: a real computer cannot be slowed on cue):
+    its guard takes `latency_s(episode)` wall s per decision, and a warm-up of `time_limit` sim s at
+    factor f holds time_limit / f / latency of them, as on a machine whose load rises and falls."""
+
+    def __init__(self, latency_s):
+        self.real_time_factor, self.latency_s, self.factors = CALIBRATION_FACTOR, latency_s, []
+
+    def run_episode(self, scenario, episode_id, timeout, progress):
+        latency = self.latency_s(episode_id)
+        decisions = int(scenario.time_limit / self.real_time_factor / latency)
+        steps = [Step(t=0.1 * i, truth="forward", command="stop", certified=False, radius=0.0, threshold=0.0,
+                      n_used=32, latency_ms=latency * 1e3, reason="not confident", x=0.0, y=0.0, yaw=0.0)
+                 for i in range(decisions)]
+        return type("Episode", (), {"steps": steps})
+
+    def set_real_time_factor(self, factor, timeout):
+        self.real_time_factor = factor
+        self.factors.append(factor)
+
+
+def test_a_warm_up_too_slow_to_measure_slows_the_world_and_plays_again_instead_of_failing():
+    """The second warm-up comes when the computer got 20x slower (other load): it holds too few
+    decisions, so the world slows and the warm-ups go on until two of them measured the guard."""
+    runner = SlowingComputerRunner(lambda episode: 0.3 if episode == 1 else 6.0)
+    calibration = _calibrate(runner, parse_scenarios(SCENARIOS)[0])
+    assert calibration.warmups > CALIBRATION_ROUNDS
+    assert runner.factors[1] < runner.factors[0]  # slowed after the short warm-up
+    assert calibration.latency_s == pytest.approx(6.0) and calibration.factor == calibrated_factor(6.0)
+    assert runner.real_time_factor == calibration.factor
+
+
+def test_a_guard_that_never_decides_fails_the_calibration_at_the_slowest_factor():
+    runner = SlowingComputerRunner(lambda episode: 1e9)
+    with pytest.raises(RuntimeError, match="slowest factor"):
+        _calibrate(runner, parse_scenarios(SCENARIOS)[0])
+    assert len(runner.factors) < MAX_WARMUPS and runner.factors[-1] == FACTOR_RANGE[0]
 
 
 @pytest.mark.parametrize("argv, real_time", [([], False), (["--real-time"], True)])

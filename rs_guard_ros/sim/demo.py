@@ -12,7 +12,8 @@ The world runs slower than real time when the computer is slow: after the guard 
 warm-up episodes measure the guard's own decision latency (its ~/certificate records), and
 the sim's real_time_factor is set so that a decision lasts DESIGN_LATENCY_S sim seconds, the
 latency the scenarios were designed for (`calibrated_factor`): first at CALIBRATION_FACTOR,
-then again at the factor found (see `_calibrate`).
+then again at the factor found, and slower again when a warm-up is too slow to measure (see
+`_calibrate`).
 `--real-time` (real_time=True) keeps the factor at 1 and skips the warm-up.
 
 With Ray (`--ray`, :mod:`rs_guard_ros.scale`) every episode is one Ray task that does the
@@ -65,6 +66,11 @@ MIN_WARMUP_DECISIONS = 3
 # guard, so a decision measured at 0.1 is faster than at the factor the scenarios then run at
 # (303 ms against 360 ms in one run on 2 shared cores); the second warm-up measures it there.
 CALIBRATION_ROUNDS = 2
+# A warm-up with fewer than MIN_WARMUP_DECISIONS decisions means the computer got slower than the
+# factor assumed (load from other processes rises and falls): the next warm-up runs this many times
+# slower, down to FACTOR_RANGE[0], within MAX_WARMUPS in all, instead of failing the run on speed.
+WARMUP_SLOWDOWN = 4.0
+MAX_WARMUPS = 6
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class Calibration:
     latency_s: float | None = None  # the guard's decision latency p50 in the last warm-up (wall s)
     decisions: int = 0  # decisions of the last warm-up that ran the model
     measured_at: float = CALIBRATION_FACTOR  # the factor the last warm-up ran at
+    warmups: int = 0  # warm-up episodes played (the scenarios' episode ids follow them)
 
     def describe(self) -> str:
         """One line for the report and the summary."""
@@ -422,7 +429,7 @@ def _play(scenarios: list[Scenario], procs: Processes, progress: bool, setup: Se
                     calibration = _calibrate(runner, scenarios[0], _progress(warmup))
                 procs.check_alive()
             episodes = []
-            first = 1 + CALIBRATION_ROUNDS if calibrate else 1  # the sim's episode ids only go up
+            first = 1 + calibration.warmups  # the sim's episode ids only go up
             number, total = numbering
             for i, scenario in enumerate(scenarios):
                 with bar(scenario.time_limit, f"[{number + i + 1}/{total}] {scenario.name}") as played:
@@ -447,9 +454,11 @@ def _progress(bar: Any) -> Callable[[float], None]:
 
 
 def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None] | None = None) -> Calibration:
-    """CALIBRATION_ROUNDS warm-up episodes (the first scenario's layout and first instruction, no
-    faults, WARMUP_SIM_S each), from the sim's current factor: each takes the p50 of the guard's
+    """Warm-up episodes (the first scenario's layout and first instruction, no faults, WARMUP_SIM_S
+    each) until CALIBRATION_ROUNDS of them measured the guard: each takes the p50 of the guard's
     decision latency from its records and sets the sim's factor from it (`calibrated_factor`).
+    A warm-up with too few decisions slows the world WARMUP_SLOWDOWN times and is played again
+    (`_next_factor`), so a computer slower than expected gets a slower world, not an error.
 
     A warm-up rather than the first decisions of the first scenario: the model's first calls are
     slower (lazy initialisation), and a factor changed in the middle of a scenario would play its
@@ -459,20 +468,36 @@ def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None
 
     warmup = dataclasses.replace(scenario, name=f"warm-up ({scenario.name})", time_limit=WARMUP_SIM_S, faults=(),
                                  instructions=(dataclasses.replace(scenario.instructions[0], at=0.0),))
-    calibration = Calibration(runner.real_time_factor)
-    for episode_id in range(1, CALIBRATION_ROUNDS + 1):
+    calibration, measured = Calibration(runner.real_time_factor), 0
+    for episode_id in range(1, MAX_WARMUPS + 1):
         measured_at = runner.real_time_factor
         done = (episode_id - 1) * WARMUP_SIM_S  # one progress bar over every round
         episode = runner.run_episode(warmup, episode_id, STEP_TIMEOUT_S,
                                      progress and (lambda t, done=done: progress(done + t)))
         latencies = [s.latency_ms / 1e3 for s in episode.steps if s.source == "decision" and s.n_used > 0]
-        if len(latencies) < MIN_WARMUP_DECISIONS:
-            raise RuntimeError(f"calibration: {len(latencies)} decisions ran the model in the {WARMUP_SIM_S:g} "
-                               f"sim-s warm-up (need {MIN_WARMUP_DECISIONS}); see the guard's log")
-        latency = float(np.median(latencies))
-        calibration = Calibration(calibrated_factor(latency), latency, len(latencies), measured_at)
+        if len(latencies) >= MIN_WARMUP_DECISIONS:
+            latency = float(np.median(latencies))
+            calibration = Calibration(calibrated_factor(latency), latency, len(latencies), measured_at, episode_id)
+            measured += 1
+        else:
+            calibration = dataclasses.replace(calibration, factor=_next_factor(measured_at, len(latencies)),
+                                              warmups=episode_id)
         runner.set_real_time_factor(calibration.factor, STEP_TIMEOUT_S)
-    return calibration
+        if measured == CALIBRATION_ROUNDS:
+            return calibration
+    raise RuntimeError(f"calibration: {measured} of {MAX_WARMUPS} warm-ups of {WARMUP_SIM_S:g} sim s had "
+                       f"{MIN_WARMUP_DECISIONS} decisions that ran the model (need {CALIBRATION_ROUNDS}); "
+                       f"see the guard's log")
+
+
+def _next_factor(factor: float, decisions: int) -> float:
+    """The factor after a warm-up at `factor` with too few `decisions`: WARMUP_SLOWDOWN times slower;
+    at FACTOR_RANGE[0] already, the guard is not deciding at all, which no factor fixes."""
+    if factor <= FACTOR_RANGE[0]:
+        raise RuntimeError(f"calibration: {decisions} decisions ran the model in a {WARMUP_SIM_S:g} sim-s "
+                           f"warm-up at the slowest factor {FACTOR_RANGE[0]:g} (need {MIN_WARMUP_DECISIONS}); "
+                           f"see the guard's log")
+    return max(FACTOR_RANGE[0], factor / WARMUP_SLOWDOWN)
 
 
 def _wait_active(runner: Any, procs: Processes) -> bool:
