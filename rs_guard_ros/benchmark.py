@@ -100,11 +100,13 @@ def decision_cost(guard: Guard, frame: Frames, instruction: str, repeats: int = 
     oracle, statistics) costs at the configured batch size: t(n) = overhead_s + n / samples_per_s.
 
     Fixed-mode decisions at the three `cost_sizes`, `repeats` of each after one warm-up
-    decision, and a least-squares line through (n_used, seconds): its slope is the cost per
-    sample, its intercept the per-decision overhead (clipped at 0; it includes the per-call
-    cost of the few model calls a small decision makes). `whole_path_samples_per_s` is samples
-    over seconds of the largest decisions, overhead included. The guard's configuration is
-    restored afterwards.
+    decision, and a least-squares line through the fastest decision of each size (n_used,
+    seconds): its slope is the cost per sample, its intercept the per-decision overhead (clipped
+    at 0; it includes the per-call cost of the few model calls a small decision makes). The
+    fastest, as timeit takes it: a first call at a new batch shape or another process's burst
+    only ever adds time, and one such outlier moved the intercept by 0.4 s between two identical
+    starts. `whole_path_samples_per_s` is samples over seconds of the largest decisions,
+    overhead included. The guard's configuration is restored afterwards.
     """
     original = guard.cfg
     sizes = cost_sizes(original)
@@ -121,7 +123,8 @@ def decision_cost(guard: Guard, frame: Frames, instruction: str, repeats: int = 
     if not any(d.n_used for d in every):
         raise ValueError(f"the model never ran on the probe frame: {every[0].reason}")
     whole = sum(d.n_used for d in timed[-1]) / sum(d.timing_ms["total"] / 1e3 for d in timed[-1])
-    n, t = np.array([(d.n_used, d.timing_ms["total"] / 1e3) for d in every], dtype=float).T
+    fastest = [min(group, key=lambda d: d.timing_ms["total"]) for group in timed]
+    n, t = np.array([(d.n_used, d.timing_ms["total"] / 1e3) for d in fastest], dtype=float).T
     slope, intercept = np.polyfit(n, t, 1) if len(set(n.tolist())) > 1 else (0.0, 0.0)
     if slope > 0.0:
         rate, overhead = 1.0 / slope, max(float(intercept), 0.0)

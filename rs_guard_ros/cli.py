@@ -11,6 +11,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,11 +28,13 @@ EXAMPLES = Path("examples")
 EXIT_OK = 0
 EXIT_ABSTAIN = 1  # certify: the gate abstained (published the abstain command)
 EXIT_ERROR = 2  # usage, configuration or input error (argparse uses 2 for usage errors too)
-EXIT_TOO_SLOW = doctor.EXIT_TOO_SLOW  # 3, doctor: some command's threshold cannot be certified before the deadline
+EXIT_TOO_SLOW = doctor.EXIT_TOO_SLOW  # 3, doctor: some command's threshold cannot be certified within a time bound
 EXIT_INTERRUPTED = 130
+# the node's time bounds doctor judges (doctor.time_bounds), settable as flags like the smoothing parameters
+DOCTOR_BOUNDS = ("node.decision_deadline", "node.max_frame_age", "node.command_ttl", "node.publish_rate")
 EXIT_STATUS = (f"exit status: {EXIT_OK} success; {EXIT_ERROR} error (usage, configuration or input: one line on "
                f"stderr); certify: {EXIT_ABSTAIN} when the gate abstained; doctor: {EXIT_TOO_SLOW} when some "
-               "threshold cannot be certified before node.decision_deadline")
+               "threshold cannot be certified within node.decision_deadline and the other time bounds")
 
 PLAN_P_TRUE = (0.999, 0.99, 0.95)
 DEFAULTS = config.Config().smoothing  # plan's n0, n_max and mode: config/default.yaml's
@@ -322,16 +325,19 @@ def format_bench(result: dict[str, Any]) -> str:
 
 def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
     """Can this gate keep up here? Measure the configured model, then judge every threshold
-    against node.decision_deadline (rs_guard_ros.doctor)."""
+    against node.decision_deadline and the other time bounds (rs_guard_ros.doctor)."""
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if not (math.isfinite(args.camera_latency) and args.camera_latency >= 0.0):
+        raise ValueError(f"--camera-latency must be a finite number of seconds >= 0, got {args.camera_latency}")
     cfg = config_from_args(args)
     frames, state, instruction, source = measurement_inputs(args, cfg)
     guard = load_guard(args, cfg)
     bar = evaluate.progress_bar(doctor.measured_samples(guard.cfg, args.repeats), "rs-guard doctor", "sample",
                                 enabled=not args.no_progress, unit_scale=True)
     try:
-        result = doctor.run(guard, frames, instruction, state=state, repeats=args.repeats, progress=bar.update)
+        result = doctor.run(guard, frames, instruction, state=state, repeats=args.repeats,
+                            camera_latency_s=args.camera_latency, progress=bar.update)
         bar.update(max(0, bar.total - bar.n))  # the estimate assumed the slowest command: end at 100 %
     finally:
         bar.close()
@@ -499,24 +505,31 @@ def build_parser(names: tuple[str, ...] = tuple(config.DEMO_COMMANDS)) -> argpar
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _finish(p, cmd_bench, format_bench, names=names)
 
-    p = sub.add_parser("doctor", help="can this gate keep up here? measured speed vs every threshold and the deadline",
+    p = sub.add_parser("doctor", help="can this gate keep up here? measured speed vs every threshold and time bound",
                        description="Measures the configured model on the configured device at the configured batch "
                                    "size (raw policy, and the whole certified decision path), then prints per "
                                    "command the threshold, n_min, the sequential test's first look and expected "
                                    "samples (p = 1 and 0.99), the latency and decision rate they imply, whether "
-                                   "the threshold can be certified before node.decision_deadline, the memory in "
-                                   "use, and advice where it cannot; then per command p* and each selection path "
-                                   "(the standing command confirmed, changed, or n0 selection samples), and how "
+                                   "the threshold can be certified before node.decision_deadline and with its "
+                                   "frame younger than node.max_frame_age, its command standing (node.command_ttl) "
+                                   "until the next decision and republished (node.publish_rate) meanwhile, the "
+                                   "memory in use, and advice where it cannot; then per command p* and each "
+                                   "selection path (the standing command confirmed, changed, or n0 selection "
+                                   "samples), and how "
                                    "the check's decisions chose their command (selection, n_selection, "
                                    "n_estimation).",
-                       epilog=f"exit status: {EXIT_OK} every command's threshold can be certified in time by a "
-                              f"consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), {EXIT_ERROR} "
-                              "error (usage, configuration, model loading: one line on stderr)")
+                       epilog=f"exit status: {EXIT_OK} every command's threshold can be certified within every "
+                              f"time bound by a consistent model, {EXIT_TOO_SLOW} some cannot (see the advice lines), "
+                              f"{EXIT_ERROR} error (usage, configuration, model loading: one line on stderr)")
     _measurement_arguments(p)
     p.add_argument("--repeats", type=int, default=3, help="timed decisions per decision size (three sizes, then "
                    "the configured decision as a check)")
+    p.add_argument("--camera-latency", type=float, default=doctor.CAMERA_LATENCY_S, metavar="S",
+                   help="how old a frame is when its decision starts: the camera driver's latency plus up to one "
+                        f"frame period of waiting (default {doctor.CAMERA_LATENCY_S:g} s); counted against "
+                        "node.max_frame_age, node.command_ttl and node.publish_rate")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    _finish(p, cmd_doctor, format_doctor, extra=("node.decision_deadline",), names=names)
+    _finish(p, cmd_doctor, format_doctor, extra=DOCTOR_BOUNDS, names=names)
     p.set_defaults(status=lambda r: r["exit_code"])
 
     p = sub.add_parser("eval", help="decide every frame of an image folder, video or bag; write rows, plots, report")

@@ -176,7 +176,9 @@ class NodeConfig:
     managed: bool = param(False, "run as a lifecycle (managed) node")
     startup_report: bool = param(True, "after loading the model, measure its speed once (about 2000 samples: "
                                  "seconds on a CPU, abstaining meanwhile) and log rs-guard doctor's summary, with a "
-                                 "warning for every threshold that cannot be certified before decision_deadline")
+                                 "warning for every command that cannot keep up with decision_deadline, "
+                                 "max_frame_age, command_ttl and publish_rate; then log how the first 5 decisions "
+                                 "on camera frames compare")
 
 
 @dataclass(frozen=True)

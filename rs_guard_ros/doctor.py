@@ -10,13 +10,14 @@ Two halves, so that the node can log the same summary at start-up without measur
   n_min (`certify.samples_needed`), the sequential test's first look and its exact sample
   counts for a consistent model (p = 1) and for p = 0.99 (`certify.sequential_outlook`),
   the latency and decision rate they imply, whether the command can be certified before
-  `node.decision_deadline`, and concrete advice where it cannot (never a batch size beyond
+  `node.decision_deadline` and within the other time bounds (`time_bounds`: frame age, command
+  TTL, republish rate), and concrete advice where it cannot (never a batch size beyond
   smoothing.max_buffer_mb); then p* and the figures of every selection path
   (`certify.selection_paths`: the standing command confirmed, changed, or n0 selection samples).
 
 `run` does both and adds `ros_environment()` (the ROS 2 distribution and the rclpy the node
 would run on); `format_report` renders the result for people; `EXIT_TOO_SLOW` is the exit
-code of `rs-guard doctor` when some command cannot be certified in time.
+code of `rs-guard doctor` when some command cannot be certified within every time bound.
 
 The latency model t(n) = overhead_s + n / samples_per_s is a line through decisions of a
 quarter, one and three batches (`benchmark.decision_cost`), and `measure` checks it against
@@ -45,13 +46,18 @@ if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the gu
     from .guard import Frames, Guard
 
 EXIT_OK = 0
-EXIT_TOO_SLOW = 3  # some command's threshold cannot be certified before node.decision_deadline
+EXIT_TOO_SLOW = 3  # some command cannot be certified within every time bound (`time_bounds`)
 P_TRUE = (1.0, 0.99)  # true probabilities the outlook is given for: a consistent model, and a slightly noisy one
 DEADLINE_MARGIN = 1.2  # a suggested deadline leaves this factor over the expected latency
+# A frame's age when its decision starts, unless told (--camera-latency): a camera driver's capture
+# to delivery (tens of ms) plus the wait for the busy decision thread (newest frame wins: up to one
+# frame period, 0.1 s at 10 Hz). The node cannot know it before frames arrive; doctor can be told.
+CAMERA_LATENCY_S = 0.1
 RECOMMENDED_CPU_THREADS = 1  # benchmarks/bench_cpu_threads.py: fastest on a CPU shared with other processes
 DEFAULT_INSTRUCTION = "go to the red box"
-SIGMA_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.sigma")  # no advice beyond its range
-BATCH_SIZE_MAX = next(p.high for p in param_specs(()) if p.name == "smoothing.batch_size")
+_HIGH = {p.name: p.high for p in param_specs(())}  # no advice beyond a parameter's range
+SIGMA_MAX = _HIGH["smoothing.sigma"]
+BATCH_SIZE_MAX = _HIGH["smoothing.batch_size"]
 MODEL_INPUT_ITEMSIZE = 4  # the noisy copies are float32 model inputs (Guard.buffer_bytes)
 NOT_INSTALLED = "not installed"
 # PyPI's ROS 2 wheels: ros-rclpy is rclpy itself, ros-<distro>-rclpy the meta-package that pins it per distribution.
@@ -81,13 +87,16 @@ def probe_state(cfg: Config) -> np.ndarray | None:
 
 
 def measure(guard: Guard, frame: Frames | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
-            state: np.ndarray | None = None, repeats: int = 3, raw_batches: int = 3,
+            state: np.ndarray | None = None, repeats: int = 3, raw_batches: int = 3, check: bool = True,
             progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """Measured speed and memory of `guard` on this machine (warm-up first; config restored),
     on `frame` (one per camera) and `state`, by default the probe frames and probe state.
 
     samples_per_s and overhead_s describe the whole decision path (`benchmark.decision_cost`);
     raw_samples_per_s is the bare policy on pre-made noisy batches (`benchmark.raw_throughput`).
+    With `check`, `repeats` decisions as configured follow (the node leaves them out: a probe
+    frame may be one the model cannot answer, so it checks its first decisions on camera frames,
+    `FirstDecisions`; check is None then).
     Evaluates about `measured_samples(guard.cfg, repeats, raw_batches)` samples; `progress` is
     called with the samples evaluated.
     """
@@ -99,17 +108,25 @@ def measure(guard: Guard, frame: Frames | None = None, instruction: str = DEFAUL
     state = probe_state(guard.cfg) if state is None else state
     raw = benchmark.raw_throughput(guard, frame, instruction, raw_batches, progress, state=state)
     cost = benchmark.decision_cost(guard, frame, instruction, repeats, progress, state=state)
-    # the check: decisions as configured, each offered the command the one before certified (as on the node)
-    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True, state=state)
-    check = {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
-             "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
-             **benchmark.selection_figures(real),
-             "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real),
-             "denoise_share": statistics.median(d.timing_ms["denoise"] / max(d.timing_ms["total"], 1e-9)
-                                                for d in real)}
+    checked = check_decisions(guard, frame, instruction, repeats, state, progress) if check else None
     return {"device": str(guard.policy.device), "model": guard.policy.name, "torch_threads": torch.get_num_threads(),
-            "batch_size": guard.cfg.smoothing.batch_size, "raw_samples_per_s": raw, **cost, "check": check,
+            "batch_size": guard.cfg.smoothing.batch_size, "raw_samples_per_s": raw, **cost, "check": checked,
             "memory": benchmark.memory(guard.policy.device)}
+
+
+def check_decisions(guard: Guard, frame: Frames, instruction: str, repeats: int, state: np.ndarray | None,
+                    progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
+    """`repeats` decisions as configured, each offered the command the one before certified (as
+    on the node): what they decided, and their median samples and latency."""
+    from . import benchmark
+
+    real = benchmark.decisions_for(guard, frame, instruction, repeats, progress, stream=True, state=state)
+    return {"command": real[0].command, "label": real[0].label, "certified": real[0].certified,
+            "reason": real[0].reason, "n_used": statistics.median(d.n_used for d in real),
+            **benchmark.selection_figures(real),
+            "latency_s": statistics.median(d.timing_ms["total"] for d in real) / 1e3, "decisions": len(real),
+            "denoise_share": statistics.median(d.timing_ms["denoise"] / max(d.timing_ms["total"], 1e-9)
+                                               for d in real)}
 
 
 def measured_samples(cfg: Config, repeats: int = 3, raw_batches: int = 3) -> int:
@@ -131,17 +148,49 @@ def first_look(cfg: Config, threshold: float) -> int:
 
 def run(guard: Guard, frame: Frames | None = None, instruction: str = DEFAULT_INSTRUCTION, *,
         state: np.ndarray | None = None, repeats: int = 3, raw_batches: int = 3, deadline_s: float | None = None,
+        camera_latency_s: float = CAMERA_LATENCY_S, check: bool = True,
         progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """`measure`, then `summary` from the measured figures: the whole of `rs-guard doctor`
-    (and of the node's start-up report)."""
+    (and of the node's start-up report, without the check)."""
     measured = measure(guard, frame, instruction, state=state, repeats=repeats, raw_batches=raw_batches,
-                       progress=progress)
+                       check=check, progress=progress)
     result = summary(guard.cfg, measured["samples_per_s"], measured["overhead_s"], deadline_s=deadline_s,
-                     device=measured["device"], input_numel=guard.layout.numel)
-    check = measured["check"]
-    predicted = _latency(check["n_used"], measured)  # the line's prediction for the real decisions' size
-    check["predicted_latency_s"] = predicted
+                     camera_latency_s=camera_latency_s, device=measured["device"], input_numel=guard.layout.numel)
+    if check:  # the line's prediction for the real decisions' size
+        measured["check"]["predicted_latency_s"] = _latency(measured["check"]["n_used"], measured)
     return {**result, "measured": measured, "ros": ros_environment()}
+
+
+class FirstDecisions:
+    """The node's start-up check, on its first `count` decisions that ran the model on camera
+    frames (a grey probe frame may be one the model cannot answer): their median samples,
+    latency (frame received -> published) and frame age at publishing (by the frame's stamp),
+    beside the measured line's prediction, and the time bounds (`time_bounds`) that latency
+    misses. ROS-free; the node feeds it from its decision thread."""
+
+    def __init__(self, cfg: Config, speed: Mapping[str, float], count: int = 5):
+        self._cfg, self._speed, self._count = cfg, dict(speed), count
+        self._seen: list[tuple[int, float, float]] = []
+
+    def note(self, n_used: int, latency_s: float, frame_age_s: float) -> tuple[bool, str] | None:
+        """Count a decision (those that ran no model are skipped); when the `count`-th arrives,
+        (whether every bound holds, the log line), else None."""
+        if n_used <= 0 or len(self._seen) >= self._count:
+            return None
+        self._seen.append((n_used, latency_s, frame_age_s))
+        if len(self._seen) < self._count:
+            return None
+        n, latency, age = (statistics.median(column) for column in zip(*self._seen))
+        misses = [b["parameter"] for b in time_bounds(self._cfg, latency, max(0.0, age - latency)) if not b["ok"]]
+        deadline = self._cfg.node.decision_deadline
+        if deadline and latency > deadline:
+            misses.insert(0, "node.decision_deadline")
+        line = (f"start-up check on camera frames: the first {self._count} decisions that ran the model took a median "
+                f"{n:.0f} samples in {latency:.2f} s from frame to command (the measured speed predicts "
+                f"{_latency(n, self._speed):.2f} s), their frames {age:.2f} s old when published; "
+                + (f"NOT within {', '.join(misses)} (rs-guard doctor says what to change)" if misses
+                   else "within every time bound"))
+        return not misses, line
 
 
 # ----------------------------------------------------------------------------- the ROS 2 side
@@ -182,8 +231,9 @@ def format_ros(ros: Mapping[str, Optional[str]]) -> str:
 
 # ----------------------------------------------------------------------------- the summary
 def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadline_s: float | None = None,
-            device: str | None = None, input_numel: int | None = None) -> dict[str, Any]:
-    """Per command, can its threshold be certified before the deadline at this speed? No model needed.
+            camera_latency_s: float = CAMERA_LATENCY_S, device: str | None = None,
+            input_numel: int | None = None) -> dict[str, Any]:
+    """Per command, can its threshold be certified within every time bound at this speed? No model needed.
 
     `samples_per_s` and `overhead_s`: the decision path's cost, t(n) = overhead_s + n / samples_per_s
     (from `measure`, or any other source). `deadline_s` defaults to cfg.node.decision_deadline
@@ -191,8 +241,10 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
     `input_numel` (the model input's size, every view; None = unknown) bounds the batch size it
     advises by smoothing.max_buffer_mb.
     A command is `in_time` when a consistent model (p = 1) certifies it in time: n0 + the
-    sequential test's first look (fixed mode: n0 + n_max) samples fit in the deadline. The
-    abstain command is listed but never needs to be in time: publishing it is what abstaining does.
+    sequential test's first look (fixed mode: n0 + n_max) samples fit in the deadline; it
+    `keeps_up` when that decision, `camera_latency_s` after its frame's capture, also meets the
+    other bounds of `time_bounds`. The abstain command is listed but never needs to keep up:
+    publishing it is what abstaining does.
     """
     samples_per_s = certify.check_positive(samples_per_s, "samples_per_s")
     overhead_s = float(overhead_s)
@@ -204,11 +256,16 @@ def summary(cfg: Config, samples_per_s: float, overhead_s: float = 0.0, *, deadl
     s = cfg.smoothing
     budget = None if deadline == 0.0 else max(0, math.floor((deadline - overhead_s) * samples_per_s + 1e-9))
     speed = {"samples_per_s": samples_per_s, "overhead_s": overhead_s}
-    commands = [_command(cfg, name, threshold, speed, deadline, budget)
+    camera_latency_s = float(camera_latency_s)
+    if not (math.isfinite(camera_latency_s) and camera_latency_s >= 0.0):
+        raise ValueError(f"camera latency must be a finite number >= 0, got {camera_latency_s!r}")
+    commands = [_command(cfg, name, threshold, speed, deadline, budget, camera_latency_s)
                 for name, threshold in cfg.thresholds().items()]
-    late = [c for c in commands if not c["abstain"] and not c["in_time"]]
+    late = [c for c in commands if not c["abstain"] and not c["keeps_up"]]
     result = {"device": device, "samples_per_s": samples_per_s, "overhead_s": overhead_s,
-              "decision_deadline": deadline, "samples_in_deadline": budget,
+              "decision_deadline": deadline, "samples_in_deadline": budget, "camera_latency_s": camera_latency_s,
+              "max_frame_age": cfg.node.max_frame_age, "command_ttl": cfg.node.command_ttl,
+              "publish_rate": cfg.node.publish_rate,
               "mode": s.mode, "selection": s.selection, "sigma": s.sigma, "alpha": s.alpha,
               "oracle_error": cfg.oracle.error, "n0": s.n0,
               "n_max": s.n_max, "batch_size": s.batch_size, "cpu_threads": cfg.model.cpu_threads,
@@ -224,7 +281,7 @@ def _latency(samples: float, speed: dict[str, float]) -> float:
 
 
 def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], deadline: float,
-             budget: int | None) -> dict[str, Any]:
+             budget: int | None, camera_latency_s: float) -> dict[str, Any]:
     """One command's row of the summary (sample counts include the n0 selection samples)."""
     s, eps = cfg.smoothing, cfg.oracle.error
     n_min = certify.samples_needed(threshold, s.sigma, s.alpha, eps)
@@ -245,7 +302,52 @@ def _command(cfg: Config, name: str, threshold: float, speed: dict[str, float], 
     row["n_min_in_time"] = budget is None or s.n0 + n_min <= budget
     row["p_required"] = certify.p_required(threshold, s.sigma) + eps
     row["paths"] = selection_paths(cfg, name, threshold, speed)
+    # the decision after a certified one confirms it (smoothing.selection previous), else selects again
+    following = row["paths"]["previous" if s.selection == "previous" else "samples"][f"p={P_TRUE[0]}"]["latency_s"]
+    row["bounds"] = time_bounds(cfg, row["latency_first_look_s"], camera_latency_s, following)
+    row["keeps_up"] = row["in_time"] and all(b["ok"] for b in row["bounds"])
     return row
+
+
+def time_bounds(cfg: Config, latency_s: float, camera_latency_s: float,
+                following_s: float | None = None) -> list[dict[str, Any]]:
+    """The bounds besides node.decision_deadline that a decision of `latency_s`, starting
+    `camera_latency_s` after its frame's capture, must meet on the node: each with the parameter
+    that sets it, the value it would need, whether the configured one does, and the value to
+    advise (DEADLINE_MARGIN to spare; None where no value of this parameter helps):
+
+    * node.max_frame_age >= the frame's age at publishing (camera + decision), else the
+      certificate is discarded as stale_frame;
+    * node.command_ttl >= that age + the following decision (`following_s`, default `latency_s`),
+      so that a command stands until the next decision (back to back, newest frame wins) can
+      replace it; else the robot stops between them;
+    * node.publish_rate high enough that a standing command is republished at least once before
+      it expires: 1 / rate <= command_ttl - age.
+
+    Under use_sim_time these limits count sim seconds: the figures hold at real-time factor 1."""
+    n = cfg.node
+    age = camera_latency_s + latency_s
+    replaced = age + (latency_s if following_s is None else following_s)  # after capture, when the next one comes
+    standing = n.command_ttl - age  # how long a command stands after it is published
+    rate = 1.0 / standing if standing > 0.0 else math.inf
+    ttl_ok, ttl_advised = replaced <= n.command_ttl, _round_up(DEADLINE_MARGIN * replaced)
+    # the rate to advise is the one the TTL needs once its own advice (if any) is taken
+    left = (n.command_ttl if ttl_ok else ttl_advised) - age
+    rate_advised = math.ceil(DEADLINE_MARGIN / left) if left > 0.0 else math.inf
+
+    def bound(parameter: str, value: float, needed: float, ok: bool, advised: float, what: str) -> dict[str, Any]:
+        fits = math.isfinite(advised) and advised <= _HIGH[parameter]
+        return {"parameter": parameter, "value": value, "needed": needed, "ok": ok,
+                "advised": advised if fits else None, "what": what}
+
+    return [
+        bound("node.max_frame_age", n.max_frame_age, age, age <= n.max_frame_age, _round_up(DEADLINE_MARGIN * age),
+              "the frame's age when its command is published"),
+        bound("node.command_ttl", n.command_ttl, replaced, ttl_ok, ttl_advised,
+              "its command must stand until the next decision"),
+        bound("node.publish_rate", n.publish_rate, rate, standing > 0.0 and 1.0 / n.publish_rate <= standing,
+              rate_advised, "a standing command is republished before it expires"),
+    ]
 
 
 def selection_paths(cfg: Config, name: str, threshold: float, speed: dict[str, float]) -> dict[str, Any]:
@@ -292,7 +394,10 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
     on_cpu, on_cuda = device == "cpu", device.startswith("cuda")
     deadline, budget, rate = result["decision_deadline"], result["samples_in_deadline"], result["samples_per_s"]
     for c in result["commands"]:
-        if c["abstain"] or c["in_time"]:
+        if c["abstain"]:
+            continue
+        if c["in_time"]:
+            lines += bound_advice(c, result["camera_latency_s"])
             continue
         fixes = []
         if s.mode == "sequential":
@@ -319,11 +424,38 @@ def advice(cfg: Config, result: dict[str, Any]) -> list[str]:
                      f"(n0 {s.n0} + {'first look' if s.mode == 'sequential' else 'n_max'} {c['first_look']}) = "
                      f"{c['latency_first_look_s']:.2f} s > decision_deadline {deadline:g} s at {rate:.0f} samples/s: "
                      + ", ".join(fixes))
+        lines += bound_advice(c, result["camera_latency_s"])
     if deadline == 0.0:
         lines.append("node.decision_deadline is 0: no decision is ever cut short, however late its command")
     if on_cpu and m.cpu_threads == 0:
         lines.append(f"model.cpu_threads is 0 (torch's default, one thread per core): where other processes share "
                      f"the CPU, set it to {RECOMMENDED_CPU_THREADS}; oversubscribed threads slow inference many-fold")
+    return lines
+
+
+def bound_advice(c: dict[str, Any], camera_latency_s: float) -> list[str]:
+    """A line per `time_bounds` bound that command row `c` misses: what happens, and the value of
+    the parameter that would fit (else: make decisions faster)."""
+    lines = []
+    latency, age = c["latency_first_look_s"], camera_latency_s + c["latency_first_look_s"]
+    for b in c["bounds"]:
+        if b["ok"] or (b["advised"] is not None and b["advised"] <= b["value"]):  # the TTL's advice mends it
+            continue
+        name, value = b["parameter"], b["value"]
+        if name == "node.max_frame_age":
+            why = (f"{age:.2f} s ({camera_latency_s:g} s camera + {latency:.2f} s decision) > {name} {value:g} s, "
+                   f"so every such certificate is discarded (stale_frame)")
+        elif name == "node.command_ttl":
+            why = f"{b['needed']:.2f} s after capture > {name} {value:g} s, so the robot stops between decisions"
+        elif math.isfinite(b["needed"]):
+            why = (f"it stands {1.0 / b['needed']:.2f} s after publishing, less than the republish period "
+                   f"{1.0 / value:.2f} s")
+        else:
+            why = "it has expired by the time it is published (see node.command_ttl)"
+        fix = (f"raise {name} to {b['advised']:g}" + (" (node.max_frame_age at least as much)"
+                                                      if name == "node.command_ttl" else "")
+               if b["advised"] is not None else f"no {name} in its range fits: make decisions faster")
+        lines.append(f"{c['command']}: {b['what']}: {why}: {fix}")
     return lines
 
 
@@ -390,12 +522,16 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{r['samples_per_s']:.0f} samples/s + {1e3 * r['overhead_s']:.1f} ms per decision "
                      f"({m['decisions']} decisions of {_and(m['sizes'])} samples)")
         c = m["check"]
-        lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
-                     f"({c['reason']}), median {c['n_used']:.0f} samples (selection {c['n_selection']:.0f} + "
-                     f"estimation {c['n_estimation']:.0f}; {format_selection(c['selection'])}) in "
-                     f"{c['latency_s']:.2f} s; the line "
-                     f"predicts {c['predicted_latency_s']:.2f} s for that many"
-                     + (f"; the denoiser takes {c['denoise_share']:.0%} of it" if c["denoise_share"] > 0 else ""))
+        if c is None:
+            lines.append("check: on the first decisions on the camera's own frames, logged when they are done")
+        else:
+            lines.append(f"check: {c['decisions']} decisions as configured on this frame: {c['command']} "
+                         f"({c['reason']}), median {c['n_used']:.0f} samples (selection {c['n_selection']:.0f} + "
+                         f"estimation {c['n_estimation']:.0f}; {format_selection(c['selection'])}) in "
+                         f"{c['latency_s']:.2f} s; the line predicts {c['predicted_latency_s']:.2f} s for that many"
+                         + (f"; the denoiser takes {c['denoise_share']:.0%} of it" if c["denoise_share"] > 0 else "")
+                         + ("; the model cannot answer this frame (give one of the robot's own with --image)"
+                            if c["reason"].startswith("unknown_output") else ""))
         mem = m["memory"]
         cuda = mem["cuda_max_allocated_mb"]
         lines.append(f"memory: RSS {mem['rss_mb']:.0f} MB"
@@ -406,14 +542,19 @@ def format_report(r: dict[str, Any]) -> str:
                  f"{r['oracle_error']:g}, n0 {r['n0']}, n_max {r['n_max']}")
     lines.append(f"decision_deadline {deadline:g} s: " + (
         "none" if r["samples_in_deadline"] is None else f"room for {r['samples_in_deadline']} samples per decision"))
+    lines.append(f"max_frame_age {r['max_frame_age']:g} s, command_ttl {r['command_ttl']:g} s, publish_rate "
+                 f"{r['publish_rate']:g} Hz; a frame is assumed {r['camera_latency_s']:g} s old when its decision "
+                 f"starts (camera latency, --camera-latency)")
     lines += ["", "n_min: the fewest estimation samples that can ever certify R*; the other sample counts include the "
               f"n0 = {r['n0']} selection samples", "p = 1: a consistent model; p = 0.99: one output in 100 differs; "
               "P[c]: probability to certify; latency and dec/s at p = 1",
               f"{'command':<10} {'R*':>5} {'n_min':>6} {'1st look':>8} {'E[n] p=1':>8} {'med p=1':>7} "
-              f"{'E[n] .99':>8} {'P[c] .99':>8} {'latency':>8} {'dec/s':>6}  in time"]
+              f"{'E[n] .99':>8} {'P[c] .99':>8} {'latency':>8} {'dec/s':>6}  keeps up"]
     for c in r["commands"]:
         p1, p99 = c["p=1.0"], c["p=0.99"]
-        verdict = "(abstain)" if c["abstain"] else "yes" if c["in_time"] else "NO"
+        missed = ([] if c["in_time"] else ["node.decision_deadline"]) + [b["parameter"] for b in c["bounds"]
+                                                                           if not b["ok"]]
+        verdict = "(abstain)" if c["abstain"] else "NO: " + ", ".join(missed) if missed else "yes"
         lines.append(f"{c['command']:<10} {c['threshold']:>5g} {c['n_min']:>6} {c['samples_first_look']:>8} "
                      f"{p1['expected_samples']:>8.0f} {p1['median_samples']:>7} {p99['expected_samples']:>8.0f} "
                      f"{p99['certify_probability']:>8.3f} {c['latency_s']:>7.2f}s {c['decisions_per_s']:>6.1f}  "
@@ -434,11 +575,14 @@ def format_report(r: dict[str, Any]) -> str:
     if r["selection"] != "previous":
         lines.append("* smoothing.selection samples: decisions never take this path")
     lines.append("")
-    lines.append("every threshold can be certified within the deadline by a consistent model" if r["feasible"]
-                 else "some thresholds cannot be certified within the deadline: those decisions will abstain")
+    lines.append("every threshold can be certified by a consistent model within the deadline, the frame age, the "
+                 "command TTL and the republish rate" if r["feasible"] else
+                 "some commands cannot be certified within every time bound: see the advice (those decisions will "
+                 "abstain, or their commands lapse between decisions)")
     lines += [f"advice: {a}" for a in r["advice"]]
     return "\n".join(lines)
 
 
-__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "NOT_INSTALLED", "measure", "first_look", "run", "summary", "advice",
-           "max_threshold_in_time", "probe_frames", "probe_state", "ros_environment", "format_ros", "format_report"]
+__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "NOT_INSTALLED", "CAMERA_LATENCY_S", "FirstDecisions", "measure", "first_look",
+           "run", "summary", "time_bounds", "advice", "max_threshold_in_time", "probe_frames", "probe_state",
+           "ros_environment", "format_ros", "format_report"]

@@ -13,7 +13,9 @@ from rs_guard_ros import certify, config, doctor
 from rs_guard_ros import guard as guard_mod
 from test_guard import left_bright_frame, make_guard
 
-SLOW_FORWARD = {"commands.forward.radius_threshold": 0.5}  # n0 32 + first look 375 = 407 samples
+# Frame age and command TTL far beyond any latency here, so that a test of the deadline sees the deadline alone.
+LOOSE_AGES = {"node.max_frame_age": 30.0, "node.command_ttl": 30.0}
+SLOW_FORWARD = {"commands.forward.radius_threshold": 0.5, **LOOSE_AGES}  # n0 32 + first look 375 = 407 samples
 
 
 def rows(result):
@@ -72,8 +74,57 @@ def test_every_threshold_in_time_gives_exit_code_0_and_no_deadline_means_always_
     cfg = config.from_flat(SLOW_FORWARD)
     assert doctor.summary(cfg, 1000.0, 0.01)["exit_code"] == doctor.EXIT_OK
     r = doctor.summary(cfg, 1.0, 0.0, deadline_s=0.0)
-    assert r["feasible"] and r["samples_in_deadline"] is None
+    assert all(c["in_time"] for c in r["commands"]) and r["samples_in_deadline"] is None
     assert any("decision_deadline is 0" in a for a in r["advice"])
+
+
+# The issue's turtlebot4 case: forward took 0.70 s, well inside the 1.5 s deadline, but every
+# certificate went stale against max_frame_age 0.5 s. 0.05 s + 407 samples / 610 per s = 0.717 s.
+TB4_LIKE = {"commands.forward.radius_threshold": 0.5, "node.decision_deadline": 1.5, "node.max_frame_age": 0.5,
+            "node.command_ttl": 0.5}
+
+
+def test_a_decision_within_its_deadline_but_older_than_max_frame_age_fails_with_exit_3_naming_the_parameter():
+    r = doctor.summary(config.from_flat(TB4_LIKE), 610.0, 0.05, camera_latency_s=0.05)
+    forward = rows(r)["forward"]
+    assert forward["in_time"] and not forward["keeps_up"]
+    assert r["exit_code"] == doctor.EXIT_TOO_SLOW and not r["feasible"]
+    missed = {b["parameter"]: b for b in forward["bounds"] if not b["ok"]}
+    assert missed["node.max_frame_age"]["needed"] == pytest.approx(0.05 + 0.05 + 407 / 610.0)
+    line = next(a for a in r["advice"] if a.startswith("forward:") and "node.max_frame_age 0.5 s" in a)
+    assert "stale_frame" in line and "raise node.max_frame_age to 1" in line
+    assert "NO: node.max_frame_age, node.command_ttl" in doctor.format_report(r)
+
+
+@settings(max_examples=200, deadline=None)
+@given(latency=st.floats(0.001, 20.0), camera=st.floats(0.0, 1.0), ttl=st.floats(0.0, 30.0),
+       rate=st.floats(0.1, 1000.0), following=st.none() | st.floats(0.001, 20.0))
+def test_each_time_bound_holds_exactly_when_its_rule_does_and_its_advised_value_meets_it(latency, camera, ttl, rate,
+                                                                                        following):
+    cfg = config.from_flat({"node.max_frame_age": 30.0, "node.command_ttl": ttl, "node.publish_rate": rate})
+    bounds = {b["parameter"]: b for b in doctor.time_bounds(cfg, latency, camera, following)}
+    age = camera + latency
+    assert bounds["node.max_frame_age"]["ok"] == (age <= 30.0)
+    assert bounds["node.command_ttl"]["ok"] == (age + (latency if following is None else following) <= ttl)
+    assert bounds["node.publish_rate"]["ok"] == (ttl > age and 1.0 / rate <= ttl - age)
+    # The advice for every missed bound, taken together (max_frame_age at least the TTL), meets them all.
+    taken = {name: b["value"] if b["ok"] else b["advised"] for name, b in bounds.items()}
+    if None not in taken.values():
+        taken["node.max_frame_age"] = max(taken["node.max_frame_age"], taken["node.command_ttl"])
+        assert all(b["ok"] for b in doctor.time_bounds(config.from_flat(taken), latency, camera, following))
+
+
+def test_a_command_ttl_shorter_than_two_decisions_and_a_slow_republish_each_fail_with_their_parameter():
+    flat = {"node.max_frame_age": 2.0, "node.command_ttl": 0.5, "node.publish_rate": 10.0}
+    r = doctor.summary(config.from_flat(flat), 1000.0, 0.2, camera_latency_s=0.1)  # ~0.25 s a decision
+    assert r["exit_code"] == doctor.EXIT_TOO_SLOW
+    assert any("so the robot stops between decisions: raise node.command_ttl to" in a for a in r["advice"])
+    slow_republish = {**flat, "node.command_ttl": 2.0, "node.publish_rate": 0.5}  # stands ~1.6 s, republished every 2 s
+    r = doctor.summary(config.from_flat(slow_republish), 1000.0, 0.2, camera_latency_s=0.1)
+    assert r["exit_code"] == doctor.EXIT_TOO_SLOW
+    assert [a for a in r["advice"] if "raise node.publish_rate to" in a]
+    assert doctor.summary(config.from_flat({**slow_republish, "node.publish_rate": 10.0}), 1000.0, 0.2,
+                          camera_latency_s=0.1)["exit_code"] == doctor.EXIT_OK
 
 
 def test_the_abstain_command_never_makes_the_gate_too_slow():
@@ -120,6 +171,48 @@ def test_summary_refuses_meaningless_speeds(bad):
     args = {"samples_per_s": 100.0, "overhead_s": 0.0, **bad}
     with pytest.raises(ValueError):
         doctor.summary(config.from_flat({}), args.pop("samples_per_s"), args.pop("overhead_s"), **args)
+
+
+def test_the_start_up_check_reports_its_first_decisions_that_ran_the_model_once_and_names_missed_bounds():
+    cfg = config.from_flat({"node.max_frame_age": 0.5, "node.command_ttl": 0.5, "node.decision_deadline": 2.0})
+    speed = {"samples_per_s": 500.0, "overhead_s": 0.02}
+    check = doctor.FirstDecisions(cfg, speed, count=3)
+    assert check.note(0, 5.0, 5.0) is None  # ran no model (a stale frame, an unknown instruction): not counted
+    assert check.note(60, 0.14, 0.19) is None and check.note(60, 0.15, 0.20) is None
+    within, line = check.note(62, 0.16, 0.21)
+    assert within and "median 60 samples in 0.15 s" in line and "predicts 0.14 s" in line
+    assert "within every time bound" in line and check.note(60, 0.15, 0.2) is None  # once
+    slow = doctor.FirstDecisions(cfg, speed, count=1)
+    within, line = slow.note(400, 0.8, 0.9)  # 0.9 s old when published, 1.7 s with the next decision
+    assert not within and "NOT within node.max_frame_age, node.command_ttl" in line
+
+
+def test_a_burst_of_other_work_during_one_timed_decision_does_not_move_the_measured_line(monkeypatch):
+    """Another process's burst (or a lazy initialisation) only ever adds time: 0.4 s more in one of
+    the two decisions of the middle size; the line through each size's fastest decision keeps
+    exactly 500 samples/s + 50 ms (through every decision it would not)."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(guard_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(doctor_benchmark(), "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    guard = make_guard(**{"smoothing.mode": "sequential", "smoothing.n0": 10, "smoothing.n_max": 2000,
+                          "smoothing.batch_size": 64})
+    policy, preprocess, burst = guard.policy, guard.preprocessor, [0.4]
+
+    def timed_policy(frames, instruction):
+        clock.now += 0.002 * len(frames)
+        return type(policy).__call__(policy, frames, instruction)
+
+    def timed_preprocess(frame):
+        clock.now += 0.05 + (burst.pop() if burst and guard.cfg.smoothing.n0 == 64 else 0.0)
+        return preprocess(frame)
+
+    timed_preprocess.operator_norm = preprocess.operator_norm
+    guard.policy = _Callable(timed_policy, policy)
+    guard.preprocessor = timed_preprocess
+    m = doctor.measure(guard, left_bright_frame(), "go", repeats=2, check=False)
+    assert not burst, "the burst never came"
+    assert m["samples_per_s"] == pytest.approx(500.0) and m["overhead_s"] == pytest.approx(0.05)
+    assert m["check"] is None
 
 
 def test_measure_recovers_a_known_per_sample_cost_and_per_decision_overhead(monkeypatch):
@@ -219,7 +312,8 @@ def doctor_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(300)
 def test_doctor_json_on_the_demo_vla_reports_its_speed_and_every_command_in_time():
-    out = doctor_cli("--json", "--node.decision_deadline", "60")
+    out = doctor_cli("--json", "--node.decision_deadline", "60", "--node.max_frame_age", "60",
+                     "--node.command_ttl", "60")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)  # stdout is one JSON object; the progress bar went to stderr
     assert r["measured"]["raw_samples_per_s"] > 0 and r["samples_per_s"] > 0 and r["overhead_s"] >= 0

@@ -64,16 +64,16 @@ def test_without_rclpy_the_report_says_not_installed(tmp_path):
 
 @pytest.mark.slow
 def test_doctor_reports_the_ros_line_in_json_and_text(monkeypatch):
-    """The whole command on the shipped demo VLA (one repeat, small batches, no deadline: speed
-    is not the point, and without a deadline every command is in time, so it exits 0)."""
+    """The whole command on the shipped demo VLA (one repeat, small batches, no deadline and a
+    minute's frame age and TTL: speed is not the point, and every command keeps up, so it exits 0)."""
     from rs_guard_ros.cli import format_doctor
 
     env = {k: v for k, v in os.environ.items() if k != "ROS_DISTRO"}
     monkeypatch.delenv("ROS_DISTRO", raising=False)
     done = subprocess.run([sys.executable, "-m", "rs_guard_ros.cli", "doctor", "--json", "--repeats", "1",
                            "--model.cpu_threads", "1", "--smoothing.batch_size", "32", "--no-progress",
-                           "--node.decision_deadline", "0"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+                           "--node.decision_deadline", "0", "--node.max_frame_age", "60", "--node.command_ttl", "60"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["ros"] == doctor.ros_environment()

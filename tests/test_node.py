@@ -387,3 +387,26 @@ def test_the_node_logs_the_doctor_summary_at_start_up_and_warns_for_a_threshold_
         log = node.log()
     assert "samples/s" in log and "n_min" in log
     assert any("WARN" in line and "advice: forward" in line for line in log.splitlines()), log[-3000:]
+
+
+@pytest.mark.ros
+def test_the_start_up_check_runs_on_the_first_camera_frames_not_on_a_probe_frame(ros_env, tmp_path):
+    """The start-up report leaves its check to the first 5 decisions that ran the model on frames
+    from the camera (a grey probe frame may be one the model cannot answer): one line, logged once."""
+    params = merge(FAST, FAULT_MODEL, {"node": {"startup_report": True, "max_frame_age": 30.0, "command_ttl": 30.0,
+                                                "decision_deadline": 30.0}})
+    with running_gate(ros_env, tmp_path, params) as (node, probe):
+        cam = camera(probe)
+        try:
+            assert probe.wait_connected() and probe.wait_ready(), "the node did not come up"
+            assert "check: on the first decisions on the camera's own frames" in node.log()
+            probe.say(TASK)
+            cam.start()
+            assert probe.wait_for(lambda: len([c for c in _decisions(probe) if c["n_used"] > 0]) >= 6, 120)
+            assert probe.wait_for(lambda: "start-up check on camera frames" in node.log(), 30), node.log()[-3000:]
+        finally:
+            cam.stop()
+        log = node.log()
+    assert log.count("start-up check on camera frames") == 1
+    line = next(line for line in log.splitlines() if "start-up check on camera frames" in line)
+    assert "the first 5 decisions that ran the model" in line and "within every time bound" in line, line

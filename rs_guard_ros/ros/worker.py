@@ -81,6 +81,7 @@ class GateContext:
     instruction: Instruction | None = None
     rounds: ViewRounds | None = None  # every camera's newest frame (set by the node for its cameras)
     joint_state: JointSample | None = None  # the newest joint state (state.topic)
+    first_decisions: Any = None  # doctor.FirstDecisions: the start-up check on camera frames, until it is logged
 
     def abstain(self, source: str, reason: str, now: float, **extra: Any) -> None:
         """Publish the abstain action now, with a record (see GateIO.abstain)."""
@@ -225,8 +226,14 @@ class DecisionWorker:
             ctx.io.decision(output, now, job.oldest(now), cfg.node.abstain_publish_timeout, record)
             ctx.stats.record(time.monotonic(), decision.certified, decision.reason, total_ms)
             warning = None if decision.certified else ctx.warnings.note(decision.reason, time.monotonic())
+            # the start-up check times on the node clock (sim time under use_sim_time), as the bounds count
+            checked = ctx.first_decisions and ctx.first_decisions.note(
+                decision.n_used, now - max(v.received for v in job.views.values()), now - job.oldest(now))
         if warning:
             (ctx.logger.error if reason_kind(decision.reason) == "fault" else ctx.logger.warning)(warning)
+        if checked:
+            within, line = checked
+            (ctx.logger.info if within else ctx.logger.warning)(line)
 
     # -- watchdogs ----------------------------------------------------------------------
 
