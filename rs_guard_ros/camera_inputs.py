@@ -37,14 +37,14 @@ def per_camera(values: Sequence[str], cameras: Sequence[str], flag: str, what: s
         elif len(cameras) == 1:
             camera, value = cameras[0], text
         elif sep:
-            raise ValueError(f"{flag} {text}: no camera '{name}' (cameras.names: {', '.join(cameras)})")
+            raise ValueError(f"{flag} {_one_line(text)}: no camera {name!r} (cameras.names: {', '.join(cameras)})")
         else:
-            raise ValueError(f"{flag} {text}: {len(cameras)} cameras ({', '.join(cameras)}): give one "
+            raise ValueError(f"{flag} {_one_line(text)}: {len(cameras)} cameras ({', '.join(cameras)}): give one "
                              f"{flag} CAMERA={what} each")
         if not value:
-            raise ValueError(f"{flag} {text}: camera '{camera}' has an empty value")
+            raise ValueError(f"{flag} {_one_line(text)}: camera {camera!r} has an empty value")
         if camera in out:
-            raise ValueError(f"{flag}: camera '{camera}' given twice")
+            raise ValueError(f"{flag}: camera {camera!r} given twice")
         out[camera] = value
     missing = [c for c in cameras if c not in out]
     if missing and require_all:
@@ -59,7 +59,7 @@ def joint_state(text: str, joint_names: Sequence[str], flag: str = "--state") ->
     names = [name for name, _ in pairs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"{flag}: joint '{twice[0]}' given twice")
+        raise ValueError(f"{flag}: joint {twice[0]!r} given twice")
     vector, why = state_vector(0.0, joint_sample(0.0, 0.0, names, [v for _, v in pairs]), joint_names, math.inf,
                                "reading it")
     if why:
@@ -89,18 +89,25 @@ def _text_pairs(text: str, flag: str) -> list[tuple[str, float]]:
         name = name.strip()
         if not sep or not name:
             raise ValueError(f"{flag} {text!r}: {item.strip()!r} is not NAME=VALUE (or give a .json file)")
-        pairs.append((name, _number(value.strip(), f"{flag}: joint '{name}'")))
+        pairs.append((name, _number(value.strip(), f"{flag}: joint {name!r}")))
     return pairs
 
 
 def _json_pairs(path: Path, flag: str) -> list[tuple[str, float]]:
+    where = f"{flag} {_one_line(str(path))}"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{flag} {path}: {' '.join(str(exc).split())}") from None
+        raise ValueError(f"{where}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{flag} {path}: expected a JSON object {{\"joint\": position, ...}}")
-    return [(str(name), _number(value, f"{flag} {path}: joint '{name}'")) for name, value in data.items()]
+        raise ValueError(f"{where}: expected a JSON object {{\"joint\": position, ...}}")
+    return [(str(name), _number(value, f"{where}: joint {str(name)!r}")) for name, value in data.items()]
+
+
+def _one_line(text: str) -> str:
+    """`text` as given, or its repr where a line break or another unprintable character would
+    break the one-line error message it goes into."""
+    return text if text.isprintable() else repr(text)
 
 
 def _number(value: object, where: str) -> float:
