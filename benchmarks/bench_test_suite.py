@@ -32,15 +32,19 @@ def run_suite(workers: int, junit: Path, extra: list[str]) -> float:
     return time.monotonic() - start
 
 
-def outcomes(junit: Path) -> tuple[collections.Counter, dict[str, float]]:
-    """Counts of passed/failed/error/skipped tests and seconds per test file."""
+def outcomes(junit: Path) -> tuple[collections.Counter, dict[str, float], list[str]]:
+    """Counts of passed/failed/error/skipped tests, seconds per test file, and the tests that failed."""
     counts: collections.Counter = collections.Counter()
     per_file: dict[str, float] = collections.defaultdict(float)
+    failed = []
     for case in ET.parse(junit).getroot().iter("testcase"):
         kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
         counts[next(iter(kinds)) if kinds else "passed"] += 1
-        per_file[case.get("classname", "").split(".")[-1] + ".py"] += float(case.get("time", 0.0))
-    return counts, dict(per_file)
+        test_file = case.get("classname", "").split(".")[-1] + ".py"
+        per_file[test_file] += float(case.get("time", 0.0))
+        if kinds & {"failure", "error"}:
+            failed.append(f"{test_file}::{case.get('name')}")
+    return counts, dict(per_file), failed
 
 
 def slowest(per_file: dict[str, float], top: int) -> list[tuple[str, float]]:
@@ -59,10 +63,10 @@ def main() -> int:
         for name, workers in (("serial", 0), (f"{args.workers} workers", args.workers)):
             junit = Path(tmp) / f"{workers}.xml"
             wall = run_suite(workers, junit, args.pytest_args)
-            counts, per_file = outcomes(junit)
-            runs[name] = {"wall_s": round(wall, 1), "counts": dict(counts),
+            counts, per_file, failed = outcomes(junit)
+            runs[name] = {"wall_s": round(wall, 1), "counts": dict(counts), "failed": failed,
                           "slowest": [[f, round(s, 1)] for f, s in slowest(per_file, args.top)]}
-            print(f"{name}: {wall:.0f} s, {dict(counts)}", file=sys.stderr, flush=True)
+            print(f"{name}: {wall:.0f} s, {dict(counts)} {' '.join(failed)}", file=sys.stderr, flush=True)
     serial, parallel = runs.values()
     result = {"runs": runs, "ratio": round(parallel["wall_s"] / serial["wall_s"], 3),
               "same_tests": serial["counts"] == parallel["counts"]}
@@ -70,7 +74,7 @@ def main() -> int:
         print(json.dumps(result, indent=1))
     else:
         for name, run in runs.items():
-            print(f"{name:>10}: {run['wall_s']:7.1f} s  {run['counts']}")
+            print(f"{name:>10}: {run['wall_s']:7.1f} s  {run['counts']}  failed: {', '.join(run['failed']) or 'none'}")
             for f, s in run["slowest"]:
                 print(f"{'':12}{s:7.1f} s  {f}")
         print(f"ratio parallel/serial: {result['ratio']:.2f}  (same pass/skip counts: {result['same_tests']})")
