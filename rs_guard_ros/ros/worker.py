@@ -229,6 +229,8 @@ class DecisionWorker:
             # the start-up check times on the node clock (sim time under use_sim_time), as the bounds count
             checked = ctx.first_decisions and ctx.first_decisions.note(
                 decision.n_used, now - max(v.received for v in job.views.values()), now - job.oldest(now))
+            if checked:  # logged once; later decisions pay nothing for it
+                ctx.first_decisions = None
         if warning:
             (ctx.logger.error if reason_kind(decision.reason) == "fault" else ctx.logger.warning)(warning)
         if checked:
