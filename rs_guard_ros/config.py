@@ -128,7 +128,8 @@ class SmoothingConfig:
                            choices=("previous", "samples"), runtime=True)
     n0: int = param(32, "selection samples (when no previous command is tested)", low=1, high=100_000,
                     runtime=True)
-    n_max: int = param(2000, "estimation samples (fixed) or their most (sequential)", low=1,
+    n_max: int = param(2000, "estimation samples of one test (fixed) or their most (sequential); a "
+                       "decision runs at most two tests, or n0 selection samples and one", low=1,
                        high=certify.MAX_SAMPLES, runtime=True)
     batch_size: int = param(256, "noisy samples per model call", low=1, high=65_536, runtime=True)
     max_buffer_mb: float = param(512.0, "MB the noisy copies of one model call may occupy (rows x model-input "

@@ -408,3 +408,29 @@ def test_issue16_a_previous_label_that_fails_and_stays_on_top_is_not_tested_twic
     cert = smooth_certify(base, base.point(), sigma=SIGMA, alpha=0.001, n0=32, n_max=500, mode="sequential",
                           radius_threshold=0.25, batch_size=256, previous="pos")
     assert not cert.certified and cert.selection == "previous" and cert.n_used == cert.n_estimation
+
+
+@settings(max_examples=150, deadline=None)
+@given(n0=st.integers(1, 300), n_max=st.integers(1, 300), batch_size=st.integers(1, 64),
+       alpha=st.sampled_from([1e-9, 1e-3, 0.5]), mode=st.sampled_from(["fixed", "sequential"]),
+       previous=st.sampled_from([None, "a", "b", "c"]), p_a=st.floats(0.0, 1.0),
+       threshold=st.sampled_from([0.0, 0.05, 0.5, float("inf")]), seed=st.integers(0, 2**32 - 1))
+def test_a_decision_evaluates_the_base_on_at_most_n_max_plus_max_n0_n_max_samples(n0, n_max, batch_size, alpha, mode,
+                                                                                 previous, p_a, threshold, seed):
+    """Every sampling loop is bounded by the budget, whatever the parameters and the previous
+    label: each test draws at most n_max samples, and a decision runs at most two of them (the
+    previous label's test, then a second hypothesis) or n0 selection samples and one test. The
+    samples counted are those the base was really given, and the certificate reports them all."""
+    rng = np.random.default_rng(seed)
+    given_samples = []
+
+    def base(batch):
+        given_samples.append(len(batch))
+        return list(rng.choice(["a", "b", "c"], size=len(batch), p=[p_a, (1 - p_a) / 2, (1 - p_a) / 2]))
+
+    cert = smooth_certify(base, np.full(3, 0.5), sigma=0.25, alpha=alpha, n0=n0, n_max=n_max, batch_size=batch_size,
+                          mode=mode, radius_threshold={"a": threshold, "b": 0.05, "c": float("inf")},
+                          previous=previous, seed=seed)
+    assert sum(given_samples) == cert.n_used <= n_max + max(n0, n_max)
+    assert max(given_samples, default=0) <= batch_size
+    assert cert.n_estimation <= n_max
