@@ -17,8 +17,9 @@ JAZZY_TESTS := $(sort $(wildcard tests/test_node*.py tests/test_ros_*.py)) tests
 DEBS := libosmesa6
 # Test processes (pytest-xdist, one test file per process): most ROS tests wait on DDS,
 # timers and child processes, so three share a 2-core machine well. TEST_WORKERS=0: serial.
+# Files go out in collection order, the longest first (tests/conftest.py LONGEST_FIRST).
 TEST_WORKERS ?= 3
-PYTEST_ARGS := -n $(TEST_WORKERS) --dist loadfile
+PYTEST_ARGS := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 export MUJOCO_GL ?= osmesa
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1

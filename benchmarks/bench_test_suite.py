@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_suite(workers: int, junit: Path, extra: list[str]) -> float:
     """Wall seconds of one `make test` (its environment and set-up check) with `workers` xdist
     processes (0: serial); the JUnit XML goes to `junit`."""
-    pytest_args = " ".join(["-n", str(workers), "--dist", "loadfile", f"--junitxml={junit}", *extra])
+    pytest_args = " ".join(["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder", f"--junitxml={junit}",
+                            *extra])
     start = time.monotonic()
     subprocess.run(["make", "test", f"PYTEST_ARGS={pytest_args}"], cwd=ROOT, check=False,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

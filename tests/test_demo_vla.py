@@ -115,3 +115,18 @@ def test_off_task_instruction_is_refused(vla, tds) -> None:
     frame = cv2.cvtColor(cv2.imread(str(EXAMPLES / "forward_1.png")), cv2.COLOR_BGR2RGB)
     outputs = _greedy(vla, tds, [frame], "make me a coffee")
     assert tds.command_of(outputs[0]) == tds.UNKNOWN, outputs
+
+
+def test_a_camera_noise_burst_is_answered_i_see_nothing_useful(vla, tds) -> None:
+    """The demo's camera_faults burst (sigma 1.0, through the runner's own `camera_noise`) on
+    every example scene: the model refuses instead of reading a command into the static."""
+    from rs_guard_ros.sim.scenarios import camera_noise
+
+    rows = [r for r in csv.DictReader(open(EXAMPLES / "frames.csv")) if r["command"] != tds.UNKNOWN]
+    rng = np.random.default_rng(5)
+    outputs = []
+    for r in rows:
+        frame = cv2.cvtColor(cv2.imread(str(EXAMPLES / r["image"])), cv2.COLOR_BGR2RGB)
+        outputs += _greedy(vla, tds, [camera_noise(frame, 1.0, rng) for _ in range(3)], r["instruction"])
+    read = [o for o in outputs if tds.command_of(o) != tds.UNKNOWN]
+    assert len(read) <= 1, f"{len(read)} of {len(outputs)} bursts read as a command: {read}"

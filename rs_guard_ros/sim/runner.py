@@ -40,7 +40,7 @@ from ..ros.gate_state import NO_FRAME, STALE_FRAME, LatestSlot
 from ..images import decode_raw
 from .records import TURN_TOWARDS, Episode, Step, bearing_to
 from .ros_bridge import LATCHED, REAL_TIME_FACTOR, check_real_time_factor, image_msg
-from .scenarios import Fault, Scenario
+from .scenarios import Fault, Scenario, camera_noise
 
 _CAMERA_LOST = (NO_FRAME, STALE_FRAME)  # watchdog reasons meaning the guard sees no current frame
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -103,6 +103,8 @@ class ScenarioRunner(Node):
         self.relay_error: str | None = None  # a fault or attack that failed: the episode is invalid
         self._slots: dict[str, LatestSlot[Image]] = {}
         self._relay_threads = []
+        self._publishing = threading.Lock()  # held around each relayed publish and by close()
+        self._closed = False
         for i, camera in enumerate(cameras):
             source, relayed = RELAYS[camera]
             slot: LatestSlot[Image] = LatestSlot()
@@ -203,7 +205,10 @@ class ScenarioRunner(Node):
                     if len(recent) > RECENT_FRAMES:
                         del recent[next(iter(recent))]  # the oldest (insertion order)
             if out is not None:
-                publisher.publish(out)
+                with self._publishing:
+                    if self._closed:  # a fault outlasted close()'s wait: the publisher is going away
+                        return
+                    publisher.publish(out)
                 self._relayed = True
 
     def _apply_faults(self, msg: Image, faults: tuple[Fault, ...], instruction: str, stamp: float,
@@ -223,8 +228,7 @@ class ScenarioRunner(Node):
         rgb = decode_raw(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
         undefended = None
         if "noise" in kinds:
-            noisy = rgb / 255.0 + rng.normal(0.0, kinds["noise"].sigma, rgb.shape)
-            rgb = np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
+            rgb = camera_noise(rgb, kinds["noise"].sigma, rng)
         if "attack" in kinds and self._perturber is not None:
             rgb, undefended = self._perturber(rgb, instruction, kinds["attack"])
             with self._lock:
@@ -349,7 +353,9 @@ class ScenarioRunner(Node):
                                if f.start < duration], expect_turn=s.expect == "turn", first_turn=log.first_turn)
 
     def close(self) -> None:
-        """Stop the relay threads."""
+        """Stop the relay threads; none publishes once this returns (the node may then be destroyed)."""
+        with self._publishing:
+            self._closed = True
         for slot in self._slots.values():
             slot.close()
         for thread in self._relay_threads:

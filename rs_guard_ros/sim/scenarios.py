@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .world import OBJECTS, ROOM_HALF
@@ -68,6 +69,13 @@ class Fault:
     def active(self, t: float) -> bool:
         """True at sim time `t` (seconds from the episode start)."""
         return self.start <= t < self.start + self.duration
+
+
+def camera_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """A `noise` fault on one uint8 frame: N(0, sigma^2) added in [0, 1] units, then rounded and
+    clipped back to uint8, as a camera link would deliver it."""
+    noisy = rgb / 255.0 + rng.normal(0.0, sigma, rgb.shape)
+    return np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
