@@ -65,7 +65,7 @@ $(JAZZY_STAMP): requirements-jazzy.txt setup.py setup.cfg | debs
 	touch $(JAZZY_STAMP)
 
 test-jazzy: $(JAZZY_STAMP)
-	@$(JAZZY_PY) -c 'from rs_guard_ros.doctor import format_ros, ros_environment; r = ros_environment(); \
+	@$(JAZZY_PY) -c 'from rs_guard_ros.ros_distro import format_ros, ros_environment; r = ros_environment(); \
 	  print("rs_guard_ros:", format_ros(r)); raise SystemExit(0 if r["distro"] == "jazzy" else \
 	  "make test-jazzy: that is not Jazzy; run it where no other ROS 2 is sourced")'
 	$(JAZZY_PY) -m pytest $(PYTEST_ARGS) $(JAZZY_TESTS)

@@ -364,7 +364,7 @@ def evaluate(gate: Guard | scale.LocalWorkers | scale.RayWorkers, scenes: Sequen
              progress: bool = True, check_guarantee: bool = True) -> dict[str, Any]:
     """Clean row, every spec x mode, the guarantee check, by a Guard in this process or by Ray
     workers; writes attack.csv/.json/.md (rows in the same order either way), returns the summary."""
-    from .evaluate import progress_bar
+    from .progress import progress_bar
 
     workers = scale.as_workers(gate)
     out = Path(out_dir)

@@ -153,7 +153,7 @@ def run(guard: Guard, frame: Frames, instruction: str, *, state: np.ndarray | No
 
     With `progress`, a bar on stderr counts the samples evaluated against the run's estimate.
     """
-    from .evaluate import progress_bar
+    from .progress import progress_bar
 
     original = guard.cfg
     s = original.smoothing

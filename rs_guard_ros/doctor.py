@@ -15,7 +15,7 @@ Two halves, so that the node can log the same summary at start-up without measur
   smoothing.max_buffer_mb); then p* and the figures of every selection path
   (`certify.selection_paths`: the standing command confirmed, changed, or n0 selection samples).
 
-`run` does both and adds `ros_environment()` (the ROS 2 distribution and the rclpy the node
+`run` does both and adds `ros_distro.ros_environment()` (the ROS 2 distribution and the rclpy the node
 would run on); `format_report` renders the result for people; `EXIT_TOO_SLOW` is the exit
 code of `rs-guard doctor` when some command cannot be certified within every time bound.
 
@@ -28,16 +28,13 @@ optimistic by up to one batch's time: compare it with the check.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import re
 import statistics
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from . import certify
 from .config import Config, param_specs
+from .ros_distro import format_ros, ros_environment
 from .smoothing import buffer_bytes, max_rows
 
 if TYPE_CHECKING:  # summary() needs no torch; measure() loads it through the guard
@@ -59,9 +56,6 @@ _HIGH = {p.name: p.high for p in param_specs(())}  # no advice beyond a paramete
 SIGMA_MAX = _HIGH["smoothing.sigma"]
 BATCH_SIZE_MAX = _HIGH["smoothing.batch_size"]
 MODEL_INPUT_ITEMSIZE = 4  # the noisy copies are float32 model inputs (Guard.buffer_bytes)
-NOT_INSTALLED = "not installed"
-# PyPI's ROS 2 wheels: ros-rclpy is rclpy itself, ros-<distro>-rclpy the meta-package that pins it per distribution.
-_DISTRO_META_PACKAGE = re.compile(r"ros-([a-z]+)-rclpy")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -191,42 +185,6 @@ class FirstDecisions:
                 + (f"NOT within {', '.join(misses)} (rs-guard doctor says what to change)" if misses
                    else "within every time bound"))
         return not misses, line
-
-
-# ----------------------------------------------------------------------------- the ROS 2 side
-def ros_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Optional[str]]:
-    """The ROS 2 distribution and the rclpy this interpreter would run the node on, found without
-    importing rclpy. distro: ROS_DISTRO (set by sourcing a ROS 2 install), else the name of an
-    installed PyPI meta-package ros-<distro>-rclpy, else "unknown"; "not installed" when rclpy is
-    not importable. rclpy: its own package version (apt and the PyPI wheels both install that
-    metadata); rclpy_wheel: the PyPI wheel's version, which can differ (ros-rclpy 7.1.6 is rclpy 7.1.5)."""
-    if importlib.util.find_spec("rclpy") is None:
-        return {"distro": NOT_INSTALLED, "distro_from": None, "rclpy": None, "rclpy_wheel": None}
-    distro, source = environ.get("ROS_DISTRO") or None, "ROS_DISTRO"
-    if distro is None:
-        names = {re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower() for d in metadata.distributions()}
-        found = sorted(m.group(1) for name in names if (m := _DISTRO_META_PACKAGE.fullmatch(name)))
-        distro, source = (found[0], f"ros-{found[0]}-rclpy") if len(found) == 1 else ("unknown", None)
-    return {"distro": distro, "distro_from": source, "rclpy": _installed_version("rclpy"),
-            "rclpy_wheel": _installed_version("ros-rclpy")}
-
-
-def _installed_version(name: str) -> Optional[str]:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def format_ros(ros: Mapping[str, Optional[str]]) -> str:
-    """One line: "ROS 2: jazzy (from ros-jazzy-rclpy), rclpy 7.1.5 (PyPI wheel ros-rclpy 7.1.6)"."""
-    if ros["distro"] == NOT_INSTALLED:
-        return f"ROS 2: {NOT_INSTALLED} (rclpy is not importable)"
-    line = f"ROS 2: {ros['distro']}" + (f" (from {ros['distro_from']})" if ros["distro_from"] else "")
-    line += f", rclpy {ros['rclpy'] or 'of unknown version'}"
-    if ros["rclpy_wheel"] and ros["rclpy_wheel"] != ros["rclpy"]:
-        line += f" (PyPI wheel ros-rclpy {ros['rclpy_wheel']})"
-    return line
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -583,6 +541,6 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "NOT_INSTALLED", "CAMERA_LATENCY_S", "FirstDecisions", "measure", "first_look",
+__all__ = ["EXIT_OK", "EXIT_TOO_SLOW", "CAMERA_LATENCY_S", "FirstDecisions", "measure", "first_look",
            "run", "summary", "time_bounds", "advice", "max_threshold_in_time", "probe_frames", "probe_state",
-           "ros_environment", "format_ros", "format_report"]
+           "format_report"]

@@ -7,21 +7,10 @@ camera or a bag with one topic per camera (:mod:`rs_guard_ros.camera_recordings`
 stamp); the frames in no decision are counted apart (`unpaired`, per camera). Where the
 model reads the joint state, a bag's state.topic gives it, or `--state` for every frame.
 
-Ground truth (`load_labels`, optional): a CSV with a header naming, in any order, one key
-column, a `command` column (a configured command, or UNKNOWN: nothing may be certified
-here) and optionally an `instruction` column (overrides the fixed instruction for that
-frame). examples/frames.csv (image,instruction,command) is such a file. Key columns:
-
-    image       folder frames, by file name
-    index       any source, by 0-based frame index (frames that fail to decode count)
-    timestamp   video/bag, change points: a frame takes the row with the latest timestamp
-                <= its time (seconds since the recording started); frames before the first
-                row have no ground truth
-
-Other columns are ignored. With several sources the keys are each source's own (file name,
-index and time within that recording). Where the file gives the instructions, a frame with
-no row and no instruction in the recording is not decided: its row's reason is "unlabelled:
-...", and it is counted apart (`unlabelled`), never as an abstain.
+Ground truth is optional: a CSV read by :mod:`rs_guard_ros.labels` (`load_labels`). Where the
+file gives the instructions, a frame with no row and no instruction in the recording is not
+decided: its row's reason is "unlabelled: ...", and it is counted apart (`unlabelled`), never
+as an abstain.
 
 `evaluate` writes into the output folder: decisions.csv and decisions.jsonl (one row per
 frame), summary.json, PNG plots (see :mod:`rs_guard_ros.plots`) and report.md. Several
@@ -34,143 +23,34 @@ this process, or by Ray workers (:mod:`rs_guard_ros.scale`) with the same `decid
 from __future__ import annotations
 
 import argparse
-import bisect
 import csv
 import json
-import math
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from . import scale
 from .camera_inputs import configured_state
-from .certify import UNKNOWN_NAME, label_name
+from .certify import label_name
+from .labels import UNKNOWN, Labels, load_labels
+from .progress import progress_bar
 from .recordings import Frame, FrameSource, open_sources
 
 if TYPE_CHECKING:  # type hints only: importing this module (the CLI parser does) must not load torch
     from .config import Config
     from .guard import Decision, Guard
 
-LABEL_KEYS = ("image", "index", "timestamp")
-UNKNOWN = UNKNOWN_NAME  # ground truth "no command is right here" (e.g. pure noise): certifying anything is wrong
 CURVE_POINTS = 101  # radius grid of the certified-accuracy curve
 ROW_FIELDS = ("index", "name", "time_s", "instruction", "command", "certified", "label", "radius",
               "radius_camera", "threshold", "p_lower", "n_used", "reason", "latency_ms")
 SOURCE_SUMMARY = ("frames", "certified", "abstained", "certified_pct", "abstain_pct", "abstain_reasons",
                   "median_n_used", "latency_ms", "labelled", "correct_certified", "wrong_certified", "unlabelled")
 UNLABELLED = "unlabelled"  # the reason of a frame with no label row to give its instruction: not decided
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Ground truth (and optional per-frame instructions) keyed by image name, index or change time."""
-
-    key: str  # one of LABEL_KEYS
-    commands: dict[Any, str]
-    instructions: dict[Any, str]
-    path: str = ""
-    times: tuple[float, ...] = ()  # the sorted change points (key "timestamp")
-
-    def _key_for(self, frame: Frame) -> Any:
-        if self.key == "image":
-            return frame.name
-        if self.key == "index":
-            return frame.index
-        if frame.time_s is None:
-            return None
-        at = bisect.bisect_right(self.times, frame.time_s) - 1
-        return self.times[at] if at >= 0 else None
-
-    def command_for(self, frame: Frame) -> str | None:
-        """The correct command for this frame, or None where the file says nothing."""
-        return self.commands.get(self._key_for(frame))
-
-    def instruction_for(self, frame: Frame) -> str | None:
-        return self.instructions.get(self._key_for(frame))
-
-
-def load_labels(path: str | Path, commands: Iterable[str]) -> Labels:
-    """Read a ground-truth CSV (see the module docstring); ValueError names the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"labels {path}: {exc}") from exc
-    return parse_labels(text, commands, str(path))
-
-
-def parse_labels(text: str, commands: Iterable[str], where: str = "labels") -> Labels:
-    """Parse ground-truth CSV text; every problem is a ValueError naming `where` and the line."""
-    try:
-        rows = list(csv.reader(text.splitlines()))
-    except csv.Error as exc:  # e.g. a NUL byte
-        raise ValueError(f"{where}: not a CSV file ({exc})") from None
-    return _labels_from_rows(rows, set(commands), where)
-
-
-def _labels_from_rows(rows: list[list[str]], valid: set[str], where: str) -> Labels:
-    """Labels from CSV rows (header first), checked line by line; columns are found by name."""
-    reader = iter(rows)
-    header = [h.strip() for h in next(reader, [])]
-    keys = [k for k in LABEL_KEYS if k in header]
-    if len(keys) != 1 or "command" not in header or len(set(header)) != len(header):
-        raise ValueError(f"{where}: the header needs one of {'/'.join(LABEL_KEYS)}, a command column and "
-                         f"optionally an instruction column; got {','.join(header)!r}")
-    key_kind = keys[0]
-    key_at, command_at = header.index(key_kind), header.index("command")
-    instruction_at = header.index("instruction") if "instruction" in header else None
-    allowed = valid | {UNKNOWN}
-    out_commands, out_instructions = {}, {}
-    for line, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"{where} line {line}: expected {len(header)} fields, got {len(row)}")
-        key = _label_key(key_kind, row[key_at].strip(), f"{where} line {line}")
-        command = row[command_at].strip()
-        if command not in allowed:
-            raise ValueError(f"{where} line {line}: command {command!r} is not one of {sorted(allowed)}")
-        if key in out_commands:
-            raise ValueError(f"{where} line {line}: {key_kind} {row[key_at].strip()!r} appears twice")
-        out_commands[key] = command
-        if instruction_at is not None and row[instruction_at].strip():
-            out_instructions[key] = row[instruction_at].strip()
-    if not out_commands:
-        raise ValueError(f"{where}: no label rows")
-    times = tuple(sorted(out_commands)) if key_kind == "timestamp" else ()
-    return Labels(key_kind, out_commands, out_instructions, where, times)
-
-
-def _label_key(kind: str, cell: str, where: str) -> Any:
-    """The matching key of one row: a normalised file name, a frame index or a finite time."""
-    if kind == "image":
-        if not cell:
-            raise ValueError(f"{where}: empty image name")
-        return PurePosixPath(cell.replace("\\", "/")).name  # folder frames are named by file name
-    try:
-        value = int(cell) if kind == "index" else float(cell)
-    except ValueError:
-        raise ValueError(f"{where}: {kind} {cell!r} is not a number") from None
-    if (kind == "index" and value < 0) or (kind == "timestamp" and not math.isfinite(value)):
-        raise ValueError(f"{where}: {kind} {cell!r} out of range")
-    return value
-
-
-# ----------------------------------------------------------------------------- progress
-def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True, **options: Any) -> tqdm:
-    """The progress bar every long `rs-guard` command draws: on stderr (stdout stays for the result,
-    one JSON object with --json), refreshed twice a second on a terminal and every 5 s into a log
-    file or pipe, so a captured log is not flooded. `enabled=False` draws nothing."""
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-                mininterval=0.5 if interactive else 5.0, dynamic_ncols=interactive, **options)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -646,6 +526,6 @@ def run_eval(args: argparse.Namespace, gate: Guard | scale.LocalWorkers | scale.
                     resume=args.resume, state=state)
 
 
-__all__ = ["Labels", "load_labels", "progress_bar", "parse_labels", "evaluate", "decide_frame", "failed_row",
+__all__ = ["evaluate", "decide_frame", "failed_row",
            "resumed_rows", "per_source", "certified_accuracy", "clean_accuracy", "clean_label", "counted",
            "summarize", "add_eval_arguments", "run_eval", "format_summary"]

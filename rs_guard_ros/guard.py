@@ -19,7 +19,8 @@ import torch
 from . import config as config_mod
 from .config import Config
 from .param_files import load_config
-from .images import ImageError, Preprocessor
+from .images import ImageError
+from .preprocess import Preprocessor
 from .oracles import make_oracle
 from .oracles.action import twist_prototypes
 from .denoisers import DenoisedPolicy, load_denoiser

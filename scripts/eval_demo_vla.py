@@ -20,6 +20,7 @@ import numpy as np
 from rs_guard_ros import evaluate
 from rs_guard_ros.config import from_flat
 from rs_guard_ros.guard import Guard
+from rs_guard_ros.labels import load_labels
 from rs_guard_ros.param_files import load_config
 from rs_guard_ros.recordings import iter_frames
 from rs_guard_ros.sim.world import COMMANDS, OBJECTS, REAR_CAMERA, World
@@ -105,7 +106,7 @@ def main() -> None:
     cfg = from_flat({"smoothing.mode": "fixed", "smoothing.n0": 32, "smoothing.n_max": args.n,
                      "smoothing.alpha": args.alpha, "smoothing.sigma": 0.25})
     guard = Guard.from_config(cfg)
-    labels = evaluate.load_labels(labels_path, cfg.commands.names)
+    labels = load_labels(labels_path, cfg.commands.names)
     summary = evaluate.evaluate(guard, iter_frames(args.out / "frames"), args.out / "report", labels)
     rows = [r for r in map(__import__("json").loads, (args.out / "report" / "decisions.jsonl").open())]
     print(f"{len(rows)} held-out scenes, sigma 0.25, n0 32 + n {args.n}, alpha {args.alpha}")

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from rs_guard_ros.certify import UNKNOWN_NAME  # noqa: E402
 from rs_guard_ros.config import DEMO_COMMANDS  # noqa: E402
-from rs_guard_ros.images import Preprocessor  # noqa: E402
+from rs_guard_ros.preprocess import Preprocessor  # noqa: E402
 from rs_guard_ros.policies.hf_inputs import build_prompt, pixel_normalizer  # noqa: E402
 from rs_guard_ros.sim.scenarios import camera_noise  # noqa: E402
 from rs_guard_ros.sim.world import (  # noqa: E402

@@ -3,7 +3,7 @@
 
 The denoiser learns to remove N(0, sigma^2) noise from model-input frames: (B, 3, H, W)
 in [0, 1] units at the VLA's input resolution, produced from camera frames by the gate's
-own preprocessing (rs_guard_ros.images.Preprocessor), so it is trained on exactly what
+own preprocessing (rs_guard_ros.preprocess.Preprocessor), so it is trained on exactly what
 it will see inside the gate: a preprocessed frame plus Gaussian noise, not clipped.
 
 Data: by default frames rendered from the MuJoCo demo world (random layouts, the robot
@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 from rs_guard_ros.denoisers import (  # noqa: E402
     ONNX_FILE, ConvDenoiser, export_onnx, load_denoiser, save_denoiser,
 )
-from rs_guard_ros.images import ImageError, Preprocessor  # noqa: E402
+from rs_guard_ros.images import ImageError  # noqa: E402
+from rs_guard_ros.preprocess import Preprocessor  # noqa: E402
 
 DEFAULT_OUT = REPO / "rs_guard_ros" / "models" / "denoiser"
 DATA_VERSION = 1

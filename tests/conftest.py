@@ -79,7 +79,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 def pytest_report_header(config) -> str:
     """The ROS 2 distribution and rclpy the tests run on (`make test`: Kilted, `make test-jazzy`: Jazzy)."""
-    from rs_guard_ros.doctor import format_ros, ros_environment
+    from rs_guard_ros.ros_distro import format_ros, ros_environment
 
     return format_ros(ros_environment())
 

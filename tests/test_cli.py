@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros import certify, cli, config, param_files
+from rs_guard_ros import certify, cli, config, param_files, planning
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -23,7 +23,7 @@ def test_plan_json_gives_n_min_and_p_required_of_the_planning_law():
 
 
 def test_plan_table_matches_exact_outlook():
-    result = cli.plan(0.25, 0.5, 0.001, 0.01)
+    result = planning.plan(0.25, 0.5, 0.001, 0.01)
     row = next(r for r in result["table"] if r["n"] == 10_000)
     exact = certify.outlook(0.99, 10_000, 0.25, 0.001, 0.5, 0.01)
     assert row["p=0.99"]["certify_probability"] == pytest.approx(exact.certify_probability)
@@ -53,14 +53,14 @@ def test_defect1_plan_answers_for_every_sigma_and_radius_up_to_ten_sigma(sigma, 
     """Bounded work (the old planner hung at R = 2, sigma = 0.25 and allocated 52 GiB at R = 1.5);
     no probability above 1 and no radius, exact or approximate, below 0."""
     try:
-        result = cli.plan(sigma, radius_in_sigmas * sigma, alpha, eps)
+        result = planning.plan(sigma, radius_in_sigmas * sigma, alpha, eps)
     except ValueError as exc:
         assert "not certifiable" in str(exc)  # p* + eps_O is 1 to double precision
         return
     assert result["n_min"] >= 1 and result["within_budget"] == (result["n_min"] <= certify.MAX_SAMPLES)
     for row in result["table"]:
         assert row["n"] <= certify.MAX_SAMPLES and 0.0 <= row["approx_radius_ratio"] <= 1.0
-        for p in cli.PLAN_P_TRUE:
+        for p in planning.PLAN_P_TRUE:
             cell = row[f"p={p}"]
             assert 0.0 <= cell["certify_probability"] <= 1.0 and 0.0 <= cell["sequential_certify_probability"] <= 1.0
             assert cell["expected_radius"] >= 0.0 and cell["approx_expected_radius"] >= 0.0

@@ -21,7 +21,7 @@ from rs_guard_ros.denoisers import (
     load_denoiser, save_denoiser,
 )
 from rs_guard_ros.guard import Guard
-from rs_guard_ros.images import Preprocessor
+from rs_guard_ros.preprocess import Preprocessor
 from rs_guard_ros.oracles import make_oracle
 from rs_guard_ros.smoothing import smooth_certify
 from test_smoothing import RUNS, SIGMA, max_violations, violates

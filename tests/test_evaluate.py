@@ -14,6 +14,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from rs_guard_ros import evaluate as ev
+from rs_guard_ros import labels as lb
 from rs_guard_ros import recordings as rec
 from rs_guard_ros.images import encode_raw
 from test_guard import make_guard
@@ -90,7 +91,7 @@ def test_an_image_folder_gives_one_row_per_file_and_an_unreadable_file_is_an_abs
 
     out = tmp_path / "out"
     summary = ev.evaluate(guard, rec.iter_frames(folder, instruction="go"), out,
-                          ev.load_labels(labels, COMMANDS), progress=False)
+                          lb.load_labels(labels, COMMANDS), progress=False)
 
     rows = assert_outputs_consistent(out, summary, 6)
     assert [r["name"] for r in rows] == [f"f{i}.png" for i in range(5)] + ["f5.jpg"]
@@ -118,7 +119,7 @@ def test_a_video_is_decided_frame_by_frame_and_timestamp_labels_are_change_point
     source = rec.iter_frames(video, instruction="go")
     assert source.kind == "video" and source.total == len(sides)
     out = tmp_path / "out"
-    summary = ev.evaluate(guard, source, out, ev.load_labels(labels, COMMANDS), progress=False)
+    summary = ev.evaluate(guard, source, out, lb.load_labels(labels, COMMANDS), progress=False)
 
     rows = assert_outputs_consistent(out, summary, len(sides))
     assert [float(r["time_s"]) for r in rows] == pytest.approx([i / 10 for i in range(len(sides))])
@@ -199,7 +200,7 @@ def test_a_rosbag2_decodes_raw_and_compressed_images_and_follows_the_instruction
     labels = tmp_path / "labels.csv"
     labels.write_text("index,command\n1,left\n2,right\n5,left\n")
     out = tmp_path / "out"
-    summary = ev.evaluate(guard, source, out, ev.load_labels(labels, COMMANDS), progress=False)
+    summary = ev.evaluate(guard, source, out, lb.load_labels(labels, COMMANDS), progress=False)
 
     rows = assert_outputs_consistent(out, summary, 7)
     assert [r["name"].split("@")[0] for r in rows] == [RAW, RAW, PNG, RAW, RAW, PNG, PNG]
@@ -255,7 +256,7 @@ def test_unusable_sources_raise_value_errors_naming_the_source(tmp_path, case, k
 
 # ----------------------------------------------------------------------------- labels
 def test_timestamp_labels_give_each_frame_the_latest_change_point_before_it():
-    labels = ev.parse_labels("timestamp,command,instruction\n1.0,left,turn\n3.0,stop,\n", COMMANDS)
+    labels = lb.parse_labels("timestamp,command,instruction\n1.0,left,turn\n3.0,stop,\n", COMMANDS)
     at = lambda t: rec.Frame(0, t, None, None, "f")  # noqa: E731
     assert [labels.command_for(at(t)) for t in (0.5, 1.0, 2.9, 3.0, 99.0)] == [None, "left", "left", "stop", "stop"]
     assert labels.instruction_for(at(2.0)) == "turn" and labels.instruction_for(at(3.5)) is None
@@ -263,14 +264,14 @@ def test_timestamp_labels_give_each_frame_the_latest_change_point_before_it():
 
 
 def test_label_columns_are_found_by_name_and_unknown_means_nothing_may_be_certified():
-    labels = ev.parse_labels("image,instruction,command,notes\nsub/a.png,go to the red box,left,x\n"
+    labels = lb.parse_labels("image,instruction,command,notes\nsub/a.png,go to the red box,left,x\n"
                              "noise.png,go,UNKNOWN,\n", COMMANDS)
     frame = lambda name: rec.Frame(0, None, None, None, name)  # noqa: E731
     assert labels.command_for(frame("a.png")) == "left"
     assert labels.instruction_for(frame("a.png")) == "go to the red box"
-    assert labels.command_for(frame("noise.png")) == ev.UNKNOWN
+    assert labels.command_for(frame("noise.png")) == lb.UNKNOWN
     rows = [{"label": "left", "ground_truth": "left", "radius": 0.3},
-            {"label": None, "ground_truth": ev.UNKNOWN, "radius": 0.0}]
+            {"label": None, "ground_truth": lb.UNKNOWN, "radius": 0.0}]
     assert ev.certified_accuracy(rows, [0.0, 0.3, 0.4]) == [1.0, 1.0, 0.0]  # the UNKNOWN frame is left out
 
 
@@ -289,7 +290,7 @@ def test_label_columns_are_found_by_name_and_unknown_means_nothing_may_be_certif
 ])
 def test_bad_label_files_raise_value_errors_naming_the_line(text, match):
     with pytest.raises(ValueError, match=match):
-        ev.parse_labels(text, COMMANDS, "labels.csv")
+        lb.parse_labels(text, COMMANDS, "labels.csv")
 
 
 label_rows = st.lists(st.tuples(st.sampled_from(["0", "1", "7", "-1", "1.5", "x", "a.png", ""]),
@@ -298,7 +299,7 @@ label_like_text = st.one_of(
     st.text(max_size=80),
     st.text(alphabet=st.sampled_from(list("imagetsdxcomn,.-0129 \n\"left\r\x00")), max_size=80)
     .map(lambda t: "index,command\n" + t),
-    st.tuples(st.sampled_from(ev.LABEL_KEYS), label_rows)
+    st.tuples(st.sampled_from(lb.LABEL_KEYS), label_rows)
     .map(lambda kr: f"{kr[0]},command\n" + "".join(f"{k},{c}\n" for k, c in kr[1])))
 
 
@@ -306,17 +307,17 @@ label_like_text = st.one_of(
 @given(label_like_text)
 def test_any_label_text_parses_or_raises_value_error(text):
     try:
-        labels = ev.parse_labels(text, COMMANDS)
+        labels = lb.parse_labels(text, COMMANDS)
     except ValueError:
         return
-    assert set(labels.commands.values()) <= set(COMMANDS) | {ev.UNKNOWN} and labels.key in ev.LABEL_KEYS
+    assert set(labels.commands.values()) <= set(COMMANDS) | {lb.UNKNOWN} and labels.key in lb.LABEL_KEYS
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.integers(0, 10_000), st.sampled_from(COMMANDS), min_size=1, max_size=20))
 def test_index_labels_round_trip(table):
     text = "index,command\n" + "".join(f"{k},{v}\n" for k, v in table.items())
-    labels = ev.parse_labels(text, COMMANDS)
+    labels = lb.parse_labels(text, COMMANDS)
     assert all(labels.command_for(rec.Frame(k, None, None, None, "f")) == v for k, v in table.items())
 
 
@@ -447,7 +448,7 @@ def test_an_interrupted_run_says_how_to_resume_and_resume_decides_only_the_rest(
     assert summary["certified"] == full["certified"] == 6
     with pytest.raises(ValueError, match="written without --labels"):
         ev.evaluate(guard, rec.iter_frames(folder, instruction="go"), out,
-                    ev.parse_labels("index,command\n0,left\n", COMMANDS), progress=False, resume=True)
+                    lb.parse_labels("index,command\n0,left\n", COMMANDS), progress=False, resume=True)
 
 
 def test_a_deadline_makes_slow_decisions_abstain(guard, tmp_path):
@@ -547,7 +548,7 @@ def test_the_demo_vla_on_the_shipped_examples_certifies_no_wrong_command_and_abs
     assert {r["name"]: (r["instruction"], r["ground_truth"]) for r in rows} == \
         {name: (row["instruction"], row["command"]) for name, row in expected.items()}
     assert summary["wrong_certified"] == 0 and summary["correct_certified"] > 0
-    noise = [r for r in rows if r["ground_truth"] == ev.UNKNOWN]
+    noise = [r for r in rows if r["ground_truth"] == lb.UNKNOWN]
     assert noise and all(r["certified"] == "False" and r["command"] == "stop" for r in noise)
     assert_curve_matches_rows(out, summary)
 

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from rs_guard_ros import images
+from rs_guard_ros import images, preprocess
 from rs_guard_ros.images import (
     SUPPORTED_ENCODINGS,
     ImageError,
-    Preprocessor,
     decode_compressed,
     decode_raw,
     encode_raw,
 )
+from rs_guard_ros.preprocess import Preprocessor
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(1234)
@@ -571,7 +571,7 @@ def test_defect8_operator_norm_does_no_resize_and_keeps_no_per_size_state(monkey
     p = Preprocessor((64, 64), mode)
     state = instance_state(p)
     calls: list[str] = []
-    for owner, name in ((images, "_resize"), (cv2, "resize")):
+    for owner, name in ((preprocess, "_resize"), (cv2, "resize")):
         monkeypatch.setattr(owner, name, counting(getattr(owner, name), name, calls))
     norms = [p.operator_norm((64 + i, 64 + 3 * i)) for i in range(1000)]
     assert not calls

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from rs_guard_ros.sim.demo import (CALIBRATION_FACTOR, CALIBRATION_ROUNDS, DESIGN_LATENCY_S, FACTOR_RANGE,
-                                   MAX_WARMUPS, _calibrate, calibrated_factor, run_demo)
+from rs_guard_ros.sim.calibration import (CALIBRATION_FACTOR, CALIBRATION_ROUNDS, DESIGN_LATENCY_S, FACTOR_RANGE,
+                                          MAX_WARMUPS, calibrate, calibrated_factor)
+from rs_guard_ros.sim.demo import STEP_TIMEOUT_S, run_demo
 from rs_guard_ros.sim.records import Step
 from rs_guard_ros.sim.report import read_steps
 from rs_guard_ros.sim.scenarios import parse_scenarios
@@ -165,7 +166,7 @@ def test_a_warm_up_too_slow_to_measure_slows_the_world_and_plays_again_instead_o
     """The second warm-up comes when the computer got 20x slower (other load): it holds too few
     decisions, so the world slows and the warm-ups go on until two of them measured the guard."""
     runner = SlowingComputerRunner(lambda episode: 0.3 if episode == 1 else 6.0)
-    calibration = _calibrate(runner, parse_scenarios(SCENARIOS)[0])
+    calibration = calibrate(runner, parse_scenarios(SCENARIOS)[0], STEP_TIMEOUT_S)
     assert calibration.warmups > CALIBRATION_ROUNDS
     assert runner.factors[1] < runner.factors[0]  # slowed after the short warm-up
     assert calibration.latency_s == pytest.approx(6.0) and calibration.factor == calibrated_factor(6.0)
@@ -175,7 +176,7 @@ def test_a_warm_up_too_slow_to_measure_slows_the_world_and_plays_again_instead_o
 def test_a_guard_that_never_decides_fails_the_calibration_at_the_slowest_factor():
     runner = SlowingComputerRunner(lambda episode: 1e9)
     with pytest.raises(RuntimeError, match="slowest factor"):
-        _calibrate(runner, parse_scenarios(SCENARIOS)[0])
+        calibrate(runner, parse_scenarios(SCENARIOS)[0], STEP_TIMEOUT_S)
     assert len(runner.factors) < MAX_WARMUPS and runner.factors[-1] == FACTOR_RANGE[0]
 
 

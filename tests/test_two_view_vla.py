@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 cv2 = pytest.importorskip("cv2")
 
 from rs_guard_ros.config import DEMO_COMMANDS  # noqa: E402
-from rs_guard_ros.images import Preprocessor  # noqa: E402
+from rs_guard_ros.preprocess import Preprocessor  # noqa: E402
 from rs_guard_ros.policies.transformers_policy import TransformersPolicy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,11 +9,8 @@ sim renders its rear camera too, and the guard runs config/sim_two_view.yaml (th
 model) on both cameras; the report keeps the scenario file's order.
 
 The world runs slower than real time when the computer is slow: after the guard is up,
-warm-up episodes measure the guard's own decision latency (its ~/certificate records), and
-the sim's real_time_factor is set so that a decision lasts DESIGN_LATENCY_S sim seconds, the
-latency the scenarios were designed for (`calibrated_factor`): first at CALIBRATION_FACTOR,
-then again at the factor found, and slower again when a warm-up is too slow to measure (see
-`_calibrate`).
+warm-up episodes set the sim's real_time_factor so that a decision lasts the sim time the
+scenarios were designed for (:mod:`rs_guard_ros.sim.calibration`).
 `--real-time` (real_time=True) keeps the factor at 1 and skips the warm-up.
 
 With Ray (`--ray`, :mod:`rs_guard_ros.scale`) every episode is one Ray task that does the
@@ -24,8 +21,6 @@ seeing each other's DDS traffic; the report over all episodes is written as in p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
 import os
 import random
 import signal
@@ -36,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .calibration import CALIBRATION_FACTOR, CALIBRATION_ROUNDS, WARMUP_SIM_S, Calibration, calibrate
 
 if TYPE_CHECKING:  # importing this module stays light: rclpy, torch and the model load when it runs
     from ..scale import RayTasks
@@ -51,26 +48,6 @@ DEMO_SCENARIOS = "scenarios/demo.yaml"
 START_TIMEOUT_S = 120.0  # model load and DDS discovery on a busy 2-core machine
 STEP_TIMEOUT_S = 30.0
 DOMAIN_IDS = 101  # 1..101: ids whose DDS ports are safe on Linux (0 is everyone's default)
-# The decision latency (frame received -> command published) the scenarios were designed for: the
-# latency p50 of the demo on the 2-core machine of the README's figures (149 ms in the README's run,
-# 165 ms pooled in docs/simulation.md's). Their timings (time limits, fault windows, the 1 s
-# max_frame_age) assume a decision lasts about this long in sim seconds.
-DESIGN_LATENCY_S = 0.15
-FACTOR_RANGE = (0.02, 1.0)  # below 0.02 a 30 sim-s scenario would take 25 wall minutes
-# The warm-up's factor: a decision 6x slower than the design latency (0.9 s, a machine a quarter as
-# fast) still lasts only 0.09 sim s, so no warm-up frame goes stale and every decision is measured.
-CALIBRATION_FACTOR = 0.1
-WARMUP_SIM_S = 3.0  # 30 camera frames: at 0.1, 30 wall s, a dozen decisions even at 2 s each
-MIN_WARMUP_DECISIONS = 3
-# Warm-ups: the sim renders and publishes in proportion to the factor, on the same cores as the
-# guard, so a decision measured at 0.1 is faster than at the factor the scenarios then run at
-# (303 ms against 360 ms in one run on 2 shared cores); the second warm-up measures it there.
-CALIBRATION_ROUNDS = 2
-# A warm-up with fewer than MIN_WARMUP_DECISIONS decisions means the computer got slower than the
-# factor assumed (load from other processes rises and falls): the next warm-up runs this many times
-# slower, down to FACTOR_RANGE[0], within MAX_WARMUPS in all, instead of failing the run on speed.
-WARMUP_SLOWDOWN = 4.0
-MAX_WARMUPS = 6
 
 
 @dataclass(frozen=True)
@@ -186,34 +163,6 @@ def spinning(node: Any) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """The real-time factor a run played at, and the measurement it came from (None: --real-time)."""
-
-    factor: float
-    latency_s: float | None = None  # the guard's decision latency p50 in the last warm-up (wall s)
-    decisions: int = 0  # decisions of the last warm-up that ran the model
-    measured_at: float = CALIBRATION_FACTOR  # the factor the last warm-up ran at
-    warmups: int = 0  # warm-up episodes played (the scenarios' episode ids follow them)
-
-    def describe(self) -> str:
-        """One line for the report and the summary."""
-        if self.latency_s is None:
-            return f"{self.factor:g} (--real-time: the world runs at wall-clock rate)"
-        return (f"{self.factor:.3f}: the guard's decision latency p50 {self.latency_s * 1e3:.0f} ms over "
-                f"{self.decisions} warm-up decisions at factor {self.measured_at:.3f}, so a decision lasts "
-                f"{self.latency_s * self.factor * 1e3:.0f} sim ms (designed for {DESIGN_LATENCY_S * 1e3:.0f})")
-
-
-def calibrated_factor(latency_s: float, target_s: float = DESIGN_LATENCY_S) -> float:
-    """The real-time factor at which a decision of `latency_s` wall seconds lasts `target_s` sim
-    seconds, clamped to FACTOR_RANGE: a faster computer than designed for runs at real time."""
-    if not (math.isfinite(latency_s) and latency_s > 0.0 and math.isfinite(target_s) and target_s > 0.0):
-        raise ValueError(f"latency and target must be positive and finite, got {latency_s!r}, {target_s!r}")
-    low, high = FACTOR_RANGE
-    return min(high, max(low, target_s / latency_s))
-
-
 def run_demo(scenario_file: Path | None, out: Path, domain_id: int | None = None,
              guard_args: tuple[str, ...] = (), only: tuple[str, ...] = (), episodes: int | None = None,
              workers: RayTasks | None = None, real_time: bool = False) -> dict[str, Any]:
@@ -284,7 +233,7 @@ def play(scenarios: list[Scenario], out: Path, domain_id: int | None, guard_args
                                        "-p", "use_sim_time:=true", *guard_args])
         try:
             group, calibrations[setup.config] = _play([scenarios[i] for i in indices], procs, progress, setup,
-                                                      (indices[0], len(scenarios)), factor, calibrate=not real_time)
+                                                      (indices[0], len(scenarios)), factor, warm_up=not real_time)
         finally:
             codes |= procs.stop()
         played.update(zip(indices, group))
@@ -403,7 +352,7 @@ def _gate_summary(config: str) -> str:
 
 
 def _play(scenarios: list[Scenario], procs: Processes, progress: bool, setup: Setup, numbering: tuple[int, int],
-          factor: float, calibrate: bool) -> tuple[list[Episode], Calibration]:
+          factor: float, warm_up: bool) -> tuple[list[Episode], Calibration]:
     """Bring up the runner (relaying the setup's cameras; the sim runs at `factor`), wait for the
     guard, calibrate the factor when told, play every scenario (with a progress bar numbered from
     numbering[0] of numbering[1])."""
@@ -424,9 +373,9 @@ def _play(scenarios: list[Scenario], procs: Processes, progress: bool, setup: Se
                             disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
 
             calibration = Calibration(factor)
-            if calibrate:
+            if warm_up:
                 with bar(WARMUP_SIM_S * CALIBRATION_ROUNDS, "[warm-up] decision time") as warmup:
-                    calibration = _calibrate(runner, scenarios[0], _progress(warmup))
+                    calibration = calibrate(runner, scenarios[0], STEP_TIMEOUT_S, _progress(warmup))
                 procs.check_alive()
             episodes = []
             first = 1 + calibration.warmups  # the sim's episode ids only go up
@@ -451,53 +400,6 @@ def _progress(bar: Any) -> Callable[[float], None]:
     def update(value: float) -> None:
         bar.update(value - bar.n)
     return update
-
-
-def _calibrate(runner: Any, scenario: Scenario, progress: Callable[[float], None] | None = None) -> Calibration:
-    """Warm-up episodes (the first scenario's layout and first instruction, no faults, WARMUP_SIM_S
-    each) until CALIBRATION_ROUNDS of them measured the guard: each takes the p50 of the guard's
-    decision latency from its records and sets the sim's factor from it (`calibrated_factor`).
-    A warm-up with too few decisions slows the world WARMUP_SLOWDOWN times and is played again
-    (`_next_factor`), so a computer slower than expected gets a slower world, not an error.
-
-    A warm-up rather than the first decisions of the first scenario: the model's first calls are
-    slower (lazy initialisation), and a factor changed in the middle of a scenario would play its
-    beginning at another latency than the rest; no warm-up decision enters the report.
-    """
-    import numpy as np
-
-    warmup = dataclasses.replace(scenario, name=f"warm-up ({scenario.name})", time_limit=WARMUP_SIM_S, faults=(),
-                                 instructions=(dataclasses.replace(scenario.instructions[0], at=0.0),))
-    calibration, measured = Calibration(runner.real_time_factor), 0
-    for episode_id in range(1, MAX_WARMUPS + 1):
-        measured_at = runner.real_time_factor
-        done = (episode_id - 1) * WARMUP_SIM_S  # one progress bar over every round
-        episode = runner.run_episode(warmup, episode_id, STEP_TIMEOUT_S,
-                                     progress and (lambda t, done=done: progress(done + t)))
-        latencies = [s.latency_ms / 1e3 for s in episode.steps if s.source == "decision" and s.n_used > 0]
-        if len(latencies) >= MIN_WARMUP_DECISIONS:
-            latency = float(np.median(latencies))
-            calibration = Calibration(calibrated_factor(latency), latency, len(latencies), measured_at, episode_id)
-            measured += 1
-        else:
-            calibration = dataclasses.replace(calibration, factor=_next_factor(measured_at, len(latencies)),
-                                              warmups=episode_id)
-        runner.set_real_time_factor(calibration.factor, STEP_TIMEOUT_S)
-        if measured == CALIBRATION_ROUNDS:
-            return calibration
-    raise RuntimeError(f"calibration: {measured} of {MAX_WARMUPS} warm-ups of {WARMUP_SIM_S:g} sim s had "
-                       f"{MIN_WARMUP_DECISIONS} decisions that ran the model (need {CALIBRATION_ROUNDS}); "
-                       f"see the guard's log")
-
-
-def _next_factor(factor: float, decisions: int) -> float:
-    """The factor after a warm-up at `factor` with too few `decisions`: WARMUP_SLOWDOWN times slower;
-    at FACTOR_RANGE[0] already, the guard is not deciding at all, which no factor fixes."""
-    if factor <= FACTOR_RANGE[0]:
-        raise RuntimeError(f"calibration: {decisions} decisions ran the model in a {WARMUP_SIM_S:g} sim-s "
-                           f"warm-up at the slowest factor {FACTOR_RANGE[0]:g} (need {MIN_WARMUP_DECISIONS}); "
-                           f"see the guard's log")
-    return max(FACTOR_RANGE[0], factor / WARMUP_SLOWDOWN)
 
 
 def _wait_active(runner: Any, procs: Processes) -> bool:
