@@ -492,6 +492,26 @@ def start_from(model: LlavaForConditionalGeneration, processor: LlavaProcessor, 
     print(f"weights from {init}", flush=True)
 
 
+def held_out(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The held-out scenes: the natural distance distribution (no near-range oversampling)."""
+    return cached_dataset(DataSpec(args.test_scenes, args.seed + 1_000_003, near_fraction=0.0, views=args.views),
+                          args.cache_dir)
+
+
+def evaluate_saved(args: argparse.Namespace) -> None:
+    """Print the held-out accuracy of the model in --out, clean and at --sigma (what a training
+    run prints at its end), so that two models can be compared on the same scenes."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.set_num_threads(args.threads)
+    processor = AutoProcessor.from_pretrained(args.out)
+    model = AutoModelForImageTextToText.from_pretrained(args.out).eval()
+    data, batcher = held_out(args), Batcher(processor, args.views)
+    for sigma in (0.0, args.sigma):
+        print(format_accuracy(f"{args.out} held-out ({args.test_scenes}) sigma={sigma}",
+                              evaluate(model, processor, batcher, data, sigma, args.seed)), flush=True)
+
+
 def train(args: argparse.Namespace) -> None:
     """Render (or load) the data, train with noise augmentation, evaluate and save."""
     torch.set_num_threads(args.threads)
@@ -500,8 +520,7 @@ def train(args: argparse.Namespace) -> None:
     t_start = time.time()
     train_data = cached_dataset(DataSpec(args.train_scenes, args.seed, views=args.views), args.cache_dir)
     # Held-out scenes keep the natural distance distribution (no near-range oversampling).
-    test_spec = DataSpec(args.test_scenes, args.seed + 1_000_003, near_fraction=0.0, views=args.views)
-    test_data = cached_dataset(test_spec, args.cache_dir)
+    test_data = held_out(args)
     if args.near_scenes:  # more scenes close to the reach boundary, where stop and the turns meet
         near = cached_dataset(DataSpec(args.near_scenes, args.seed + 2_000_003, near_fraction=1.0, views=args.views),
                               args.cache_dir)
@@ -651,6 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--examples-only", action="store_true", help="only (re)write examples/ from the model in --out")
+    p.add_argument("--evaluate-only", action="store_true", help="only print the held-out accuracy of the model in --out")
     p.add_argument("--examples-dir", type=Path, help="default: examples/ (one view), examples/two_view/ (two)")
     args = p.parse_args(argv)
     for name, default in VIEW_DEFAULTS[args.views].items():
@@ -661,6 +681,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     cli = parse_args()
+    if cli.evaluate_only:
+        evaluate_saved(cli)
+        raise SystemExit(0)
     if not cli.examples_only:
         train(cli)
     write_examples(cli.out, cli.examples_dir, cli.seed + 7, cli.views)
